@@ -1,0 +1,112 @@
+"""LoRA (Hu et al., ICLR 2022, arXiv:2106.09685), eqs. 10-15 of the study.
+
+``W x + (alpha / r) * B A x`` on W_q and W_k of every targeted multi-head attention, self- and cross-attention.
+A is Kaiming-uniform (as huggingface/peft and the LoRA reference code), B is zero, so the model is unchanged at
+step 0. ``merge`` folds B A into the frozen weight. On the ViT (optional target) LoRA enters the fused ``qkv``
+projection's query and key rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..model.config import MPlugConfig
+from .base import MethodConfig, PeftMethod, n_target_layers, register_method, target_layers
+
+
+class LoRALinear(nn.Module):
+    """Wraps a Linear: base output plus the low-rank update on output rows ``[row_start, row_end)``."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, rows: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.rows = rows or (0, base_layer.out_features)
+        out = self.rows[1] - self.rows[0]
+        self.lora_A = nn.Linear(base_layer.in_features, rank, bias=False)
+        self.lora_B = nn.Linear(rank, out, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.lora_A.to(base_layer.weight.device)
+        self.lora_B.to(base_layer.weight.device)
+        self.scaling = alpha / rank
+        self.merged = False
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.lora_B.weight @ self.lora_A.weight * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        delta = self.lora_B(self.lora_A(x)) * self.scaling
+        a, b = self.rows
+        if (a, b) == (0, y.shape[-1]):
+            return y + delta
+        return torch.cat([y[..., :a], y[..., a:b] + delta, y[..., b:]], dim=-1)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            a, b = self.rows
+            self.base_layer.weight[a:b] += self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            a, b = self.rows
+            self.base_layer.weight[a:b] -= self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = False
+
+
+@dataclass(frozen=True)
+class LoRAConfig(MethodConfig):
+    """``size`` is the rank r; ``alpha`` the scaling numerator (scaling = alpha / r)."""
+
+    alpha: float = 16.0
+
+
+@register_method("lora")
+class LoRA(PeftMethod):
+    Config = LoRAConfig
+
+    def inject(self, model: nn.Module) -> None:
+        r, alpha = self.cfg.size, self.cfg.alpha
+        for layer in target_layers(model, self.cfg.targets):
+            attns = [layer.attention] + ([layer.crossattention] if layer.crossattention is not None else [])
+            for attn in attns:
+                attn.self.query = LoRALinear(attn.self.query, r, alpha)
+                attn.self.key = LoRALinear(attn.self.key, r, alpha)
+        if "visual_encoder" in self.cfg.targets:
+            for block in model.visual_encoder.blocks:
+                d = block.attn.qkv.in_features
+                block.attn.qkv = LoRALinear(block.attn.qkv, r, alpha, rows=(0, 2 * d))
+
+    def method_count(self, mc: MPlugConfig) -> int:
+        r, d = self.cfg.size, mc.hidden_size
+        plain, cross = n_target_layers(mc, self.cfg.targets)
+        per_linear = r * (d + d)
+        n = 2 * plain + 4 * cross
+        vit = mc.vision_layers * r * (mc.vision_width + 2 * mc.vision_width) if "visual_encoder" in self.cfg.targets else 0
+        return n * per_linear + vit
+
+    def merge(self, model: nn.Module) -> None:
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.merge()

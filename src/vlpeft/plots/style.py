@@ -1,0 +1,197 @@
+"""One place for the look of every figure: sizes, fonts, the fixed colour and marker per method, labels.
+
+Every figure function in :mod:`vlpeft.plots.figures` draws through these helpers, so a method has the same
+colour and marker in Figs. 3-10 and a reader can follow it across figures. Colours come from the Okabe-Ito
+palette (colour-blind safe); the two embedding-composition methods get the warm hues and the three
+layer-composition methods the cool ones, so the paper's main grouping is visible at a glance. Full fine-tuning is
+black because it is the reference every panel compares against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import matplotlib
+
+# Agg before pyplot is imported anywhere through this package: figures are written to files, never shown.
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.colors import to_hex, to_rgb  # noqa: E402
+
+#: Width of one column of a two-column paper, in inches.
+COLUMN_WIDTH = 3.3
+#: Width of a full page (both columns), in inches.
+FULL_WIDTH = 7.0
+#: Resolution of the PNG copies (the PDFs are vector).
+DPI = 200
+
+#: Every method, in the order panels, legends and figure numbers use.
+METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "serial_adapter", "parallel_adapter", "full")
+#: The five parameter-efficient methods (everything but full fine-tuning).
+PEFT_METHODS: tuple[str, ...] = METHODS[:5]
+#: Embedding composition: the trainable vectors enter as extra inputs (prompt) or extra keys/values (prefix).
+EMBEDDING_COMPOSITION: tuple[str, ...] = ("prompt", "prefix")
+#: Layer composition: the trainable modules change what a layer computes (LoRA, adapters).
+LAYER_COMPOSITION: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter")
+#: The two tasks, in figure order.
+TASKS: tuple[str, ...] = ("coco", "vqa")
+#: The metric each task reports.
+TASK_METRIC: dict[str, str] = {"coco": "CIDEr", "vqa": "accuracy"}
+
+METHOD_COLORS: dict[str, str] = {
+    "prompt": "#E69F00",  # orange
+    "prefix": "#D55E00",  # vermillion
+    "lora": "#0072B2",  # blue
+    "serial_adapter": "#009E73",  # bluish green
+    "parallel_adapter": "#CC79A7",  # reddish purple
+    "full": "#000000",
+}
+METHOD_MARKERS: dict[str, str] = {
+    "prompt": "o",
+    "prefix": "s",
+    "lora": "^",
+    "serial_adapter": "D",
+    "parallel_adapter": "v",
+    "full": "*",
+}
+METHOD_LABELS: dict[str, str] = {
+    "prompt": "Prompt-tuning",
+    "prefix": "Prefix-tuning",
+    "lora": "LoRA",
+    "serial_adapter": "Serial adapter",
+    "parallel_adapter": "Parallel adapter",
+    "full": "Full fine-tuning",
+}
+#: What the ``size`` knob means for each method (axis label of the vs-size panels, legend title).
+SIZE_LABELS: dict[str, str] = {
+    "prompt": "prompt length $p$",
+    "prefix": "prefix length $p$",
+    "lora": "LoRA rank $r$",
+    "serial_adapter": "adapter hidden size $l$",
+    "parallel_adapter": "adapter hidden size $l$",
+    "full": "size",
+}
+TASK_LABELS: dict[str, str] = {"coco": "COCO Caption", "vqa": "VQAv2"}
+METRIC_LABELS: dict[str, str] = {"CIDEr": "CIDEr", "accuracy": "VQA accuracy"}
+
+#: "+ classifier" variants: dashed line, hollow marker, same colour family as the plain method.
+CLASSIFIER_LINESTYLE = "--"
+PLAIN_LINESTYLE = "-"
+#: Full fine-tuning at the largest data ratio, drawn across a vs-size panel; dash-dot so it cannot be mistaken
+#: for a dashed "+ classifier" line.
+FULL_REFERENCE_LINESTYLE = "-."
+FULL_COLOR = METHOD_COLORS["full"]
+BASELINE_COLOR = "0.55"
+BASELINE_LINESTYLE = ":"
+BASELINE_LABEL = "pre-trained (no tuning)"
+
+#: rcParams for every figure: sized for print at 100 %, fonts embedded as TrueType so the PDFs stay editable.
+RC_PARAMS: dict[str, object] = {
+    "font.size": 7,
+    "axes.titlesize": 7.5,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "legend.title_fontsize": 6,
+    "legend.frameon": False,
+    "legend.handlelength": 1.8,
+    "legend.labelspacing": 0.25,
+    "figure.titlesize": 8,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3.2,
+    "errorbar.capsize": 1.5,
+    "axes.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.35,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.minor.visible": False,
+    "savefig.dpi": DPI,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+}
+
+
+@contextlib.contextmanager
+def style_context() -> Iterator[None]:
+    """Apply the house rcParams for the duration of a ``with`` block.
+
+    Figures are built *and* saved inside it, because some settings (font embedding) are read at save time.
+    """
+    with matplotlib.rc_context(RC_PARAMS):
+        yield
+
+
+def method_color(method: str) -> str:
+    """The fixed colour of ``method`` (hex string)."""
+    return METHOD_COLORS[method]
+
+
+def method_label(method: str, classifier: bool = False) -> str:
+    """Display name of a method, with " + classifier" appended for that variant."""
+    return METHOD_LABELS[method] + (" + classifier" if classifier else "")
+
+
+def shades(method: str, n: int) -> list[str]:
+    """``n`` shades of the method's colour, light to dark, for one line per size or per data ratio.
+
+    The method's own colour sits in the middle of the ramp so that the family stays recognisable; the ends are
+    mixed with white and black only so far that the lightest shade still reads on a white background.
+
+    Args:
+        method: Method name (a key of :data:`METHOD_COLORS`).
+        n: Number of shades.
+
+    Returns:
+        ``n`` hex colours; ``[method_color(method)]`` when ``n == 1``.
+    """
+    base = np.array(to_rgb(METHOD_COLORS[method]))
+    if n <= 1:
+        return [to_hex(base)]
+    if method == "full":
+        # Black cannot be darkened: spread full fine-tuning over greys instead.
+        return [to_hex(np.full(3, g)) for g in np.linspace(0.6, 0.0, n)]
+    out = []
+    for t in np.linspace(-1.0, 1.0, n):
+        # t < 0 mixes towards white (at most 55 %), t > 0 towards black (at most 40 %).
+        rgb = base + (-t * 0.55) * (1.0 - base) if t < 0 else base * (1.0 - t * 0.4)
+        out.append(to_hex(np.clip(rgb, 0.0, 1.0)))
+    return out
+
+
+def variant_style(method: str, classifier: bool, color: str | None = None) -> dict[str, object]:
+    """Line2D keyword arguments for one (method, "+ classifier") variant.
+
+    Plain variants are solid with filled markers; "+ classifier" variants are dashed with hollow markers.
+    """
+    c = color or METHOD_COLORS[method]
+    return {
+        "color": c,
+        "marker": METHOD_MARKERS[method],
+        "linestyle": CLASSIFIER_LINESTYLE if classifier else PLAIN_LINESTYLE,
+        "markerfacecolor": "white" if classifier else c,
+        "markeredgecolor": c,
+    }
+
+
+def format_ratio(ratio: float) -> str:
+    """Data ratio as a percentage without the % sign (the axis label carries it): 0.01 -> "1", 0.005 -> "0.5"."""
+    pct = ratio * 100.0
+    return f"{pct:.0f}" if math.isclose(pct, round(pct), abs_tol=1e-9) else f"{pct:.3g}"
+
+
+def format_size(size: float) -> str:
+    """Size knob as an integer label."""
+    return f"{int(round(size))}"
+
+
+def metric_label(metric: str) -> str:
+    """Axis label of a metric ("CIDEr", "accuracy")."""
+    return METRIC_LABELS.get(metric, metric)

@@ -1,0 +1,322 @@
+"""Load and validate the result tables the figures and the claims report are drawn from.
+
+The tables (``runs.csv``, ``curves.csv``, optional ``baseline.csv``) are written by the aggregation step; this
+module is the reviewers' entry point, so every problem with them is reported as a ``ValueError`` that names the
+file, the column, the offending value and the run it came from, instead of surfacing later as an empty or wrong
+figure. Only ``status == "success"`` runs are plotted; the others are counted and listed in a log warning here
+and in the claims report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS
+
+log = logging.getLogger(__name__)
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "task",
+    "method",
+    "classifier",
+    "size",
+    "data_ratio",
+    "seed",
+    "trainable_params",
+    "total_params",
+    "data_size",
+    "samples_seen",
+    "metric",
+    "best_val",
+    "best_step",
+    "test_at_best_val",
+    "final_val",
+    "gpu_hours",
+    "wall_time_s",
+    "status",
+)
+CURVE_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "task",
+    "method",
+    "classifier",
+    "size",
+    "data_ratio",
+    "seed",
+    "step",
+    "split",
+    "metric",
+    "value",
+)
+BASELINE_COLUMNS: tuple[str, ...] = ("task", "metric", "split", "value")
+STATUSES: tuple[str, ...] = ("success", "failed", "preempted", "missing")
+#: Columns a metric may be read from; ``best_val`` is the paper's protocol (best validation score seen).
+VALUE_COLUMNS: tuple[str, ...] = ("best_val", "test_at_best_val", "final_val")
+_FLOAT_COLUMNS = (
+    "size",
+    "data_ratio",
+    "trainable_params",
+    "total_params",
+    "data_size",
+    "samples_seen",
+    "best_val",
+    "best_step",
+    "test_at_best_val",
+    "final_val",
+    "gpu_hours",
+    "wall_time_s",
+)
+_TRUE = {"true", "1", "yes", "t", "y", "1.0"}
+_FALSE = {"false", "0", "no", "f", "n", "0.0"}
+
+
+def _source_name(source: str | Path | None, default: str) -> str:
+    return str(source) if source is not None else default
+
+
+def _check_columns(df: pd.DataFrame, required: tuple[str, ...], source: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{source} is missing required column(s): {', '.join(missing)} (expected columns: {', '.join(required)})"
+        )
+
+
+def _first_bad(df: pd.DataFrame, mask: pd.Series) -> str:
+    """run_id of the first row selected by ``mask`` (or its row number when the table has no run_id)."""
+    row = df.loc[mask].iloc[0]
+    if "run_id" in df.columns:
+        return f"run_id {row['run_id']!r}"
+    return f"row {df.index.get_loc(df.loc[mask].index[0]) + 1}"
+
+
+def _check_allowed(df: pd.DataFrame, column: str, allowed: tuple[str, ...], source: str) -> None:
+    values = df[column].astype(str)
+    bad = ~values.isin(allowed)
+    if bad.any():
+        value = values[bad].iloc[0]
+        raise ValueError(
+            f"unknown {column} {value!r} in {source} ({_first_bad(df, bad)}); expected one of {', '.join(allowed)}"
+        )
+
+
+def _to_bool(df: pd.DataFrame, column: str, source: str) -> pd.Series:
+    def convert(v: object) -> bool | None:
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, float, np.integer, np.floating)) and not (isinstance(v, float) and math.isnan(v)):
+            if v in (0, 1):
+                return bool(v)
+            return None
+        s = str(v).strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        return None
+
+    converted = df[column].map(convert)
+    bad = converted.isna()
+    if bad.any():
+        raise ValueError(
+            f"column {column!r} in {source} must be true/false, got {df.loc[bad, column].iloc[0]!r} "
+            f"({_first_bad(df, bad)})"
+        )
+    return converted.astype(bool)
+
+
+def _to_float(df: pd.DataFrame, column: str, source: str) -> pd.Series:
+    converted = pd.to_numeric(df[column], errors="coerce").astype(float)
+    # Empty cells are allowed (NaN metrics of failed runs, no size for full fine-tuning); text is not.
+    bad = converted.isna() & df[column].notna() & (df[column].astype(str).str.strip() != "")
+    if bad.any():
+        raise ValueError(
+            f"column {column!r} in {source} must be numeric, got {df.loc[bad, column].iloc[0]!r} "
+            f"({_first_bad(df, bad)})"
+        )
+    return converted
+
+
+def validate_runs(df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """Check a runs table against the schema and return a normalised copy.
+
+    Args:
+        df: The runs table (one row per run).
+        source: File name used in error messages.
+
+    Returns:
+        A copy with normalised dtypes: ``classifier`` bool, numeric columns float, ``seed`` int, text columns str.
+
+    Raises:
+        ValueError: Missing columns (all listed), an empty table, an unknown task, method or status, a metric
+            that does not belong to the task, a data ratio outside (0, 1], a PEFT run without a size, a
+            successful run without a best validation metric, or a duplicated run_id.
+    """
+    src = _source_name(source, "the runs table")
+    _check_columns(df, RUN_COLUMNS, src)
+    if len(df) == 0:
+        raise ValueError(f"no runs in {src}: nothing to plot")
+    out = df.copy()
+    for col in ("run_id", "task", "method", "metric", "status"):
+        out[col] = out[col].astype(str).str.strip()
+    dup = out["run_id"].duplicated()
+    if dup.any():
+        raise ValueError(f"duplicated run_id {out.loc[dup, 'run_id'].iloc[0]!r} in {src}")
+    _check_allowed(out, "task", TASKS, src)
+    _check_allowed(out, "method", METHODS, src)
+    _check_allowed(out, "status", STATUSES, src)
+    out["classifier"] = _to_bool(out, "classifier", src)
+    for col in _FLOAT_COLUMNS:
+        out[col] = _to_float(out, col, src)
+    seed = pd.to_numeric(out["seed"], errors="coerce")
+    if seed.isna().any():
+        raise ValueError(f"column 'seed' in {src} must be an integer ({_first_bad(out, seed.isna())})")
+    out["seed"] = seed.astype(int)
+
+    expected_metric = out["task"].map(TASK_METRIC)
+    bad = out["metric"] != expected_metric
+    if bad.any():
+        row = out.loc[bad].iloc[0]
+        raise ValueError(
+            f"metric {row['metric']!r} does not belong to task {row['task']!r} in {src} "
+            f"(run_id {row['run_id']!r}); expected {TASK_METRIC[row['task']]!r}"
+        )
+    bad = ~((out["data_ratio"] > 0) & (out["data_ratio"] <= 1))
+    if bad.any():
+        raise ValueError(
+            f"data_ratio {out.loc[bad, 'data_ratio'].iloc[0]!r} outside (0, 1] in {src} ({_first_bad(out, bad)})"
+        )
+    bad = out["method"].isin(PEFT_METHODS) & out["size"].isna()
+    if bad.any():
+        raise ValueError(f"PEFT run without a size in {src} ({_first_bad(out, bad)})")
+    success = out["status"] == "success"
+    for col in ("best_val", "trainable_params", "data_size"):
+        bad = success & ~np.isfinite(out[col])
+        if bad.any():
+            raise ValueError(f"successful run without a {col} in {src} ({_first_bad(out, bad)})")
+    return out
+
+
+def successful(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows with ``status == "success"`` (the only ones any figure or statistic uses)."""
+    return runs.loc[runs["status"] == "success"].copy()
+
+
+def non_success(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows that did not succeed, sorted for listing: the run identity and its status."""
+    cols = ["run_id", "task", "method", "classifier", "size", "data_ratio", "seed", "status"]
+    bad = runs.loc[runs["status"] != "success", cols]
+    return bad.sort_values(["task", "method", "classifier", "size", "data_ratio", "seed"]).reset_index(drop=True)
+
+
+def log_non_success(runs: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """Log one warning that counts and lists the runs left out of the figures; returns them."""
+    bad = non_success(runs)
+    if len(bad):
+        counts = bad["status"].value_counts().to_dict()
+        listing = ", ".join(f"{r.run_id} ({r.status})" for r in bad.itertuples())
+        log.warning(
+            "%d of %d runs in %s are not plotted (%s): %s",
+            len(bad),
+            len(runs),
+            _source_name(source, "the runs table"),
+            ", ".join(f"{k}: {v}" for k, v in counts.items()),
+            listing,
+        )
+    return bad
+
+
+def load_runs(path: str | Path) -> pd.DataFrame:
+    """Read and validate ``runs.csv``; log the runs that will not be plotted.
+
+    Args:
+        path: The CSV file.
+
+    Returns:
+        The validated, normalised table (all statuses; see :func:`successful`).
+
+    Raises:
+        ValueError: See :func:`validate_runs`.
+    """
+    df = pd.read_csv(path)
+    runs = validate_runs(df, source=path)
+    log_non_success(runs, path)
+    return runs
+
+
+def validate_curves(df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """Check a long-format validation-curves table and return a normalised copy.
+
+    Raises:
+        ValueError: Missing columns, an empty table, an unknown task, method or split, a non-numeric step or
+            value, or a PEFT curve without a size.
+    """
+    src = _source_name(source, "the curves table")
+    _check_columns(df, CURVE_COLUMNS, src)
+    if len(df) == 0:
+        raise ValueError(f"no curves in {src}: nothing to plot")
+    out = df.copy()
+    for col in ("run_id", "task", "method", "split", "metric"):
+        out[col] = out[col].astype(str).str.strip()
+    _check_allowed(out, "task", TASKS, src)
+    _check_allowed(out, "method", METHODS, src)
+    _check_allowed(out, "split", ("val", "test"), src)
+    out["classifier"] = _to_bool(out, "classifier", src)
+    for col in ("size", "data_ratio", "step", "value"):
+        out[col] = _to_float(out, col, src)
+    bad = out["step"].isna()
+    if bad.any():
+        raise ValueError(f"curve point without a step in {src} ({_first_bad(out, bad)})")
+    bad = out["method"].isin(PEFT_METHODS) & out["size"].isna()
+    if bad.any():
+        raise ValueError(f"PEFT curve without a size in {src} ({_first_bad(out, bad)})")
+    out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(0).astype(int)
+    return out
+
+
+def load_curves(path: str | Path) -> pd.DataFrame:
+    """Read and validate ``curves.csv`` (long format: one row per run, step, split)."""
+    return validate_curves(pd.read_csv(path), source=path)
+
+
+def validate_baseline(df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """Check the pre-trained (untuned) model's scores: columns task, metric, split, value."""
+    src = _source_name(source, "the baseline table")
+    _check_columns(df, BASELINE_COLUMNS, src)
+    out = df.copy()
+    for col in ("task", "metric", "split"):
+        out[col] = out[col].astype(str).str.strip()
+    if len(out):
+        _check_allowed(out, "task", TASKS, src)
+        _check_allowed(out, "split", ("val", "test"), src)
+    out["value"] = _to_float(out, "value", src)
+    return out
+
+
+def load_baseline(path: str | Path | None) -> pd.DataFrame | None:
+    """Read ``baseline.csv`` if a path is given (it is optional); ``None`` otherwise."""
+    if path is None:
+        return None
+    return validate_baseline(pd.read_csv(path), source=path)
+
+
+def baseline_value(baseline: pd.DataFrame | None, task: str, split: str = "val") -> tuple[float, str] | None:
+    """The untuned model's score on ``task``, preferring ``split``; ``None`` when there is none.
+
+    Returns:
+        ``(value, split_used)`` so a caller can say when it fell back to the other split.
+    """
+    if baseline is None or len(baseline) == 0:
+        return None
+    rows = baseline.loc[(baseline["task"] == task) & np.isfinite(baseline["value"])]
+    if rows.empty:
+        return None
+    preferred = rows.loc[rows["split"] == split]
+    row = (preferred if len(preferred) else rows).iloc[0]
+    return float(row["value"]), str(row["split"])
