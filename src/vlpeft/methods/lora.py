@@ -88,8 +88,13 @@ class LoRA(PeftMethod):
 
     def inject(self, model: nn.Module) -> None:
         r, alpha = self.cfg.size, self.cfg.alpha
+        # A connected-attention fusion layer never runs its cross-attention: LoRA there would be counted as
+        # trainable yet never receive a gradient.
+        fusion = list(model.fusion_encoder.encoder)
+        idle = {id(fusion[i].crossattention) for i in model.fusion_encoder.connected}
         for layer in target_layers(model, self.cfg.targets):
-            attns = [layer.attention] + ([layer.crossattention] if layer.crossattention is not None else [])
+            cross = layer.crossattention
+            attns = [layer.attention] + ([cross] if cross is not None and id(cross) not in idle else [])
             for attn in attns:
                 attn.self.query = LoRALinear(attn.self.query, r, alpha)
                 attn.self.key = LoRALinear(attn.self.key, r, alpha)
@@ -102,8 +107,10 @@ class LoRA(PeftMethod):
         r, d = self.cfg.size, mc.hidden_size
         plain, cross = n_target_layers(mc, self.cfg.targets)
         per_linear = r * (d + d)
-        n = 2 * plain + 4 * cross
-        vit = mc.vision_layers * r * (mc.vision_width + 2 * mc.vision_width) if "visual_encoder" in self.cfg.targets else 0
+        idle = len(mc.fusion_connected_layers) if "fusion_encoder" in self.cfg.targets else 0
+        n = 2 * plain + 4 * cross - 2 * idle  # q, k per attention; no cross-attention in connected layers
+        vit = mc.vision_layers * r * (mc.vision_width + 2 * mc.vision_width)  # A: r x w, B: 2w x r (q, k rows)
+        vit = vit if "visual_encoder" in self.cfg.targets else 0
         return n * per_linear + vit
 
     def merge(self, model: nn.Module) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..model.config import MPlugConfig
-from .base import MethodConfig, PeftMethod, n_target_layers, register_method, target_layers
+from .base import MethodConfig, PeftMethod, classifier_count, n_target_layers, register_method, target_layers
 
 
 class PrefixEncoder(nn.Module):
@@ -63,6 +63,21 @@ class _PrefixView:
         return kv[0], kv[1]
 
 
+class _ResetPrefix:
+    """Forward (pre-)hook that drops the encoder's per-pass cache.
+
+    An object rather than a closure, so that ``copy.deepcopy(model)`` gives hooks that reset the copy's own encoder
+    and the model stays picklable. Resetting after the pass as well keeps no autograd graph alive between passes (a
+    cached non-leaf tensor cannot be deep-copied).
+    """
+
+    def __init__(self, encoder: PrefixEncoder) -> None:
+        self.encoder = encoder
+
+    def __call__(self, *_) -> None:
+        self.encoder.reset()
+
+
 @dataclass(frozen=True)
 class PrefixConfig(MethodConfig):
     """``size`` is the prefix length p; ``reparam_hidden`` the MLP width used during training."""
@@ -90,7 +105,9 @@ class PrefixTuning(PeftMethod):
             layer.attention.self.prefix = _PrefixView(enc, i)
         # A fresh MLP evaluation per forward pass (of the model, or of any of its parts used in generation).
         for part in (model, model.text_encoder, model.fusion_encoder, model.text_decoder):
-            part.register_forward_pre_hook(lambda *_: enc.reset())
+            hook = _ResetPrefix(enc)
+            part.register_forward_pre_hook(hook)
+            part.register_forward_hook(hook)
 
     def method_count(self, mc: MPlugConfig) -> int:
         plain, cross = n_target_layers(mc, self.cfg.targets)
@@ -98,9 +115,10 @@ class PrefixTuning(PeftMethod):
         return p * d + (d * h + h) + (h * n * 2 * d + n * 2 * d)
 
     def merged_count(self, mc: MPlugConfig) -> int:
-        """Parameters left after ``merge``: the prefix tensors themselves."""
+        """Trainable parameters left after ``merge``: the prefix tensors (plus the head with ``classifier=True``)."""
         plain, cross = n_target_layers(mc, self.cfg.targets)
-        return (plain + cross) * 2 * self.cfg.size * mc.hidden_size
+        head = classifier_count(mc) if self.cfg.classifier else 0
+        return (plain + cross) * 2 * self.cfg.size * mc.hidden_size + head
 
     def merge(self, model: nn.Module) -> None:
         model.prefix_encoder.merge()

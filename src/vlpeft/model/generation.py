@@ -95,9 +95,12 @@ def generate(
                         break
                 best_running = chosen[0][2] if chosen else float("-inf")
                 # Exact stop: a running beam's score can only fall and its length penalty is at most that of
-                # max_new_tokens, so no running beam can beat the worst kept hypothesis.
+                # max_new_tokens, so no running beam can beat the worst kept hypothesis. One beam is greedy search:
+                # its EOS is only recorded when it is the argmax, and greedy decoding stops there.
                 if len(finished[b]) == k and (
-                    not chosen or finished[b][-1][0] >= best_running / gnmt_penalty(cfg.max_new_tokens, cfg.length_penalty)
+                    k == 1
+                    or not chosen
+                    or finished[b][-1][0] >= best_running / gnmt_penalty(cfg.max_new_tokens, cfg.length_penalty)
                 ):
                     done[b] = True
             while len(chosen) < k:  # finished items keep dummy beams

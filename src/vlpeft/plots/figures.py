@@ -27,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from vlpeft.plots import style
 from vlpeft.plots.style import (
@@ -62,12 +66,8 @@ from vlpeft.plots.tables import (
     validate_runs,
 )
 
-import matplotlib.pyplot as plt  # noqa: E402  (style, imported above, has already selected the Agg backend)
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
-
-log = logging.getLogger(__name__)
+# Named explicitly: under `python -m` __name__ is "__main__", outside the package logger configured by main().
+log = logging.getLogger("vlpeft.plots.figures")
 
 SERIES_GID = "series"
 REFERENCE_GID = "reference"
@@ -76,7 +76,14 @@ CURVE_FIGURES: dict[str, str] = {f"fig{6 + i}_{m}": m for i, m in enumerate(PEFT
 _CELL_KEYS = ["task", "method", "classifier", "size", "data_ratio"]
 
 
-def series_lines(ax: plt.Axes) -> list[Line2D]:
+def _subplots(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs: object) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout grid built without pyplot: no GUI backend and no global figure registry to leak into."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def series_lines(ax: Axes) -> list[Line2D]:
     """The data-carrying lines of an axes (not error-bar caps, reference lines or legend proxies)."""
     return [line for line in ax.get_lines() if line.get_gid() == SERIES_GID]
 
@@ -107,7 +114,7 @@ def _same(col: pd.Series, v: float) -> pd.Series:
 
 
 def _draw_series(
-    ax: plt.Axes,
+    ax: Axes,
     x: Sequence[float],
     mean: pd.Series,
     std: pd.Series,
@@ -132,19 +139,38 @@ def _draw_series(
     return line
 
 
-def _draw_baseline(ax: plt.Axes, base: tuple[float, str] | None) -> None:
+def _draw_baseline(ax: Axes, base: tuple[float, str] | None) -> None:
     if base is not None:
         ax.axhline(base[0], color=BASELINE_COLOR, ls=BASELINE_LINESTYLE, lw=1.0, gid=REFERENCE_GID, zorder=1)
 
 
-def _log_ticks(ax: plt.Axes, values: Sequence[float], fmt: Callable[[float], str], base: float = 10) -> None:
+def _log_ticks(ax: Axes, values: Sequence[float], fmt: Callable[[float], str], base: float = 10) -> None:
+    """Log x axis with a tick at every value; labels that would collide are left off (the tick stays)."""
     ax.set_xscale("log", base=base)
     ax.xaxis.set_major_locator(FixedLocator(list(values)))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([fmt(v) for v in values])
+    ax.set_xticklabels([fmt(v) if keep else "" for v, keep in zip(values, _spaced(values, base))])
 
 
-def _no_data(ax: plt.Axes, text: str = "no successful runs") -> None:
+def _spaced(values: Sequence[float], base: float) -> list[bool]:
+    """Which tick labels to keep so that neighbours are at least 6 % of the log span apart.
+
+    Round values (powers of the base, e.g. 1 %, 10 %, 100 %) are placed first, so a crowded pair such as
+    8 % / 10 % keeps the 10.
+    """
+    logs = np.log(np.asarray(values, dtype=float)) / np.log(base)
+    span = float(logs.max() - logs.min()) if len(logs) else 0.0
+    gap = 0.06 * span
+    pct = np.log10(np.asarray(values, dtype=float) * (100.0 if base == 10 else 1.0))
+    round_first = sorted(range(len(values)), key=lambda i: (not np.isclose(pct[i], round(pct[i])), i))
+    kept: list[int] = []
+    for i in round_first:
+        if all(abs(logs[i] - logs[j]) >= gap for j in kept):
+            kept.append(i)
+    return [i in kept for i in range(len(values))]
+
+
+def _no_data(ax: Axes, text: str = "no successful runs") -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
@@ -194,9 +220,7 @@ def fig_task_grid(
     ylabel = metric_label(TASK_METRIC[task])
 
     with style_context():
-        fig, axes = plt.subplots(
-            len(PEFT_METHODS), 2, figsize=(FULL_WIDTH, 9.3), sharey="row", layout="constrained", squeeze=False
-        )
+        fig, axes = _subplots(len(PEFT_METHODS), 2, (FULL_WIDTH, 9.3), sharey="row")
         for row, method in enumerate(PEFT_METHODS):
             ax_r, ax_s = axes[row]
             m_all = task_all.loc[task_all["method"] == method]
@@ -249,14 +273,14 @@ def fig_task_grid(
             _level_legend(ax_s, method, ratios, ratio_colors, lambda r: format_ratio(r) + "%", "data ratio")
         fig.legend(
             handles=_style_handles(base is not None, full_ref=len(full) > 0, full_label=_full_ref_label(full)),
-            loc="outside upper center",
+            loc="outside lower center",
             ncol=5,
         )
         fig.suptitle(f"{TASK_LABELS[task]}: {ylabel} ({_value_label(value)})")
     return fig
 
 
-def _draw_full_line(ax: plt.Axes, x: Sequence[float], full: pd.DataFrame) -> None:
+def _draw_full_line(ax: Axes, x: Sequence[float], full: pd.DataFrame) -> None:
     kwargs = {"color": FULL_COLOR, "marker": METHOD_MARKERS["full"], "linestyle": "-", "markersize": 4.5}
     line = _draw_series(ax, x, full["mean"], full["std"], full["n"], kwargs, METHOD_LABELS["full"])
     # The full fine-tuning line is a reference, not one of the method's series.
@@ -279,7 +303,7 @@ def _value_label(value: str) -> str:
 
 
 def _level_legend(
-    ax: plt.Axes, method: str, levels: Sequence[float], colors: Sequence[str], fmt: Callable[[float], str], title: str
+    ax: Axes, method: str, levels: Sequence[float], colors: Sequence[str], fmt: Callable[[float], str], title: str
 ) -> None:
     if not levels:
         return
@@ -305,9 +329,7 @@ def _style_handles(has_baseline: bool, full_ref: bool = True, full_label: str = 
     handles = [
         Line2D([], [], color=grey, marker="o", linestyle="-", label="PEFT method"),
         Line2D([], [], color=grey, marker="o", markerfacecolor="white", linestyle="--", label="+ classifier"),
-        Line2D(
-            [], [], color=FULL_COLOR, marker=METHOD_MARKERS["full"], markersize=4.5, label=METHOD_LABELS["full"]
-        ),
+        Line2D([], [], color=FULL_COLOR, marker=METHOD_MARKERS["full"], markersize=4.5, label=METHOD_LABELS["full"]),
     ]
     if full_ref:
         handles.append(Line2D([], [], color=FULL_COLOR, linestyle=FULL_REFERENCE_LINESTYLE, label=full_label))
@@ -317,9 +339,7 @@ def _style_handles(has_baseline: bool, full_ref: bool = True, full_label: str = 
 
 
 def _method_handles(methods: Sequence[str], has_baseline: bool) -> list[Line2D]:
-    handles = [
-        Line2D([], [], linestyle="none", label=METHOD_LABELS[m], **_marker_style(m, False)) for m in methods
-    ]
+    handles = [Line2D([], [], linestyle="none", label=METHOD_LABELS[m], **_marker_style(m, False)) for m in methods]
     handles.append(
         Line2D([], [], linestyle="none", color="0.35", marker="o", markerfacecolor="white", label="+ classifier")
     )
@@ -341,6 +361,7 @@ def _cost_figure(
     xlabel: str,
     baseline: pd.DataFrame | None,
     value: str,
+    plain_ticks: bool = False,
 ) -> Figure:
     """Both tasks side by side: cell means against an x computed per run (averaged over seeds), log x."""
     ok = successful(_prepare_runs(runs, value))
@@ -350,17 +371,24 @@ def _cost_figure(
     keep = np.isfinite(x) & (x > 0)
     if (~keep).any():
         # A log axis cannot show zero or missing cost; say which runs are left out rather than drop them silently.
-        log.warning("%d run(s) without a positive x value are not drawn: %s", (~keep).sum(), list(ok.loc[~keep, "run_id"]))
+        log.warning(
+            "%d run(s) without a positive x value are not drawn: %s", (~keep).sum(), list(ok.loc[~keep, "run_id"])
+        )
     ok = ok.loc[keep]
     cells = _cells(ok, value, {"x": x.loc[keep]})
     with style_context():
-        fig, axes = plt.subplots(1, len(TASKS), figsize=(FULL_WIDTH, 2.9), layout="constrained", squeeze=False)
+        fig, axes = _subplots(1, len(TASKS), (FULL_WIDTH, 2.9))
         has_base = False
         for ax, task in zip(axes[0], TASKS):
             ax.set_title(TASK_LABELS[task], loc="left")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(metric_label(TASK_METRIC[task]))
             ax.set_xscale("log")
+            if plain_ticks:
+                # Training hours often span less than a decade: label 1-2-5 steps as plain numbers, not 10^k.
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
             t_cells = cells.loc[cells["task"] == task]
             if t_cells.empty:
                 _no_data(ax)
@@ -377,7 +405,7 @@ def _cost_figure(
             base = baseline_value(baseline, task, _split_for(value))
             has_base = has_base or base is not None
             _draw_baseline(ax, base)
-        fig.legend(handles=_method_handles(METHODS, has_base), loc="outside upper center", ncol=4)
+        fig.legend(handles=_method_handles(METHODS, has_base), loc="outside lower center", ncol=4)
     return fig
 
 
@@ -411,8 +439,9 @@ def fig_cost_gpu_hours(runs: pd.DataFrame, baseline: pd.DataFrame | None = None,
             "hours (CPU): wall time / 3600, no GPU hours logged",
             baseline,
             value,
+            plain_ticks=True,
         )
-    return _cost_figure(runs, lambda df: df["gpu_hours"], "GPU hours", baseline, value)
+    return _cost_figure(runs, lambda df: df["gpu_hours"], "GPU hours", baseline, value, plain_ticks=True)
 
 
 def fig_val_curves(
@@ -457,15 +486,7 @@ def fig_val_curves(
     ncols = min(3, len(ratios))
     nrows = math.ceil(len(ratios) / ncols)
     with style_context():
-        fig, axes = plt.subplots(
-            nrows,
-            ncols,
-            figsize=(FULL_WIDTH, 0.6 + 1.75 * nrows),
-            sharex=True,
-            sharey=True,
-            layout="constrained",
-            squeeze=False,
-        )
+        fig, axes = _subplots(nrows, ncols, (FULL_WIDTH, 0.6 + 1.75 * nrows), sharex=True, sharey=True)
         flat = list(axes.flat)
         for i, (ax, ratio) in enumerate(zip(flat, ratios)):
             d = sel.loc[sel["data_ratio"] == ratio]
@@ -509,7 +530,7 @@ def fig_val_curves(
         ]
         if base is not None:
             handles.append(Line2D([], [], color=BASELINE_COLOR, linestyle=BASELINE_LINESTYLE, label=BASELINE_LABEL))
-        fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 7))
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if len(handles) <= 8 else 6)
         fig.suptitle(f"{METHOD_LABELS[method]}: {split} {metric_label(metric)} on {TASK_LABELS[task]}")
     return fig
 
@@ -523,9 +544,16 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + ".pdf"), stem.with_name(stem.name + ".png")]
+    engine = fig.get_layout_engine()
     with style_context():
-        for p in paths:
-            fig.savefig(p, dpi=style.DPI)
+        fig.savefig(paths[0], dpi=style.DPI)
+        # The layout solved for the PDF holds for the PNG (same size in inches); solving it again would double
+        # the cost of the largest figures.
+        fig.set_layout_engine("none")
+        try:
+            fig.savefig(paths[1], dpi=style.DPI)
+        finally:
+            fig.set_layout_engine(engine)
     return paths
 
 
@@ -569,12 +597,31 @@ def make_all_figures(
     else:
         log.warning("figs 6-10 skipped: no curves table given")
     for stem, make in jobs:
-        fig = make()
-        try:
-            written[stem] = save_figure(fig, out / stem)
-        finally:
-            plt.close(fig)
+        # Figures are built without pyplot, so nothing needs closing: each is freed once written.
+        written[stem] = save_figure(make(), out / stem)
     return written
+
+
+def build_figure(
+    stem: str,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None = None,
+    baseline: pd.DataFrame | None = None,
+    value: str = "best_val",
+) -> Figure:
+    """One figure by its stem (``fig3`` ... ``fig10_parallel_adapter``): what one workflow rule draws."""
+    runs = _prepare_runs(runs, value)
+    if stem in ("fig3", "fig4"):
+        return fig_task_grid(runs, "coco" if stem == "fig3" else "vqa", baseline, value)
+    if stem == "fig5":
+        return fig_cost(runs, baseline, value)
+    if stem == "fig5_gpu_hours":
+        return fig_cost_gpu_hours(runs, baseline, value)
+    if stem in CURVE_FIGURES:
+        if curves is None:
+            raise ValueError(f"{stem} needs the curves table")
+        return fig_val_curves(validate_curves(curves), CURVE_FIGURES[stem], "coco", runs, baseline)
+    raise ValueError(f"unknown figure {stem!r}; known: fig3, fig4, fig5, fig5_gpu_hours, {', '.join(CURVE_FIGURES)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -586,7 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--value", default="best_val", choices=VALUE_COLUMNS, help="metric column to draw")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # INFO for this package only: the PDF backend's font subsetter logs every glyph at INFO.
+    logging.getLogger("vlpeft").setLevel(logging.INFO)
     runs = load_runs(args.runs)
     curves = load_curves(args.curves) if args.curves else None
     baseline = load_baseline(args.baseline)

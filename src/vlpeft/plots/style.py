@@ -14,12 +14,8 @@ import math
 from collections.abc import Iterator
 
 import matplotlib
-
-# Agg before pyplot is imported anywhere through this package: figures are written to files, never shown.
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.colors import to_hex, to_rgb  # noqa: E402
+import numpy as np
+from matplotlib.colors import to_hex, to_rgb
 
 #: Width of one column of a two-column paper, in inches.
 COLUMN_WIDTH = 3.3
@@ -42,11 +38,11 @@ TASKS: tuple[str, ...] = ("coco", "vqa")
 TASK_METRIC: dict[str, str] = {"coco": "CIDEr", "vqa": "accuracy"}
 
 METHOD_COLORS: dict[str, str] = {
-    "prompt": "#E69F00",  # orange
-    "prefix": "#D55E00",  # vermillion
-    "lora": "#0072B2",  # blue
-    "serial_adapter": "#009E73",  # bluish green
-    "parallel_adapter": "#CC79A7",  # reddish purple
+    "prompt": "#e69f00",  # orange
+    "prefix": "#d55e00",  # vermillion
+    "lora": "#0072b2",  # blue
+    "serial_adapter": "#009e73",  # bluish green
+    "parallel_adapter": "#cc79a7",  # reddish purple
     "full": "#000000",
 }
 METHOD_MARKERS: dict[str, str] = {
@@ -189,7 +185,7 @@ def format_ratio(ratio: float) -> str:
 
 def format_size(size: float) -> str:
     """Size knob as an integer label."""
-    return f"{int(round(size))}"
+    return str(round(size))
 
 
 def metric_label(metric: str) -> str:

@@ -72,6 +72,7 @@ _FLOAT_COLUMNS = (
     "gpu_hours",
     "wall_time_s",
 )
+_MAX_LISTED = 25
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
 _FALSE = {"false", "0", "no", "f", "n", "0.0"}
 
@@ -220,7 +221,10 @@ def log_non_success(runs: pd.DataFrame, source: str | Path | None = None) -> pd.
     bad = non_success(runs)
     if len(bad):
         counts = bad["status"].value_counts().to_dict()
-        listing = ", ".join(f"{r.run_id} ({r.status})" for r in bad.itertuples())
+        shown = [f"{r.run_id} ({r.status})" for r in bad.head(_MAX_LISTED).itertuples()]
+        more = len(bad) - len(shown)
+        # A full sweep can have hundreds of missing runs: list a screenful, the report lists them all.
+        listing = ", ".join(shown) + (f", ... and {more} more" if more > 0 else "")
         log.warning(
             "%d of %d runs in %s are not plotted (%s): %s",
             len(bad),

@@ -1,0 +1,30 @@
+# Two entry points (README): `make mini` runs the embedded mini study end to end, `make test` runs the tests.
+# Both create the virtual environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: mini test figures clean-results
+
+$(STAMP): pyproject.toml requirements/cpu.txt
+	@command -v java >/dev/null || { echo "installing a Java runtime (pycocoevalcap needs it)"; \
+		apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements/cpu.txt
+	$(BIN)/pip install -q -e '.[workflow,test]'
+	touch $(STAMP)
+
+mini: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile profiles/local --configfile config/mini.yaml
+
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q
+
+# Reviewers: every figure and the report from results/tables alone (no data, checkpoints or training).
+figures: $(STAMP)
+	$(BIN)/python -m vlpeft.plots.figures --runs results/tables/runs.csv --curves results/tables/curves.csv \
+		--baseline results/tables/baseline.csv --out results/figures
+	$(BIN)/python -m vlpeft.report --runs results/tables/runs.csv --baseline results/tables/baseline.csv \
+		--out results/report.md

@@ -1,0 +1,37 @@
+# Metric extraction: run records -> runs.csv / curves.csv / baseline.csv, and the claims report.
+
+
+rule aggregate_runs:
+    input:
+        records=all_records(),
+        baselines=baseline_files(),
+    output:
+        runs="results/tables/runs.csv",
+        curves="results/tables/curves.csv",
+        baseline="results/tables/baseline.csv",
+    log:
+        "results/logs/aggregate/aggregate_runs.log",
+    params:
+        run_ids=sorted(RUNS),
+    conda:
+        "../envs/vlpeft.yaml"
+    script:
+        "../workflow/scripts/aggregate_runs.py"
+
+
+rule write_report:
+    input:
+        runs="results/tables/runs.csv",
+        baseline="results/tables/baseline.csv",
+    output:
+        report(
+            "results/report.md",
+            category="Claims",
+            caption="../workflow/report/claims.rst",
+        ),
+    log:
+        "results/logs/aggregate/write_report.log",
+    conda:
+        "../envs/vlpeft.yaml"
+    script:
+        "../workflow/scripts/write_report.py"

@@ -1,0 +1,102 @@
+# Config validation, the run grid, wildcard constraints and named input functions.
+import vlpeft.grid as grid
+from snakemake.utils import validate
+
+
+validate(config, schema="../workflow/schemas/config.schema.yaml")
+grid.check_config(config)
+
+RUNS = grid.run_table(config)
+TASKS = list(config["tasks"])
+SYNTHETIC = config["data"]["source"] == "synthetic"
+CACHE = grid.image_cache_path(config)
+FIGURE_STEMS = ["fig3", "fig4", "fig5", "fig5_gpu_hours"] + [
+    f"fig{n}_{m}"
+    for n, m in zip(
+        range(6, 11), ["prompt", "prefix", "lora", "serial_adapter", "parallel_adapter"]
+    )
+]
+
+
+# Quick jobs that stay on the submitting node on a cluster.
+localrules:
+    write_run_config,
+    aggregate_runs,
+    write_report,
+    plot_task_grid,
+    plot_cost,
+    plot_val_curves,
+
+
+wildcard_constraints:
+    task="|".join(TASKS),
+    method="|".join(grid.METHODS),
+    setting="size[0-9a-z]+_ratio[0-9.e-]+(_cls)?",
+    seed="[0-9]+",
+    split="train|val|test",
+    ratio="[0-9.e-]+",
+
+
+def lookup_run(wildcards):
+    run_id = f"{wildcards.task}/{wildcards.method}/{wildcards.setting}/seed{wildcards.seed}"
+    if run_id not in RUNS:
+        raise ValueError(f"{run_id} is not a run of the configured grid")
+    return RUNS[run_id]
+
+
+def resolved_run(wildcards):
+    """The run's resolved configuration: a params value, so a changed setting reruns exactly its runs."""
+    return grid.resolve(config, lookup_run(wildcards))
+
+
+def run_inputs(wildcards):
+    run = lookup_run(wildcards)
+    d = grid.resolve(config, run)
+    inputs = {
+        "run_config": f"{run.dir}/run_config.yaml",
+        "subset": d["subset"],
+        "vocab": d["vocab"],
+        "init": d["init_weights"],
+        "images": "results/data/raw/images/.complete",
+    }
+    inputs.update({f"records_{s}": p for s, p in d["records"].items()})
+    if d["image_cache"]:
+        inputs["cache"] = d["image_cache"]
+    return inputs
+
+
+def all_records(wildcards=None):
+    return [f"{run.dir}/record.json" for run in RUNS.values()]
+
+
+def baseline_files(wildcards=None):
+    return [f"results/baseline/{task}.json" for task in TASKS]
+
+
+def figure_files():
+    return expand("results/figures/{stem}.{ext}", stem=FIGURE_STEMS, ext=["pdf", "png"])
+
+
+def vqa_raw_files():
+    folders = ["train2014", "val2014"]
+    return {
+        "questions": [
+            f"results/data/raw/v2_OpenEnded_mscoco_{f}_questions.json" for f in folders
+        ],
+        "annotations": [
+            f"results/data/raw/v2_mscoco_{f}_annotations.json" for f in folders
+        ],
+    }
+
+
+def expected_counts(task):
+    return (config["data"].get("expected_counts") or {}).get(task)
+
+
+def subset_params(wildcards):
+    return {"seed": config["data"]["subset_seed"], "ratio": float(wildcards.ratio)}
+
+
+def pretrain_config():
+    """The resolved pre-training run (mini study): a full fine-tuning run on the synthetic corpus."""
+    return grid.resolve_pretrain(config)

@@ -1,0 +1,90 @@
+# Training: one resolved config file and one torchrun job per run of the grid (and the mini study's pre-training).
+
+
+rule write_run_config:
+    output:
+        "results/runs/{task}/{method}/{setting}/seed{seed}/run_config.yaml",
+    log:
+        "results/logs/run_config/{task}/{method}/{setting}/seed{seed}.log",
+    params:
+        run=resolved_run,
+    conda:
+        "../envs/vlpeft.yaml"
+    script:
+        "../workflow/scripts/write_run_config.py"
+
+
+rule train_run:
+    input:
+        unpack(run_inputs),
+    output:
+        record="results/runs/{task}/{method}/{setting}/seed{seed}/record.json",
+    log:
+        "results/logs/train/{task}/{method}/{setting}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{task}/{method}/{setting}/seed{seed}.tsv"
+    params:
+        run=resolved_run,
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        "../envs/vlpeft.yaml"
+    shell:
+        # gpu=0 (local CPU runs): one process. On SLURM the profile sets gpu=4: four processes, one per GPU.
+        "OMP_NUM_THREADS={threads} torchrun --standalone"
+        " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
+        " -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+
+
+if config["model"]["init"] == "pretrain":
+
+    rule prepare_pretrain_corpus:
+        input:
+            "results/data/raw/pretrain_captions.json",
+        output:
+            "results/data/prepared/pretrain/train.jsonl",
+        log:
+            "results/logs/data/prepare_pretrain_corpus.log",
+        conda:
+            "../envs/vlpeft.yaml"
+        script:
+            "../workflow/scripts/prepare_pretrain_corpus.py"
+
+    rule write_pretrain_config:
+        output:
+            "results/model/pretrain/run_config.yaml",
+        log:
+            "results/logs/run_config/pretrain.log",
+        params:
+            run=pretrain_config(),
+        conda:
+            "../envs/vlpeft.yaml"
+        script:
+            "../workflow/scripts/write_run_config.py"
+
+    rule pretrain_model:
+        input:
+            run_config="results/model/pretrain/run_config.yaml",
+            records="results/data/prepared/pretrain/train.jsonl",
+            val=grid.records_path("coco", "val"),
+            vocab=grid.VOCAB,
+            images="results/data/raw/images/.complete",
+            cache=CACHE or [],
+        output:
+            grid.init_weights_path(config),
+        log:
+            "results/logs/train/pretrain.log",
+        benchmark:
+            "results/benchmarks/train/pretrain.tsv"
+        params:
+            run=pretrain_config(),
+        threads: 2
+        resources:
+            gpu=0,
+        conda:
+            "../envs/vlpeft.yaml"
+        shell:
+            "OMP_NUM_THREADS={threads} torchrun --standalone"
+            " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
+            " -m vlpeft.train --config {input.run_config} > {log} 2>&1"

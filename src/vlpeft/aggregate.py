@@ -1,0 +1,122 @@
+"""Run records -> the tidy tables every figure and the claims report are drawn from.
+
+``runs.csv``: one row per run of the grid, including failed, preempted and missing runs (metrics empty);
+``curves.csv``: the validation curves, long format; ``baseline.csv``: the untuned pre-trained model's scores.
+
+Command line (aggregate whatever exists, e.g. while a study is still running)::
+
+    python -m vlpeft.aggregate --config config/config.yaml --out results/tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .evaluate import PRIMARY_METRIC
+from .grid import Run, expand
+
+RUN_COLUMNS = ["run_id", "task", "method", "classifier", "size", "data_ratio", "seed", "trainable_params",
+               "total_params", "data_size", "samples_seen", "metric", "best_val", "best_step", "test_at_best_val",
+               "final_val", "gpu_hours", "wall_time_s", "status"]
+CURVE_COLUMNS = ["run_id", "task", "method", "classifier", "size", "data_ratio", "seed", "step", "split", "metric",
+                 "value"]
+
+
+def _identity(run: Run) -> dict:
+    return {"run_id": run.run_id, "task": run.task, "method": run.method, "classifier": run.classifier,
+            "size": run.size if run.size is not None else math.nan, "data_ratio": run.ratio, "seed": run.seed}
+
+
+def run_row(run: Run, record: dict | None, status: str) -> dict:
+    row = {c: math.nan for c in RUN_COLUMNS}
+    row.update(_identity(run))
+    row["metric"] = PRIMARY_METRIC[run.task]
+    row["status"] = status
+    if record is None:
+        return row
+    for key in ("trainable_params", "total_params", "data_size", "samples_seen", "gpu_hours", "wall_time_s"):
+        row[key] = record.get(key)
+    if status == "success":
+        best = record.get("best") or {}
+        row["best_val"], row["best_step"], row["test_at_best_val"] = best.get("val"), best.get("step"), best.get("test")
+        vals = [p["val"][row["metric"]] for p in record.get("curve", []) if "val" in p]
+        row["final_val"] = vals[-1] if vals else math.nan
+    return row
+
+
+def curve_rows(run: Run, record: dict) -> list[dict]:
+    metric = PRIMARY_METRIC[run.task]
+    rows = []
+    for point in record.get("curve", []):
+        for split in ("val", "test"):
+            if split in point and metric in point[split]:
+                rows.append({**_identity(run), "step": point["step"], "split": split, "metric": metric,
+                             "value": point[split][metric]})
+    return rows
+
+
+def read_status(run_dir: Path) -> tuple[dict | None, str]:
+    """(record, status): the success record, else the last status file, else missing."""
+    for name in ("record.json", "status.json"):
+        path = run_dir / name
+        if path.is_file():
+            record = json.loads(path.read_text())
+            return record, record.get("status", "failed")
+    return None, "missing"
+
+
+def aggregate(runs: list[Run], root: str | Path = ".") -> tuple[pd.DataFrame, pd.DataFrame]:
+    root = Path(root)
+    rows, curves = [], []
+    for run in runs:
+        record, status = read_status(root / run.dir)
+        rows.append(run_row(run, record, status))
+        if record is not None and status == "success":
+            curves += curve_rows(run, record)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
+
+
+def baseline_table(paths: list[str | Path]) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        metric = PRIMARY_METRIC[data["task"]]
+        for split, scores in data["scores"].items():
+            rows.append({"task": data["task"], "metric": metric, "split": split, "value": scores[metric]})
+    return pd.DataFrame(rows, columns=["task", "metric", "split", "value"])
+
+
+def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, out_curves: str | Path,
+                 out_baseline: str | Path | None = None, root: str | Path = ".") -> pd.DataFrame:
+    table, curves = aggregate(runs, root)
+    for df, path in ((table, out_runs), (curves, out_curves)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(path, index=False)
+    if out_baseline is not None:
+        baseline_table(baseline_paths).to_csv(out_baseline, index=False)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    parser = argparse.ArgumentParser(description="Aggregate run records into results tables.")
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--out", default="results/tables")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    runs = expand(config)
+    baselines = [p for p in (Path(f"results/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
+    table = write_tables(runs, baselines, f"{args.out}/runs.csv", f"{args.out}/curves.csv",
+                         f"{args.out}/baseline.csv")
+    print(table["status"].value_counts().to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Training and evaluation datasets over prepared records, and their collation into model inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..tokenizer import Tokenizer
+from .images import ImageStore, to_tensor
+
+CAPTION_PROMPT = "a picture of"
+VQA_PROMPT = "Question: {question} Answer: "
+
+
+def prompt_for(task: str, record: dict, caption_prompt: str = CAPTION_PROMPT, vqa_prompt: str = VQA_PROMPT) -> str:
+    if "prompt" in record:  # prefix-LM pre-training records carry their own text input
+        return record["prompt"]
+    if task == "coco":
+        return caption_prompt
+    return vqa_prompt.format(question=record["question"])
+
+
+class TrainSet(Dataset):
+    """(image, prompt, target) for the subset's pairs. ``items`` are record indices (VQA) or
+    [record index, reference index] pairs (captions)."""
+
+    def __init__(self, task: str, records: list[dict], items: list, images: ImageStore, prompts: dict) -> None:
+        self.task, self.records, self.items, self.images, self.prompts = task, records, items, images, prompts
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        if self.task == "coco":
+            rec, ref = item
+            r = self.records[rec]
+            target = r["references"][ref]
+        else:
+            r = self.records[item]
+            target = r["answer"]
+        return {"image": self.images.get(r["image"]), "prompt": prompt_for(self.task, r, **self.prompts),
+                "target": target}
+
+
+class EvalSet(Dataset):
+    """(image, prompt, id) for every record of an evaluation split."""
+
+    def __init__(self, task: str, records: list[dict], images: ImageStore, prompts: dict) -> None:
+        self.task, self.records, self.images, self.prompts = task, records, images, prompts
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.records[i]
+        key = str(r["image_id"]) if self.task == "coco" else str(r["question_id"])
+        return {"image": self.images.get(r["image"]), "prompt": prompt_for(self.task, r, **self.prompts), "id": key}
+
+
+class Collator:
+    def __init__(self, tokenizer: Tokenizer, max_prompt: int, max_target: int) -> None:
+        self.tok, self.max_prompt, self.max_target = tokenizer, max_prompt, max_target
+
+    def __call__(self, batch: list[dict]) -> dict:
+        out = {"images": to_tensor(np.stack([b["image"] for b in batch]))}
+        out["prompt_ids"], out["prompt_mask"] = self.tok.batch([b["prompt"] for b in batch], self.max_prompt)
+        if "target" in batch[0]:
+            out["target_ids"], out["target_mask"] = self.tok.batch([b["target"] for b in batch], self.max_target)
+        if "id" in batch[0]:
+            out["ids"] = [b["id"] for b in batch]
+        return out
+
+
+def move(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -1,0 +1,73 @@
+"""Data stages the workflow calls (one function per rule): prepare records, make subsets, cache images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+from . import prepare, subsets
+from .images import build_cache
+
+log = logging.getLogger("vlpeft.data")
+
+
+def prepare_captions(karpathy_json: str | Path, out: dict[str, str | Path], expected: dict | None = None) -> dict:
+    """Karpathy split file -> caption records for train (train + restval), val and test."""
+    recs = prepare.caption_records(prepare.read_karpathy(karpathy_json))
+    prepare.check_counts(recs, expected, "COCO Caption (Karpathy) images")
+    for split, path in out.items():
+        prepare.write_jsonl(recs[prepare.check_split(split)], path)
+    return {s: len(r) for s, r in recs.items()}
+
+
+def prepare_vqa(karpathy_json: str | Path, question_files: list, annotation_files: list,
+                out: dict[str, str | Path], expected: dict | None = None) -> dict:
+    recs = prepare.vqa_records(prepare.read_karpathy(karpathy_json), question_files, annotation_files)
+    prepare.check_counts(recs, expected, "VQAv2 QA pairs")
+    for split, path in out.items():
+        prepare.write_jsonl(recs[prepare.check_split(split)], path)
+    return {s: len(r) for s, r in recs.items()}
+
+
+def prepare_pretrain(pretrain_json: str | Path, out: str | Path, seed: int = 0) -> int:
+    """The synthetic pre-training corpus as records for mPLUG's two generative objectives.
+
+    Per image: a captioning record (the task prompt, then the whole caption) and a prefix-LM record (the text
+    encoder reads the caption's first words as its prompt, the decoder continues), as mPLUG's PrefixLM
+    pre-training does. The latter teaches the model to read its text input, which the VQA prompt relies on.
+    """
+    rng = random.Random(seed)
+    data = json.loads(Path(pretrain_json).read_text())
+    recs = []
+    for r in data:
+        image = f"{r['filepath']}/{r['filename']}"
+        words = r["caption"].split()
+        recs.append({"image": image, "image_id": int(r["cocoid"]), "references": [r["caption"]]})
+        if len(words) >= 3:
+            k = rng.randint(1, len(words) - 2)
+            recs.append({"image": image, "image_id": int(r["cocoid"]), "prompt": " ".join(words[:k]),
+                         "references": [" ".join(words[k:])]})
+    prepare.write_jsonl(recs, out)
+    return len(recs)
+
+
+def make_subset(task: str, train_records: str | Path, ratio: float, seed: int, out: str | Path) -> int:
+    """Nested subset over image-caption pairs (coco) or QA pairs (vqa)."""
+    recs = prepare.read_jsonl(train_records)
+    if task == "coco":
+        pairs = subsets.caption_pairs(recs)
+        items = [list(pairs[i]) for i in subsets.subset(len(pairs), ratio, seed)]
+    elif task == "vqa":
+        items = subsets.subset(len(recs), ratio, seed)
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    subsets.write_subset(out, task, ratio, seed, items)
+    return len(items)
+
+
+def cache_images(image_root: str | Path, record_files: list, size: int, out: str | Path,
+                 skip_bad: bool = False) -> dict:
+    paths = sorted({r["image"] for f in record_files for r in prepare.read_jsonl(f)})
+    return build_cache(image_root, paths, size, out, skip_bad=skip_bad)

@@ -1,0 +1,81 @@
+"""Evaluation by generation: captions scored with CIDEr-D & co., answers with the official VQA accuracy.
+
+Works on one process or sharded over a torchrun group (each rank generates for its share; rank 0 scores).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+
+from .data.datasets import Collator, EvalSet, move
+from .data.images import ImageStore
+from .metrics.caption import ptb_tokenize, score_captions
+from .metrics.vqa import vqa_accuracy
+from .model.generation import GenerationConfig, generate
+from .tokenizer import Tokenizer
+
+log = logging.getLogger("vlpeft.evaluate")
+PRIMARY_METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
+
+
+class Evaluator:
+    """Holds one split's records, tokenised references and generation settings; ``__call__`` scores a model."""
+
+    def __init__(self, task: str, split: str, records: list[dict], images: ImageStore, tokenizer: Tokenizer,
+                 gen: GenerationConfig, prompts: dict, batch_size: int = 32, metrics: list[str] | None = None,
+                 max_prompt: int = 40, rank: int = 0, world: int = 1) -> None:
+        self.task, self.split, self.records, self.tok, self.gen = task, split, records, tokenizer, gen
+        self.metrics = list(metrics or (["CIDEr"] if task == "coco" else []))
+        self.rank, self.world = rank, world
+        data = EvalSet(task, records, images, prompts)
+        shard = Subset(data, list(range(rank, len(data), world)))
+        self.loader = DataLoader(shard, batch_size=batch_size, shuffle=False,
+                                 collate_fn=Collator(tokenizer, max_prompt, 8))
+        self.refs_tokenized = None
+        if task == "coco" and rank == 0:
+            refs = {str(r["image_id"]): r["references"] for r in records}
+            self.refs_tokenized = ptb_tokenize(refs)
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, device: torch.device) -> dict[str, str]:
+        was_training = model.training
+        model.eval()
+        preds: dict[str, str] = {}
+        for batch in self.loader:
+            batch = move(batch, device)
+            out = generate(model, batch["images"], batch["prompt_ids"], batch["prompt_mask"], self.gen)
+            for key, ids in zip(batch["ids"], out):
+                preds[key] = self.tok.decode(ids)
+        model.train(was_training)
+        if self.world > 1:
+            gathered: list[dict] = [None] * self.world  # type: ignore[list-item]
+            dist.all_gather_object(gathered, preds)
+            preds = {k: v for part in gathered for k, v in part.items()}
+        return preds
+
+    def score(self, preds: dict[str, str]) -> dict[str, float]:
+        if self.task == "coco":
+            result = score_captions(self.refs_tokenized, preds, metrics=self.metrics, tokenize=True,
+                                    references_tokenized=True)
+            return dict(result["scores"])
+        refs = {str(r["question_id"]): r["answers"] for r in self.records}
+        types = {str(r["question_id"]): r["answer_type"] for r in self.records}
+        result = vqa_accuracy(preds, refs, types)
+        scores = {"accuracy": result["overall"]}
+        scores.update({f"accuracy/{t}": v for t, v in result["per_answer_type"].items()})
+        return scores
+
+    def __call__(self, model: torch.nn.Module, device: torch.device) -> tuple[dict[str, float] | None, dict]:
+        t0 = time.time()
+        preds = self.predict(model, device)
+        if self.rank != 0:
+            return None, preds
+        scores = self.score(preds)
+        log.info("eval %s/%s: %s (%d items, %.1fs)", self.task, self.split,
+                 ", ".join(f"{k}={v:.2f}" for k, v in scores.items()), len(preds), time.time() - t0)
+        return scores, preds

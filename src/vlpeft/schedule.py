@@ -1,0 +1,57 @@
+"""Learning-rate schedules of the paper's Table II: linear warm-up, then cosine decay.
+
+COCO: 4000 steps, warm-up from 0 to the peak over 400 steps, cosine to 0.
+VQAv2: 10 epochs, warm-up from 1e-6 to the peak over ``800 x data ratio`` steps, cosine to 1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Attributes:
+        total_steps: Optimizer steps of the run.
+        warmup_steps: Steps of the linear warm-up (the peak is reached at ``warmup_steps``).
+        peak_lr: Highest learning rate.
+        start_lr: Learning rate at step 0.
+        end_lr: Learning rate at the last step.
+    """
+
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    start_lr: float = 0.0
+    end_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.total_steps <= 0:
+            raise ValueError(f"total_steps must be positive, got {self.total_steps}")
+        if not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(f"warmup_steps must be in [0, total_steps], got {self.warmup_steps}")
+        if self.peak_lr <= 0:
+            raise ValueError(f"peak_lr must be positive, got {self.peak_lr}")
+
+    def lr(self, step: int) -> float:
+        """Learning rate used for optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return self.start_lr + (self.peak_lr - self.start_lr) * step / self.warmup_steps
+        decay = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, decay))
+        return self.end_lr + 0.5 * (self.peak_lr - self.end_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def steps_for(kind: str, data_size: int, total_batch_size: int, steps: int | None = None,
+              epochs: float | None = None) -> int:
+    """Optimizer steps of a run: fixed (``kind="steps"``) or ``ceil(epochs * data_size / batch)``."""
+    if kind == "steps":
+        if not steps or steps <= 0:
+            raise ValueError("a step-based schedule needs steps > 0")
+        return int(steps)
+    if kind == "epochs":
+        if not epochs or epochs <= 0:
+            raise ValueError("an epoch-based schedule needs epochs > 0")
+        return max(1, math.ceil(epochs * data_size / total_batch_size))
+    raise ValueError(f"unknown schedule kind {kind!r}; expected 'steps' or 'epochs'")

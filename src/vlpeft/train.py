@@ -1,0 +1,427 @@
+"""Train one configuration (task, method, size, data ratio, classifier flag, seed) and write its run record.
+
+Single process (CPU or one GPU)::
+
+    python -m vlpeft.train --config results/runs/coco/lora/size8_ratio0.1/seed0/run_config.yaml
+
+Four GPUs on one node (what the SLURM rule runs)::
+
+    torchrun --standalone --nproc_per_node 4 -m vlpeft.train --config .../run_config.yaml
+
+The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
+loss is normalised by the global number of target tokens, so 1, 2 or 4 processes take the same optimizer steps.
+Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) the run saves a
+checkpoint of the trainable parameters, optimizer, step and RNG, writes a ``preempted`` status and exits 75;
+started again it resumes from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .data.datasets import Collator, TrainSet, move
+from .data.images import ImageStore
+from .data.prepare import read_jsonl
+from .data.subsets import read_subset
+from .evaluate import PRIMARY_METRIC, Evaluator
+from .methods.base import build_method, count_trainable, trainable_parameters
+from .model.config import preset
+from .model.generation import GenerationConfig
+from .model.mplug import MPlug
+from .records import environment, git_state, write_json
+from .runconfig import RunConfig
+from .schedule import Schedule, steps_for
+from .tokenizer import Tokenizer
+
+log = logging.getLogger("vlpeft.train")
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job should be resubmitted and will resume
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def world_info_from_env() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from torchrun's variables, falling back to SLURM's, then to 1 process."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"])
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"])
+    return 0, 0, 1
+
+
+def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
+    overrides = dict(cfg.model_overrides)
+    overrides.setdefault("vocab_size", tokenizer.vocab_size)
+    overrides.setdefault("bos_token_id", tokenizer.cls_id)
+    overrides.setdefault("eos_token_id", tokenizer.sep_id)
+    overrides.setdefault("pad_token_id", tokenizer.pad_id)
+    model = MPlug(preset(cfg.model_preset, **overrides))
+    if cfg.init_format == "vlpeft":
+        from safetensors.torch import load_file
+
+        if not cfg.init_weights or not Path(cfg.init_weights).is_file():
+            raise FileNotFoundError(f"initial weights not found: {cfg.init_weights}")
+        state = load_file(cfg.init_weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k != "text_decoder.cls.predictions.decoder.weight"]  # tied
+        if missing or unexpected:
+            raise ValueError(f"{cfg.init_weights} does not fit the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    elif cfg.init_format == "official":
+        from .model.checkpoint import load_official
+
+        report = load_official(model, cfg.init_weights)
+        log.info("%s", report.summary())
+    return model
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters)."""
+    decay, no_decay = [], []
+    for name, p in trainable_parameters(model).items():
+        (no_decay if p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.local_rank, self.world = world_info_from_env()
+        self.out = Path(cfg.out_dir)
+        self.stop_signal: str | None = None
+        self.t_start = time.time()
+        self.record: dict = {}
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        micro = self.world * cfg.per_device_batch_size
+        if cfg.total_batch_size % micro:
+            raise ValueError(f"total_batch_size {cfg.total_batch_size} is not a multiple of world size {self.world}"
+                             f" x per-device batch {cfg.per_device_batch_size}")
+        self.accum = cfg.total_batch_size // micro
+        for split in ["train", *cfg.eval.splits]:
+            if split not in cfg.records or not Path(cfg.records[split]).is_file():
+                raise FileNotFoundError(f"records for split {split!r} not found: {cfg.records.get(split)}")
+        self.tok = Tokenizer(cfg.vocab)
+        images = ImageStore(cfg.image_root, preset(cfg.model_preset, **cfg.model_overrides).image_size,
+                            cfg.image_cache)
+        train_records = read_jsonl(cfg.records["train"])
+        if cfg.subset:
+            sub = read_subset(cfg.subset)
+            if abs(sub["ratio"] - cfg.data_ratio) > 1e-12:
+                raise ValueError(f"subset {cfg.subset} is for ratio {sub['ratio']}, the run wants {cfg.data_ratio}")
+            items = sub["items"]
+        else:
+            items = list(range(len(train_records))) if cfg.task == "vqa" else [
+                [i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
+        self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
+        self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
+        sc = cfg.schedule
+        self.total_steps = steps_for(sc.kind, len(self.data), cfg.total_batch_size, sc.steps, sc.epochs)
+        self.schedule = Schedule(self.total_steps, min(sc.warmup_steps, self.total_steps), cfg.lr, sc.start_lr,
+                                 sc.end_lr)
+
+        torch.manual_seed(cfg.seed)  # identical model and method initialisation on every rank
+        self.model = build_model(cfg, self.tok).to(self.device)
+        self.method = build_method(cfg.method, **cfg.method_options)
+        self.method.attach(self.model)
+        self.model.train()
+        torch.manual_seed(cfg.seed + self.rank)  # dropout differs across ranks, as separate samples would
+        self.n_trainable = count_trainable(self.model)
+        self.n_total = sum(p.numel() for p in self.model.parameters())
+        self.ddp = self.model
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+        gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
+        self.evaluators = {}
+        for split in cfg.eval.splits:
+            recs = read_jsonl(cfg.records[split])
+            if cfg.eval.max_items:
+                recs = recs[: cfg.eval.max_items]
+            self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
+                                               cfg.eval.batch_size, list(cfg.eval.metrics), cfg.max_prompt_tokens,
+                                               self.rank, self.world)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
+        self.step = 0
+        self.curve: list[dict] = []
+        self.samples_seen = 0
+        self.train_time = 0.0
+
+    # -- data order: one seeded permutation per epoch; position = step, so resuming needs no loader state ----
+    def global_batch(self, step: int) -> list[int]:
+        n, b = len(self.data), self.cfg.total_batch_size
+        out = []
+        for pos in range(step * b, (step + 1) * b):
+            epoch, i = divmod(pos, n)
+            if i == 0 or not hasattr(self, "_perm") or self._perm[0] != epoch:
+                perm = list(range(n))
+                random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(perm)
+                self._perm = (epoch, perm)
+            out.append(self._perm[1][i])
+        return out
+
+    # -- checkpointing ----------------------------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "digest": self.cfg.digest(),
+            "step": self.step,
+            "trainable": {k: v.detach().cpu() for k, v in trainable_parameters(self.model).items()},
+            "optimizer": self.opt.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "curve": self.curve,
+            "samples_seen": self.samples_seen,
+            "train_time": self.train_time,
+            "best": self.record.get("best"),
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_path)
+
+    def maybe_resume(self) -> None:
+        if not self.ckpt_path.is_file():
+            return
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        if state["digest"] != self.cfg.digest():
+            raise ValueError(f"{self.ckpt_path} belongs to another configuration (digest {state['digest']}, this run "
+                             f"{self.cfg.digest()}); delete it to start over")
+        params = trainable_parameters(self.model)
+        with torch.no_grad():
+            for k, v in state["trainable"].items():
+                params[k].copy_(v)
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step, self.curve = state["step"], state["curve"]
+        self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
+        self.record["best"] = state["best"]
+        log.info("resumed from %s at step %d", self.ckpt_path, self.step)
+
+    # -- one optimizer step -----------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = self.schedule.lr(self.step)
+        idx = self.global_batch(self.step)
+        samples = [self.data[i] for i in idx]
+        # Normalise by the global batch's target tokens: the same gradient for any world size / accumulation.
+        n_tokens = sum(len(self.tok.encode(s["target"])[: cfg.max_target_tokens]) - 1 for s in samples)
+        pdb = cfg.per_device_batch_size
+        total = 0.0
+        for a in range(self.accum):
+            start = (a * self.world + self.rank) * pdb
+            batch = move(self.collate(samples[start:start + pdb]), self.device)
+            sync = a == self.accum - 1 or self.world == 1
+            ctx = self.ddp.no_sync() if not sync and self.world > 1 else nullcontext()
+            with ctx, self.autocast:
+                loss_sum = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
+                                    batch["target_mask"], reduction="none").sum()
+                loss = loss_sum * self.world / n_tokens  # DDP averages over ranks
+            loss.backward()
+            total += loss_sum.item()
+        if self.world > 1:
+            t = torch.tensor([total], device=self.device)
+            dist.all_reduce(t)
+            total = t.item()
+        mean_loss = total / n_tokens
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(f"loss is {mean_loss} at step {self.step}: stopping (lower the learning rate?)")
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.samples_seen += len(samples)
+        return mean_loss
+
+    def evaluate(self) -> None:
+        point = {"step": self.step, "samples_seen": self.samples_seen}
+        for split, ev in self.evaluators.items():
+            scores, _ = ev(self.model, self.device)
+            if scores is not None:
+                point[split] = scores
+        if self.rank == 0 and self.evaluators:
+            self.curve.append(point)
+            metric = PRIMARY_METRIC[self.cfg.task]
+            best = self.record.get("best")
+            val = point.get("val", {}).get(metric)
+            if val is not None and (best is None or val > best["val"]):
+                self.record["best"] = {"step": self.step, "val": val,
+                                       "test": point.get("test", {}).get(metric), "metric": metric}
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> str:
+        cfg = self.cfg
+        self.maybe_resume()
+        interval = cfg.eval.interval or self.total_steps
+        ckpt_every = cfg.checkpoint_every or interval
+        log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
+                 "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
+                 cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
+        t_last, s_last = time.time(), self.step
+        while self.step < self.total_steps:
+            if self.stop_requested():
+                self.save_checkpoint()
+                return "preempted"
+            t0 = time.time()
+            loss = self.train_step()
+            self.train_time += time.time() - t0
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                now = time.time()
+                rate = (self.step - s_last) * cfg.total_batch_size / max(now - t_last, 1e-9)
+                eta = (self.total_steps - self.step) * cfg.total_batch_size / max(rate, 1e-9)
+                log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
+                         loss, self.schedule.lr(self.step - 1), rate, eta)
+                t_last, s_last = now, self.step
+            if self.step % interval == 0 or self.step == self.total_steps:
+                self.evaluate()
+            if self.step % ckpt_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+        return "success"
+
+    def stop_requested(self) -> bool:
+        flag = torch.tensor([1 if self.stop_signal else 0])
+        if self.world > 1:
+            dist.all_reduce(flag.to(self.device))
+        return bool(flag.item())
+
+    def finalize(self, status: str, error: str | None = None) -> dict:
+        cfg = self.cfg
+        wall = time.time() - self.t_start
+        n_gpus = self.world if getattr(self, "device", torch.device("cpu")).type == "cuda" else 0
+        peak = torch.cuda.max_memory_allocated() if n_gpus else None
+        try:
+            import resource
+
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        except ImportError:  # pragma: no cover - Windows
+            rss = None
+        record = {
+            "run_id": cfg.run_id,
+            "status": status,
+            "error": error,
+            "config": cfg.to_dict(),
+            "config_digest": cfg.digest(),
+            "git": git_state(),
+            "environment": environment(),
+            "world_size": self.world,
+            "gradient_accumulation": getattr(self, "accum", None),
+            "trainable_params": getattr(self, "n_trainable", None),
+            "total_params": getattr(self, "n_total", None),
+            "closed_form_params": self.method.closed_form_count(self.model.config) if hasattr(self, "method") else None,
+            "data_size": len(self.data) if hasattr(self, "data") else None,
+            "total_steps": getattr(self, "total_steps", None),
+            "steps_done": getattr(self, "step", 0),
+            "samples_seen": getattr(self, "samples_seen", 0),
+            "curve": getattr(self, "curve", []),
+            "best": self.record.get("best"),
+            "wall_time_s": wall,
+            "train_time_s": getattr(self, "train_time", 0.0),
+            "samples_per_s": getattr(self, "samples_seen", 0) / max(getattr(self, "train_time", 0.0), 1e-9),
+            "gpu_hours": wall * n_gpus / 3600.0,
+            "peak_gpu_memory_bytes": peak,
+            "peak_rss_bytes": rss,
+        }
+        if self.rank == 0:
+            write_json(record, self.out / "status.json")
+            if status == "success":
+                write_json(record, self.out / "record.json")
+        return record
+
+
+def evaluate_untuned(cfg: RunConfig) -> dict:
+    """Scores of the model as initialised (no fine-tuning) on the configured evaluation splits."""
+    trainer = Trainer(cfg)
+    trainer.setup()
+    trainer.evaluate()
+    point = trainer.curve[-1] if trainer.curve else {}
+    return {"task": cfg.task, "init_weights": cfg.init_weights,
+            "scores": {s: point[s] for s in cfg.eval.splits if s in point}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="resolved run config (YAML)")
+    args = parser.parse_args(argv)
+    cfg = RunConfig.load(args.config)
+    trainer = Trainer(cfg)
+    logging.basicConfig(level=logging.INFO if trainer.rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {trainer.rank}] %(name)s: %(message)s", stream=sys.stderr)
+
+    def on_signal(signum, _frame):
+        trainer.stop_signal = signal.Signals(signum).name
+        log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        trainer.setup()
+        status = trainer.run()
+        if status == "success" and cfg.save_model and trainer.rank == 0:
+            from safetensors.torch import save_file
+
+            trainer.method.merge(trainer.model)
+            state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()
+                     if k != "text_decoder.cls.predictions.decoder.weight"}
+            tmp = Path(cfg.save_model + ".tmp")
+            save_file(state, str(tmp))
+            tmp.replace(cfg.save_model)
+        elif status == "success" and trainer.rank == 0:
+            trainer.method.merge(trainer.model)
+            trainer.method.save(trainer.model, Path(cfg.out_dir) / "trained.safetensors")
+        trainer.finalize(status)
+    except Exception as e:  # a failed run leaves a record saying why, then fails the job
+        log.error("run failed: %s", e)
+        trainer.finalize("failed", f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if status == "preempted":
+        log.warning("checkpointed at step %d; exiting %d so that the job is resubmitted", trainer.step,
+                    EXIT_PREEMPTED)
+        return EXIT_PREEMPTED
+    if trainer.rank == 0 and trainer.ckpt_path.is_file():
+        trainer.ckpt_path.unlink()  # finished: the record and trained weights are what remains
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

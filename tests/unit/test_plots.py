@@ -1,0 +1,406 @@
+"""Figures and table loading: every figure renders from synthetic tables, with fixed colours and clear errors."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from vlpeft.plots import figures, style, tables
+from vlpeft.plots.figures import (
+    fig_cost,
+    fig_cost_gpu_hours,
+    fig_task_grid,
+    fig_val_curves,
+    save_figure,
+    series_lines,
+)
+from vlpeft.plots.style import METHOD_COLORS, PEFT_METHODS
+from vlpeft.plots.tables import load_baseline, load_curves, load_runs, validate_runs
+
+SIZES = {
+    "prompt": [2, 8, 32],
+    "prefix": [2, 8, 32],
+    "lora": [2, 4, 8],
+    "serial_adapter": [16, 32, 64],
+    "parallel_adapter": [16, 32, 64],
+}
+RATIOS = {"coco": [0.01, 0.1, 1.0], "vqa": [0.1, 0.4, 1.0]}
+N_TRAIN = {"coco": 566_800, "vqa": 605_100}
+METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
+#: The one cell with three seeds (error bars, curve bands).
+MULTI_SEED = ("lora", False, 4, 1.0)
+#: A cell whose run failed (drawn as a gap).
+FAILED = ("prompt", False, 8, 0.1)
+#: A cell never run at all (no row).
+ABSENT = ("prefix", True, 32, 0.01)
+
+
+def _run(task: str, method: str, clf: bool, size: float, ratio: float, seed: int, value: float, status: str) -> dict:
+    params = 350_000_000 if method == "full" else int(size) * 10_000 + (23_000_000 if clf else 0)
+    ok = status == "success"
+    return {
+        "run_id": f"{task}-{method}-{int(clf)}-{size}-{ratio}-{seed}",
+        "task": task,
+        "method": method,
+        "classifier": clf,
+        "size": size,
+        "data_ratio": ratio,
+        "seed": seed,
+        "trainable_params": params,
+        "total_params": 350_000_000,
+        "data_size": int(N_TRAIN[task] * ratio),
+        "samples_seen": 1_024_000,
+        "metric": METRIC[task],
+        "best_val": value if ok else math.nan,
+        "best_step": 3000 if ok else math.nan,
+        "test_at_best_val": value - 1 if ok else math.nan,
+        "final_val": value - 0.5 if ok else math.nan,
+        "gpu_hours": 0.0,
+        "wall_time_s": 600.0 + params / 1e5,
+        "status": status,
+    }
+
+
+def make_runs() -> pd.DataFrame:
+    """Both tasks, every PEFT method x size x ratio x variant, plus full fine-tuning; one failed, one absent cell."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for task in ("coco", "vqa"):
+        for mi, method in enumerate(PEFT_METHODS):
+            for clf in (False, True):
+                for size in SIZES[method]:
+                    for ratio in RATIOS[task]:
+                        key = (method, clf, size, ratio)
+                        if task == "coco" and key == ABSENT:
+                            continue
+                        seeds = [0, 1, 2] if key == MULTI_SEED else [0]
+                        for seed in seeds:
+                            if task == "coco":
+                                value = 115 + 3 * mi - (math.log2(size) - 3) ** 2 + rng.normal(0, 0.3)
+                            else:
+                                value = 55 + 2 * mi + 4 * math.log10(ratio) + math.log2(size) + rng.normal(0, 0.3)
+                            status = "failed" if (task == "coco" and key == FAILED) else "success"
+                            rows.append(_run(task, method, clf, size, ratio, seed, value, status))
+        for ratio in RATIOS[task]:
+            rows.append(_run(task, "full", False, math.nan, ratio, 0, 125.0 if task == "coco" else 66.0, "success"))
+    return pd.DataFrame(rows)
+
+
+def make_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Validation curves (5 points each) of every successful COCO run."""
+    rows = []
+    ok = runs.loc[(runs["task"] == "coco") & (runs["status"] == "success")]
+    for r in ok.itertuples():
+        for step in range(0, 1001, 250):
+            value = r.best_val * (1 - math.exp(-(step + 50) / 300)) + 0.1 * r.seed
+            rows.append(
+                {
+                    "run_id": r.run_id,
+                    "task": r.task,
+                    "method": r.method,
+                    "classifier": r.classifier,
+                    "size": r.size,
+                    "data_ratio": r.data_ratio,
+                    "seed": r.seed,
+                    "step": step,
+                    "split": "val",
+                    "metric": r.metric,
+                    "value": value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def runs() -> pd.DataFrame:
+    return make_runs()
+
+
+@pytest.fixture(scope="module")
+def curves(runs: pd.DataFrame) -> pd.DataFrame:
+    return make_curves(runs)
+
+
+@pytest.fixture(scope="module")
+def baseline() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"task": "coco", "metric": "CIDEr", "split": "val", "value": 100.0},
+            {"task": "vqa", "metric": "accuracy", "split": "val", "value": 40.0},
+        ]
+    )
+
+
+def _colors(lines: list) -> set[str]:
+    return {to_hex(line.get_color()) for line in lines}
+
+
+def _references(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_gid() == figures.REFERENCE_GID]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures 3 and 4
+# ----------------------------------------------------------------------------------------------------------------
+def test_fig3_layout_labels_and_series(runs: pd.DataFrame, baseline: pd.DataFrame) -> None:
+    fig = fig_task_grid(runs, "coco", baseline)
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert len(axes) == 10  # 5 methods x (vs ratio, vs size)
+    assert fig.get_figwidth() == pytest.approx(style.FULL_WIDTH)
+    for row, method in enumerate(PEFT_METHODS):
+        ax_r, ax_s = axes[2 * row], axes[2 * row + 1]
+        assert ax_r.get_ylabel() == "CIDEr"
+        assert ax_r.get_xlabel() == "data ratio (%)"
+        assert ax_s.get_xlabel() == style.SIZE_LABELS[method]
+        assert style.METHOD_LABELS[method] in ax_r.get_title(loc="left")
+        assert ax_r.get_xscale() == "log" and ax_s.get_xscale() == "log"
+        # One line per (size, variant) and per (ratio, variant): 3 x 2 each; the absent cell only makes a gap.
+        assert len(series_lines(ax_r)) == 6
+        assert len(series_lines(ax_s)) == 6
+        # Full fine-tuning vs ratio (black line) + baseline on the left; full FT level + baseline on the right.
+        assert len(_references(ax_r)) == 2
+        assert len(_references(ax_s)) == 2
+        dashed = [line for line in series_lines(ax_r) if line.get_linestyle() == "--"]
+        assert len(dashed) == 3
+        assert all(line.get_markerfacecolor() == "white" for line in dashed)
+
+
+def test_fig3_gaps_and_error_bars(runs: pd.DataFrame) -> None:
+    fig = fig_task_grid(runs, "coco")
+    prompt_ratio = fig.axes[0]
+    failed = [line for line in series_lines(prompt_ratio) if line.get_label() == "8"]
+    assert len(failed) == 1
+    y = np.asarray(failed[0].get_ydata(), dtype=float)
+    assert np.isnan(y[1]) and np.isfinite(y[[0, 2]]).all()  # the failed 10 % run leaves a gap
+    prefix_size = fig.axes[3]
+    one_pct_cls = [line for line in series_lines(prefix_size) if line.get_label() == "1% + cls"]
+    assert np.isnan(np.asarray(one_pct_cls[0].get_ydata(), dtype=float)[-1])  # the absent cell too
+    # Error bars only where a cell has several seeds: LoRA's panels have them, single-seed prompt panels do not.
+    lora_ratio = fig.axes[4]
+    assert any(c.__class__.__name__ == "LineCollection" for c in lora_ratio.collections)
+    assert not any(c.__class__.__name__ == "LineCollection" for c in prompt_ratio.collections)
+    # Without a baseline only the full fine-tuning references remain.
+    assert len(_references(prompt_ratio)) == 1
+
+
+def test_fig4_vqa(runs: pd.DataFrame) -> None:
+    fig = fig_task_grid(runs, "vqa")
+    assert len(fig.axes) == 10
+    assert fig.axes[0].get_ylabel() == "VQA accuracy"
+    assert all(len(series_lines(ax)) == 6 for ax in fig.axes)
+
+
+def test_fig_task_grid_without_task_data(runs: pd.DataFrame) -> None:
+    only_coco = runs.loc[runs["task"] == "coco"]
+    with pytest.raises(ValueError, match="no successful vqa runs: nothing to plot"):
+        fig_task_grid(only_coco, "vqa")
+    with pytest.raises(ValueError, match="unknown task"):
+        fig_task_grid(runs, "gqa")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figure 5
+# ----------------------------------------------------------------------------------------------------------------
+def test_fig5_cost(runs: pd.DataFrame, baseline: pd.DataFrame) -> None:
+    fig = fig_cost(runs, baseline)
+    assert len(fig.axes) == 2
+    for ax, task in zip(fig.axes, ("coco", "vqa")):
+        assert ax.get_xscale() == "log"
+        assert "data size × trainable parameters" in ax.get_xlabel()
+        assert ax.get_title(loc="left") == style.TASK_LABELS[task]
+        lines = series_lines(ax)
+        assert len(lines) == 11  # 5 PEFT methods x 2 variants + full fine-tuning
+        for line in lines:
+            label = line.get_label()
+            clf = label.endswith("+ classifier")
+            method = next(m for m, name in style.METHOD_LABELS.items() if label.startswith(name))
+            assert to_hex(line.get_color()) == METHOD_COLORS[method]
+            assert line.get_linestyle() == "None"
+            assert (line.get_markerfacecolor() == "white") == clf
+
+
+def test_fig5_gpu_hours_falls_back_to_cpu_hours(runs: pd.DataFrame) -> None:
+    fig = fig_cost_gpu_hours(runs)
+    assert "hours (CPU)" in fig.axes[0].get_xlabel()
+    with_gpu = runs.assign(gpu_hours=runs["wall_time_s"] / 1800)
+    fig = fig_cost_gpu_hours(with_gpu)
+    assert fig.axes[0].get_xlabel() == "GPU hours"
+    assert len(series_lines(fig.axes[1])) == 11
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures 6-10
+# ----------------------------------------------------------------------------------------------------------------
+def test_fig_val_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
+    fig = fig_val_curves(curves, "lora", "coco", runs=runs)
+    assert len(fig.axes) == 3  # one panel per data ratio
+    for ax, ratio in zip(fig.axes, RATIOS["coco"]):
+        assert f"{style.format_ratio(ratio)}%" in ax.get_title(loc="left")
+        lines = series_lines(ax)
+        assert len(lines) == 6  # 3 ranks x 2 variants
+        assert _colors(lines) == set(style.shades("lora", 3))
+        assert sum(line.get_linestyle() == "--" for line in lines) == 3
+    assert fig.axes[0].get_ylabel() == "CIDEr"
+    assert fig.axes[-1].get_xlabel() == "training step"
+    # Seeds give a band only in the 100 % panel, where the three-seed cell is.
+    assert len(fig.axes[2].collections) >= 1
+    assert not any(c.__class__.__name__ == "FillBetweenPolyCollection" for c in fig.axes[0].collections)
+
+
+def test_fig_val_curves_leaves_out_failed_runs_and_rejects_unknown(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
+    # Mark every prefix run failed: its curves must not be drawn.
+    failed = runs.assign(status=np.where(runs["method"] == "prefix", "failed", runs["status"]))
+    with pytest.raises(ValueError, match="no val curves for prefix on coco"):
+        fig_val_curves(curves, "prefix", "coco", runs=failed)
+    with pytest.raises(ValueError, match="unknown method"):
+        fig_val_curves(curves, "bitfit")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Colours and saving
+# ----------------------------------------------------------------------------------------------------------------
+def test_method_colours_are_fixed_and_distinct(runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+    assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
+    grid = fig_task_grid(runs, "coco")
+    cost = fig_cost(runs)
+    for row, method in enumerate(PEFT_METHODS):
+        # The middle shade of an odd ramp is the method's own colour; every line is one of the method's shades.
+        ramp = set(style.shades(method, 3))
+        assert METHOD_COLORS[method] in ramp
+        assert _colors(series_lines(grid.axes[2 * row])) == ramp
+        in_cost = {
+            to_hex(x.get_color())
+            for x in series_lines(cost.axes[0])
+            if x.get_label().startswith(style.METHOD_LABELS[method])
+        }
+        assert in_cost == {METHOD_COLORS[method]}
+        curve_fig = fig_val_curves(curves, method)
+        assert _colors(series_lines(curve_fig.axes[0])) <= ramp
+
+
+def test_save_figure_writes_pdf_and_png(runs: pd.DataFrame, tmp_path: Path) -> None:
+    paths = save_figure(fig_cost(runs), tmp_path / "sub" / "fig5")
+    assert [p.name for p in paths] == ["fig5.pdf", "fig5.png"]
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 1000
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths[0].read_bytes()[:5] == b"%PDF-"
+
+
+def test_cli_regenerates_every_figure(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    baseline: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    baseline.to_csv(tmp_path / "baseline.csv", index=False)
+    # Every figure is built for real; writing is recorded instead of rendered, because rendering nine full-page
+    # figures twice would dominate the test time (test_save_figure_writes_pdf_and_png renders one for real).
+    saved: dict[str, Figure] = {}
+
+    def record(fig: Figure, stem: Path) -> list[Path]:
+        saved[Path(stem).name] = fig
+        return [Path(f"{stem}.pdf"), Path(f"{stem}.png")]
+
+    monkeypatch.setattr(figures, "save_figure", record)
+    out = tmp_path / "figs"
+    args = ["--runs", str(tmp_path / "runs.csv"), "--curves", str(tmp_path / "curves.csv")]
+    args += ["--baseline", str(tmp_path / "baseline.csv"), "--out", str(out)]
+    assert figures.main(args) == 0
+    stems = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora"]
+    stems += ["fig9_serial_adapter", "fig10_parallel_adapter"]
+    assert list(saved) == stems
+    assert len(saved["fig3"].axes) == 10 and len(saved["fig5"].axes) == 2
+    assert style.METHOD_LABELS["serial_adapter"] in saved["fig9_serial_adapter"].get_suptitle()
+
+
+def test_cli_without_curves_skips_figs_6_to_10(
+    runs: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: [Path(f"{stem}.pdf"), Path(f"{stem}.png")])
+    written = figures.make_all_figures(runs.loc[runs["task"] == "coco"], tmp_path)
+    assert list(written) == ["fig3", "fig5", "fig5_gpu_hours"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables: loading and validation
+# ----------------------------------------------------------------------------------------------------------------
+def test_load_round_trip_and_non_success_logged(
+    runs: pd.DataFrame, curves: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    with caplog.at_level(logging.WARNING, logger="vlpeft.plots.tables"):
+        loaded = load_runs(tmp_path / "runs.csv")
+    assert len(loaded) == len(runs)
+    assert loaded["classifier"].dtype == bool
+    assert loaded.loc[loaded["method"] == "full", "size"].isna().all()
+    assert "1 of" in caplog.text and "failed" in caplog.text and "coco-prompt-0-8-0.1-0" in caplog.text
+    assert len(tables.successful(loaded)) == len(runs) - 1
+    assert list(tables.non_success(loaded)["run_id"]) == ["coco-prompt-0-8-0.1-0"]
+    assert len(load_curves(tmp_path / "curves.csv")) == len(curves)
+    assert load_baseline(None) is None
+
+
+def test_missing_columns_are_listed_with_the_file(runs: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    runs.drop(columns=["best_val", "status"]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="missing required column") as err:
+        load_runs(path)
+    assert "best_val" in str(err.value) and "status" in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_method_and_task_name_value_and_run(runs: pd.DataFrame) -> None:
+    bad = runs.copy()
+    bad.loc[3, "method"] = "bitfit"
+    with pytest.raises(ValueError, match="unknown method 'bitfit'") as err:
+        validate_runs(bad)
+    assert repr(runs.loc[3, "run_id"]) in str(err.value)
+    bad = runs.copy()
+    bad.loc[5, "task"] = "gqa"
+    with pytest.raises(ValueError, match=r"unknown task 'gqa'.*run_id"):
+        validate_runs(bad)
+    with pytest.raises(ValueError, match="unknown method"):
+        fig_cost(runs.assign(method="adapter"))
+
+
+def test_empty_table_is_a_clear_error(runs: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    runs.iloc[:0].to_csv(path, index=False)
+    with pytest.raises(ValueError, match=f"no runs in {path}: nothing to plot"):
+        load_runs(path)
+    with pytest.raises(ValueError, match="nothing to plot"):
+        fig_task_grid(runs.iloc[:0], "coco")
+
+
+def test_other_schema_errors(runs: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="metric 'accuracy' does not belong to task 'coco'"):
+        validate_runs(runs.assign(metric="accuracy"))
+    with pytest.raises(ValueError, match="data_ratio"):
+        validate_runs(runs.assign(data_ratio=1.5))
+    bad = runs.copy()
+    bad.loc[0, "size"] = math.nan
+    with pytest.raises(ValueError, match="PEFT run without a size"):
+        validate_runs(bad)
+    bad = runs.copy()
+    bad.loc[0, "best_val"] = math.nan
+    with pytest.raises(ValueError, match="successful run without a best_val"):
+        validate_runs(bad)
+    with pytest.raises(ValueError, match="duplicated run_id"):
+        validate_runs(pd.concat([runs, runs.iloc[:1]]))
+    with pytest.raises(ValueError, match="classifier"):
+        validate_runs(runs.assign(classifier="maybe"))
+    # "True"/"False" text (as a CSV without dtype inference gives) is accepted.
+    ok = validate_runs(runs.assign(classifier=runs["classifier"].map(str)))
+    assert ok["classifier"].sum() == runs["classifier"].sum()

@@ -1,0 +1,273 @@
+"""Claims report: verdicts on synthetic sweeps whose answer is known by construction."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vlpeft import report
+from vlpeft.plots.style import LAYER_COMPOSITION, PEFT_METHODS
+from vlpeft.report import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, claims_report, claims_table
+
+SIZES = {
+    "prompt": [2, 8, 32, 128],
+    "prefix": [2, 8, 32, 128],
+    "lora": [2, 4, 8, 16],
+    "serial_adapter": [16, 32, 64, 128],
+    "parallel_adapter": [16, 32, 64, 128],
+}
+RATIOS = {"coco": [0.01, 0.04, 0.1, 0.4, 1.0], "vqa": [0.1, 0.2, 0.4, 0.8, 1.0]}
+N_TRAIN = {"coco": 566_800, "vqa": 605_100}
+METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
+#: Per-ratio offsets with exactly zero rank correlation with the ratio (symmetric about the middle ratio).
+ZIGZAG = [1.0, -1.0, 0.0, -1.0, 1.0]
+N_BOOT = 300
+
+#: value(task, method, size_index, ratio_index, classifier, seed, block_index) -> metric
+ValueFn = Callable[[str, str, int, int, bool, int, int], float]
+
+
+def make_runs(
+    value: ValueFn,
+    tasks: tuple[str, ...] = ("coco", "vqa"),
+    methods: tuple[str, ...] = PEFT_METHODS,
+    seeds: tuple[int, ...] = (0,),
+    ratios: dict[str, list[float]] | None = None,
+    sizes: dict[str, list[int]] | None = None,
+    full: Callable[[str, float, int], float] | None = None,
+    full_seeds: tuple[int, ...] = (0,),
+) -> pd.DataFrame:
+    """A full sweep (every method x variant x size x ratio x seed) with values from ``value``."""
+    ratios = ratios or RATIOS
+    sizes = sizes or SIZES
+    rows = []
+
+    def add(task: str, method: str, clf: bool, size: float, ratio: float, seed: int, v: float) -> None:
+        params = 350_000_000 if method == "full" else int(size) * 20_000 * (1 if method in ("prompt",) else 20)
+        rows.append(
+            {
+                "run_id": f"{task}-{method}-{int(clf)}-{size}-{ratio}-{seed}",
+                "task": task,
+                "method": method,
+                "classifier": clf,
+                "size": size,
+                "data_ratio": ratio,
+                "seed": seed,
+                "trainable_params": params + (23_000_000 if clf else 0),
+                "total_params": 350_000_000,
+                "data_size": int(N_TRAIN[task] * ratio),
+                "samples_seen": 1_024_000,
+                "metric": METRIC[task],
+                "best_val": v,
+                "best_step": 1000,
+                "test_at_best_val": v,
+                "final_val": v,
+                "gpu_hours": 0.0,
+                "wall_time_s": 100.0,
+                "status": "success",
+            }
+        )
+
+    for task in tasks:
+        for method in methods:
+            for ci, clf in enumerate((False, True)):
+                for si, size in enumerate(sizes[method]):
+                    block = 2 * si + ci
+                    for ri, ratio in enumerate(ratios[task]):
+                        for seed in seeds:
+                            add(task, method, clf, size, ratio, seed, value(task, method, si, ri, clf, seed, block))
+        if full is not None:
+            for ratio in ratios[task]:
+                for seed in full_seeds:
+                    add(task, "full", False, math.nan, ratio, seed, full(task, ratio, seed))
+    return pd.DataFrame(rows)
+
+
+def _noise(*key: object) -> float:
+    """Deterministic small noise per cell (crc32, not hash(): str hashes change between processes)."""
+    return float(np.random.default_rng(zlib.crc32(repr(key).encode())).normal(0, 0.2))
+
+
+def verdict(table: pd.DataFrame, claim: str, method: str = "all", task: str | None = None) -> str:
+    sel = table.loc[(table["claim"] == claim) & (table["method"] == method)]
+    if task is not None:
+        sel = sel.loc[sel["task"] == task]
+    assert len(sel) == 1, (claim, method, task, sel)
+    return str(sel["verdict"].iloc[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fixtures with known answers
+# ----------------------------------------------------------------------------------------------------------------
+def paper_like(task: str, method: str, si: int, ri: int, clf: bool, seed: int, block: int) -> float:
+    """The paper's picture: COCO flat in ratio with an interior size optimum; VQA rising in ratio and size."""
+    layer = method in LAYER_COMPOSITION
+    if task == "coco":
+        zig = ZIGZAG[ri] * (0.3 if block % 2 else -0.3)
+        cls = (1.0 if method == "prompt" else -1.0 if layer else 0.0) if clf else 0.0
+        return 120 + (8 if layer else 0) - 1.5 * (si - 1.5) ** 2 + cls + zig
+    cls = 1.0 if clf else 0.0
+    return 55 + (15 if layer else 0) + 3 * ri + 1.0 * si + cls + _noise(method, si, ri, clf, seed)
+
+
+@pytest.fixture(scope="module")
+def paper_table() -> pd.DataFrame:
+    runs = make_runs(paper_like, full=lambda task, ratio, seed: 118.0 if task == "coco" else 60.0)
+    return claims_table(runs, n_boot=N_BOOT, seed=0)
+
+
+def test_table_schema_and_verdict_values(paper_table: pd.DataFrame) -> None:
+    for col in ("claim", "task", "method", "statistic", "value", "ci_low", "ci_high", "verdict"):
+        assert col in paper_table.columns
+    assert set(paper_table["verdict"]) <= set(report.VERDICTS)
+    assert set(paper_table["claim"]) == set(report.CLAIM_TEXT)
+    per_method = paper_table.loc[paper_table["claim"] == "1a"]
+    assert set(per_method["method"]) == {*PEFT_METHODS, "all"}
+    finite = paper_table.dropna(subset=["ci_low", "ci_high", "value"])
+    assert (finite["ci_low"] <= finite["ci_high"]).all()
+
+
+def test_claim1_flat_coco_ratio_supported(paper_table: pd.DataFrame) -> None:
+    for method in PEFT_METHODS:
+        assert verdict(paper_table, "1a", method) == SUPPORTED
+    assert verdict(paper_table, "1a") == SUPPORTED
+
+
+def test_claim1_interior_size_optimum_supported(paper_table: pd.DataFrame) -> None:
+    assert verdict(paper_table, "1b") == SUPPORTED
+    row = paper_table.loc[(paper_table["claim"] == "1b") & (paper_table["method"] == "lora")].iloc[0]
+    assert row["value"] > 0 and row["ci_low"] > 0
+
+
+def test_claim2_vqa_rising_supported(paper_table: pd.DataFrame) -> None:
+    for claim in ("2a", "2b"):
+        for method in PEFT_METHODS:
+            assert verdict(paper_table, claim, method) == SUPPORTED, (claim, method)
+        assert verdict(paper_table, claim) == SUPPORTED
+    rho = paper_table.loc[(paper_table["claim"] == "2a") & (paper_table["method"] == "prompt"), "value"].iloc[0]
+    assert rho > 0.5
+
+
+def test_claim3_classifier_pattern_supported(paper_table: pd.DataFrame) -> None:
+    assert verdict(paper_table, "3a", "prompt") == SUPPORTED
+    for method in LAYER_COMPOSITION:
+        assert verdict(paper_table, "3b", method) == SUPPORTED
+    assert verdict(paper_table, "3c") == SUPPORTED
+    diff = paper_table.loc[(paper_table["claim"] == "3b") & (paper_table["method"] == "lora"), "value"].iloc[0]
+    assert diff == pytest.approx(-1.0)
+
+
+def test_claim3d_single_seed_is_inconclusive(paper_table: pd.DataFrame) -> None:
+    assert verdict(paper_table, "3d") == INCONCLUSIVE
+
+
+def test_claim4_layer_beats_embedding(paper_table: pd.DataFrame) -> None:
+    for claim in ("4a", "4b"):
+        for task in ("coco", "vqa"):
+            assert verdict(paper_table, claim, report.LAYER_VS_EMBEDDING, task) == SUPPORTED, (claim, task)
+        assert verdict(paper_table, claim) == SUPPORTED
+
+
+def decreasing(task: str, method: str, si: int, ri: int, clf: bool, seed: int, block: int) -> float:
+    """Everything falls with data ratio and size; + classifier does the opposite of the paper; embedding wins."""
+    layer = method in LAYER_COMPOSITION
+    cls = -1.0 if (task == "vqa" or method == "prompt") else 1.0
+    return 100 - 2 * ri - si + (cls if clf else 0.0) - (20 if layer else 0) + _noise(method, si, ri, clf, task)
+
+
+def test_decreasing_trends_not_supported() -> None:
+    table = claims_table(make_runs(decreasing), n_boot=N_BOOT, seed=0)
+    for method in PEFT_METHODS:
+        assert verdict(table, "1a", method) == NOT_SUPPORTED  # a clear dependence on ratio
+        assert verdict(table, "1b", method) == NOT_SUPPORTED  # the best size is the smallest
+        assert verdict(table, "2a", method) == NOT_SUPPORTED
+        assert verdict(table, "2b", method) == NOT_SUPPORTED
+    for claim in ("1a", "1b", "2a", "2b", "3a", "3b", "3c", "4a", "4b"):
+        assert verdict(table, claim) == NOT_SUPPORTED, claim
+
+
+def test_too_few_points_inconclusive() -> None:
+    # Two ratios and two sizes per method: no trend claim can be judged; one seed and one variant: no pairs.
+    runs = make_runs(
+        decreasing,
+        ratios={"coco": [0.1, 1.0], "vqa": [0.5, 1.0]},
+        sizes={m: s[:2] for m, s in SIZES.items()},
+    )
+    runs = runs.loc[~runs["classifier"] | (runs["size"] == runs.groupby("method")["size"].transform("min"))]
+    runs = runs.loc[~(runs["classifier"] & (runs["data_ratio"] < 1.0))]
+    table = claims_table(runs, n_boot=N_BOOT, seed=0)
+    for claim in ("1a", "1b", "2a", "2b"):
+        for method in PEFT_METHODS:
+            assert verdict(table, claim, method) == INCONCLUSIVE, (claim, method)
+        assert verdict(table, claim) == INCONCLUSIVE
+    for claim in ("3a", "3c"):
+        assert verdict(table, claim) == INCONCLUSIVE  # one pair per method: < MIN_PAIRS
+    assert verdict(table, "3d") == INCONCLUSIVE  # no full fine-tuning runs
+
+
+def test_missing_task_and_group_inconclusive() -> None:
+    runs = make_runs(paper_like, tasks=("coco",), methods=("prompt", "prefix"))
+    table = claims_table(runs, n_boot=N_BOOT, seed=0)
+    assert verdict(table, "2a", "prompt") == INCONCLUSIVE
+    assert verdict(table, "4a", report.LAYER_VS_EMBEDDING, "coco") == INCONCLUSIVE
+    assert verdict(table, "1a", "prompt") == SUPPORTED
+
+
+def test_claim3d_beats_full_with_seeds() -> None:
+    runs = make_runs(
+        paper_like,
+        tasks=("vqa",),
+        seeds=(0, 1, 2),
+        full=lambda task, ratio, seed: 55.0 + 0.1 * seed,
+        full_seeds=(0, 1, 2),
+    )
+    table = claims_table(runs, n_boot=N_BOOT, seed=0)
+    assert verdict(table, "3d") == SUPPORTED
+    low = runs.assign(best_val=np.where(runs["method"] == "full", 200.0, runs["best_val"]))
+    assert verdict(claims_table(low, n_boot=N_BOOT, seed=0), "3d") == NOT_SUPPORTED
+
+
+def test_only_successful_runs_count_and_seed_reproducible() -> None:
+    runs = make_runs(paper_like, tasks=("coco",))
+    broken = runs.copy()
+    broken.loc[:3, "status"] = "failed"
+    broken.loc[:3, "best_val"] = np.nan
+    a = claims_table(broken, n_boot=N_BOOT, seed=1)
+    b = claims_table(broken, n_boot=N_BOOT, seed=1)
+    pd.testing.assert_frame_equal(a, b)
+    n_prompt = a.loc[(a["claim"] == "1a") & (a["method"] == "prompt"), "n"].iloc[0]
+    assert n_prompt == (runs["method"] == "prompt").sum() - 4
+
+
+def test_report_markdown(paper_table: pd.DataFrame) -> None:
+    runs = make_runs(paper_like, full=lambda task, ratio, seed: 118.0 if task == "coco" else 60.0)
+    runs.loc[0, ["status", "best_val"]] = ["preempted", np.nan]
+    runs.loc[1, ["status", "best_val"]] = ["missing", np.nan]
+    baseline = pd.DataFrame([{"task": "coco", "metric": "CIDEr", "split": "val", "value": 90.0}])
+    text = claims_report(runs, baseline=baseline, n_boot=N_BOOT, seed=0)
+    assert text.startswith("# Claims report")
+    for claim in report.CLAIM_TEXT:
+        assert f"| {claim} |" in text
+    for heading in ("## Summary", "## Claim 1", "## Claim 2", "## Claim 3", "## Claim 4", "## Runs not used (2)"):
+        assert heading in text
+    assert runs.loc[0, "run_id"] in text and runs.loc[1, "run_id"] in text
+    assert "preempted 1" in text and "missing 1" in text
+    assert "Pre-trained model without tuning" in text
+    assert "Spearman rho" in text and "95% CI" in text
+    assert "**supported**" in text
+    assert claims_report(runs, baseline=baseline, n_boot=N_BOOT, seed=0) == text
+
+
+def test_bad_input_errors() -> None:
+    runs = make_runs(paper_like, tasks=("coco",), methods=("prompt",))
+    with pytest.raises(ValueError, match="no runs in"):
+        claims_table(runs.iloc[:0])
+    with pytest.raises(ValueError, match="missing required column"):
+        claims_report(runs.drop(columns=["seed"]))
+    with pytest.raises(ValueError, match="value column"):
+        claims_table(runs, value="cider")

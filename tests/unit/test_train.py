@@ -1,0 +1,206 @@
+"""Training loop: protocol pieces, failure handling, resume after preemption, world-size equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vlpeft.runconfig import RunConfig
+from vlpeft.train import EXIT_PREEMPTED, Trainer, param_groups, world_info_from_env
+
+from ..conftest import make_run_config
+
+NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "vision_attention_dropout": 0.0}
+
+
+def _trainer(study, tmp_path, **kw) -> Trainer:
+    t = Trainer(RunConfig.from_dict(make_run_config(study, tmp_path / "run", **kw)))
+    t.setup()
+    return t
+
+
+def _params(t: Trainer) -> dict:
+    return {k: v.detach().clone() for k, v in t.model.named_parameters() if v.requires_grad}
+
+
+def test_world_info_from_env(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+        monkeypatch.delenv(k, raising=False)
+    assert world_info_from_env() == (0, 0, 1)
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert world_info_from_env() == (3, 1, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert world_info_from_env() == (1, 1, 2)  # torchrun's variables win
+
+
+def test_gradient_accumulation_and_weight_decay_groups(tiny_study, tmp_path):
+    t = _trainer(tiny_study, tmp_path, task="vqa", total_batch_size=8, per_device_batch_size=2)
+    assert t.accum == 4
+    decay, no_decay = param_groups(t.model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    with pytest.raises(ValueError, match="not a multiple"):
+        _trainer(tiny_study, tmp_path, task="vqa", total_batch_size=8, per_device_batch_size=3)
+
+
+def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path):
+    over = {"model_overrides": NO_DROPOUT, "task": "vqa"}
+    a = _trainer(tiny_study, tmp_path / "a", per_device_batch_size=8, **over)
+    b = _trainer(tiny_study, tmp_path / "b", per_device_batch_size=2, **over)
+    for _ in range(3):
+        la, lb = a.train_step(), b.train_step()
+        assert la == pytest.approx(lb, rel=1e-5)
+    pa, pb = _params(a), _params(b)
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=1e-5)
+
+
+def test_only_trainable_parameters_change(tiny_study, tmp_path):
+    t = _trainer(tiny_study, tmp_path, task="vqa")
+    frozen = {k: v.detach().clone() for k, v in t.model.named_parameters() if not v.requires_grad}
+    before = _params(t)
+    for _ in range(2):
+        t.train_step()
+    after = _params(t)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    for k, v in t.model.named_parameters():
+        if k in frozen:
+            assert torch.equal(frozen[k], v), k
+
+
+def test_nan_loss_fails_with_a_record(tiny_study, tmp_path):
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", lr=1e30)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "vlpeft.train", "--config", str(path)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["status"] == "failed"
+    assert "loss is" in status["error"] or "nan" in status["error"].lower()
+    assert not (tmp_path / "run/record.json").exists()
+
+
+def test_missing_data_file_is_refused_before_training(tiny_study, tmp_path):
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa")
+    cfg["records"]["val"] = str(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        Trainer(RunConfig.from_dict(cfg)).setup()
+
+
+def test_checkpoint_of_another_configuration_is_refused(tiny_study, tmp_path):
+    t = _trainer(tiny_study, tmp_path, task="vqa")
+    t.train_step()
+    t.save_checkpoint()
+    other = _trainer(tiny_study, tmp_path, task="vqa", lr=5e-3)
+    with pytest.raises(ValueError, match="another configuration"):
+        other.maybe_resume()
+
+
+def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
+    over = {"task": "vqa", "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2}}
+    full = _trainer(tiny_study, tmp_path / "full", **over)
+    assert full.run() == "success"
+
+    first = _trainer(tiny_study, tmp_path / "cut", **over)
+    step = first.train_step
+
+    def stop_after_four():
+        loss = step()
+        if first.step == 4:
+            first.stop_signal = "SIGTERM"
+        return loss
+
+    first.train_step = stop_after_four
+    assert first.run() == "preempted"
+    assert (tmp_path / "cut/run/checkpoint.pt").is_file()
+    second = _trainer(tiny_study, tmp_path / "cut", **over)
+    assert second.run() == "success"
+    assert second.step == full.step == 6
+    pf, ps = _params(full), _params(second)
+    for k in pf:
+        torch.testing.assert_close(pf[k], ps[k], atol=1e-6, rtol=1e-5)
+    assert [p["val"]["accuracy"] for p in full.curve] == pytest.approx([p["val"]["accuracy"] for p in second.curve])
+    assert [p["step"] for p in full.curve] == [p["step"] for p in second.curve] == [3, 6]
+    assert full.record["best"] == second.record["best"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path):
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa",
+                          schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
+                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / "log.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "vlpeft.train", "--config", str(path)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while "step 3/" not in (tmp_path / "log.txt").read_text():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == EXIT_PREEMPTED
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["status"] == "preempted" and status["steps_done"] >= 3
+    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=False)
+    assert state["step"] == status["steps_done"]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tiny_study, tmp_path):
+    """torchrun with 2 gloo processes takes the same optimizer steps as 1 process (same global batch)."""
+    results = {}
+    for nproc in (1, 2):
+        cfg = make_run_config(tiny_study, tmp_path / f"run{nproc}", task="vqa", model_overrides=NO_DROPOUT,
+                              per_device_batch_size=4 // nproc * 2 // 2 or 1,
+                              eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+        cfg["per_device_batch_size"] = 4 if nproc == 1 else 2
+        path = tmp_path / f"cfg{nproc}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", str(nproc), "-m", "vlpeft.train",
+                               "--config", str(path)], capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[nproc] = json.loads((tmp_path / f"run{nproc}/record.json").read_text())
+        from safetensors.torch import load_file
+
+        results[nproc]["weights"] = load_file(tmp_path / f"run{nproc}/trained.safetensors")
+    assert results[1]["world_size"] == 1 and results[2]["world_size"] == 2
+    assert results[1]["gradient_accumulation"] == 2 and results[2]["gradient_accumulation"] == 2
+    for k, v in results[1]["weights"].items():
+        torch.testing.assert_close(v, results[2]["weights"][k], atol=1e-5, rtol=1e-4)
+    assert results[1]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[2]["curve"][-1]["val"]["accuracy"])
+
+
+def test_record_fields(tiny_study, tmp_path):
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    from vlpeft.train import main
+
+    assert main(["--config", str(path)]) == 0
+    rec = json.loads((tmp_path / "run/record.json").read_text())
+    for key in ("config", "git", "environment", "world_size", "trainable_params", "total_params", "curve", "best",
+                "wall_time_s", "gpu_hours", "samples_per_s", "samples_seen", "status", "peak_rss_bytes"):
+        assert key in rec, key
+    assert rec["status"] == "success"
+    assert rec["trainable_params"] == rec["closed_form_params"]
+    assert rec["samples_seen"] == 6 * 8
+    assert [p["step"] for p in rec["curve"]] == [3, 6]
+    assert rec["best"]["metric"] == "accuracy"
+    assert not (tmp_path / "run/checkpoint.pt").exists()
+    assert (tmp_path / "run/trained.safetensors").is_file()
