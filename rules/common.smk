@@ -44,14 +44,20 @@ def lookup_run(wildcards):
     return RUNS[run_id]
 
 
+_RESOLVED = {}
+
+
 def resolved_run(wildcards):
     """The run's resolved configuration: a params value, so a changed setting reruns exactly its runs."""
-    return grid.resolve(config, lookup_run(wildcards))
+    run = lookup_run(wildcards)
+    if run.run_id not in _RESOLVED:  # memoised: asked for by several rules and input functions
+        _RESOLVED[run.run_id] = grid.resolve(config, run)
+    return _RESOLVED[run.run_id]
 
 
 def run_inputs(wildcards):
     run = lookup_run(wildcards)
-    d = grid.resolve(config, run)
+    d = resolved_run(wildcards)
     inputs = {
         "run_config": f"{run.dir}/run_config.yaml",
         "subset": d["subset"],

@@ -53,5 +53,8 @@ def steps_for(kind: str, data_size: int, total_batch_size: int, steps: int | Non
     if kind == "epochs":
         if not epochs or epochs <= 0:
             raise ValueError("an epoch-based schedule needs epochs > 0")
-        return max(1, math.ceil(epochs * data_size / total_batch_size))
+        if total_batch_size <= 0:
+            raise ValueError(f"total batch size must be positive, got {total_batch_size}")
+        # Rounded first: 1.1 * 100 / 2 is 55.000000000000007 in floating point, which must give 55 steps, not 56.
+        return max(1, math.ceil(round(epochs * data_size / total_batch_size, 9)))
     raise ValueError(f"unknown schedule kind {kind!r}; expected 'steps' or 'epochs'")

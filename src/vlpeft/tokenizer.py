@@ -58,16 +58,29 @@ class Tokenizer:
 
 
 def train_vocab(texts: list[str], out_path: str | Path, vocab_size: int = 400) -> Path:
-    """Train a WordPiece vocabulary (bert-base-uncased format: specials first) on ``texts``."""
-    from tokenizers import BertWordPieceTokenizer
+    """A WordPiece vocabulary (bert-base-uncased format, specials first) for a small closed corpus.
 
-    tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS,
-                            show_progress=False)
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    Deterministic by construction: every character (word-initial and ``##`` continuation), then whole words by
+    decreasing frequency (ties alphabetical), cut at ``vocab_size`` (never below the character set, so every
+    text stays encodable). ``tokenizers``' WordPiece trainer breaks frequency ties in hash order and gives a
+    different vocabulary on every run (huggingface/tokenizers#1794), which would make the mini study irreproducible.
+    """
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalizer, pre = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    words = [w for w in sorted(counts, key=lambda w: (-counts[w], w)) if len(w) > 1]
+    vocab = SPECIAL_TOKENS + chars + ["##" + c for c in chars] + words
+    vocab = vocab[: max(vocab_size, len(SPECIAL_TOKENS) + 2 * len(chars))]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(f"{t}\n" for t, _ in vocab))
+    tmp.write_text("".join(f"{t}\n" for t in vocab))
     tmp.replace(out)
     return out

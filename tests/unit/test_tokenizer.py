@@ -57,8 +57,6 @@ def test_train_vocab_writes_bert_format_specials_first(vocab: Path) -> None:
     assert not vocab.with_name("vocab.txt.tmp").exists()
 
 
-@pytest.mark.xfail(reason="tokenizers' WordPiece trainer breaks frequency ties in hash-map order, so the vocabulary "
-                          "varies between runs (huggingface/tokenizers#1794)", strict=False)
 def test_train_vocab_is_deterministic(vocab: Path, tmp_path: Path) -> None:
     again = train_vocab(TEXTS, tmp_path / "vocab.txt", vocab_size=150)
     assert again == tmp_path / "vocab.txt"

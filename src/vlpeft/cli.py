@@ -1,0 +1,66 @@
+"""``vlpeft`` command line: small inspection commands around the study.
+
+    vlpeft grid [--config config/config.yaml]     runs per task and method of a study config
+    vlpeft params [--preset base]                 trainable parameters of every method x size (Table II)
+    vlpeft model [--preset base]                  parameters per module of the model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .grid import counts
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    table = counts(config)
+    tasks = sorted({t for t, _ in table})
+    methods = sorted({m for _, m in table})
+    print(f"{'method':<18}" + "".join(f"{t:>8}" for t in tasks) + f"{'total':>8}")
+    for m in methods:
+        row = [table.get((t, m), 0) for t in tasks]
+        print(f"{m:<18}" + "".join(f"{n:>8}" for n in row) + f"{sum(row):>8}")
+    totals = [sum(table.get((t, m), 0) for m in methods) for t in tasks]
+    print(f"{'total':<18}" + "".join(f"{n:>8}" for n in totals) + f"{sum(totals):>8}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from .methods import table
+
+    return table.main(["--preset", args.preset])
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from .model.config import preset
+    from .model.mplug import MPlug
+
+    counts = MPlug(preset(args.preset)).parameter_counts()
+    for name, n in counts.items():
+        print(f"{name:<16}{n:>14,}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vlpeft", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("grid", help="runs per task and method")
+    p.add_argument("--config", default="config/config.yaml")
+    p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("params", help="trainable parameters per method and size")
+    p.add_argument("--preset", default="base")
+    p.set_defaults(func=cmd_params)
+    p = sub.add_parser("model", help="parameters per module")
+    p.add_argument("--preset", default="base")
+    p.set_defaults(func=cmd_model)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Run records -> runs / curves / baseline tables, including failed, preempted and missing runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vlpeft import aggregate, grid
+from vlpeft.grid import Run
+from vlpeft.plots import tables
+
+TINY = Path(__file__).resolve().parents[2] / "tests" / "workflow" / "configs" / "tiny.yaml"
+METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
+FAILED, PREEMPTED, MISSING, NO_TEST_AT_START = 3, 5, 7, 12
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[Run]:
+    runs = grid.expand(yaml.safe_load(TINY.read_text()))
+    assert len(runs) == 20
+    assert {runs[i].task for i in (FAILED, PREEMPTED, MISSING)} == {"coco"} and runs[NO_TEST_AT_START].task == "vqa"
+    return runs
+
+
+def _scores(task: str, value: float) -> dict:
+    if task == "coco":
+        return {"BLEU-4": value / 100, "CIDEr": value}
+    return {"accuracy": value, "yes/no": value + 10}
+
+
+def _record(run: Run, i: int, status: str = "success") -> dict:
+    """A record like ``train.py``'s ``finalize`` writes: the best validation score is at step 2, not the last one."""
+    base = 10.0 + i
+    curve = [
+        {"step": 0, "samples_seen": 0, "val": _scores(run.task, base), "test": _scores(run.task, base - 1)},
+        {"step": 2, "samples_seen": 16, "val": _scores(run.task, base + 5), "test": _scores(run.task, base + 4)},
+        {"step": 4, "samples_seen": 32, "val": _scores(run.task, base + 1), "test": _scores(run.task, base + 3)},
+    ]
+    if i == NO_TEST_AT_START:
+        del curve[0]["test"]
+    return {
+        "run_id": run.run_id,
+        "status": status,
+        "error": None if status == "success" else "RuntimeError: boom",
+        "trainable_params": 1000 * (i + 1),
+        "total_params": 5_000_000,
+        "data_size": 40 if run.ratio == 1.0 else 20,
+        "samples_seen": 32,
+        "curve": curve,
+        "best": {"step": 2, "val": base + 5, "test": base + 4, "metric": METRIC[run.task]},
+        "wall_time_s": 60.0 + i,
+        "gpu_hours": 0.0,
+    }
+
+
+@pytest.fixture(scope="module")
+def study(runs: list[Run], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/runs/<run_id>/record.json for every run, except one failed, one preempted and one missing run."""
+    root = tmp_path_factory.mktemp("study")
+    for i, run in enumerate(runs):
+        d = root / run.dir
+        d.mkdir(parents=True)
+        if i == MISSING:
+            continue  # the directory of a job that never wrote anything
+        if i == FAILED:
+            # A failure after one evaluation: the status file has a best score, which must not be reported.
+            (d / "status.json").write_text(json.dumps(_record(run, i, "failed")))
+        elif i == PREEMPTED:
+            (d / "status.json").write_text(json.dumps(_record(run, i, "preempted")))
+        else:
+            rec = _record(run, i)
+            (d / "record.json").write_text(json.dumps(rec))
+            (d / "status.json").write_text(json.dumps(rec))
+    return root
+
+
+@pytest.fixture(scope="module")
+def aggregated(runs: list[Run], study: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return aggregate.aggregate(runs, study)
+
+
+def test_one_row_per_run_with_status(runs: list[Run], aggregated) -> None:
+    table, _ = aggregated
+    assert list(table.columns) == aggregate.RUN_COLUMNS
+    assert table["run_id"].tolist() == [r.run_id for r in runs]
+    expected = ["success"] * len(runs)
+    expected[FAILED], expected[PREEMPTED], expected[MISSING] = "failed", "preempted", "missing"
+    assert table["status"].tolist() == expected
+
+
+def test_successful_rows(runs: list[Run], aggregated) -> None:
+    table, _ = aggregated
+    for i, run in enumerate(runs):
+        if i in (FAILED, PREEMPTED, MISSING):
+            continue
+        row = table.iloc[i]
+        base = 10.0 + i
+        assert (row["task"], row["method"], row["classifier"], row["data_ratio"], row["seed"]) == (
+            run.task, run.method, run.classifier, run.ratio, run.seed)
+        assert row["size"] == run.size if run.size is not None else math.isnan(row["size"])
+        assert row["metric"] == METRIC[run.task]
+        assert (row["best_val"], row["best_step"], row["test_at_best_val"]) == (base + 5, 2, base + 4)
+        assert row["final_val"] == base + 1  # the last evaluation, not the best one
+        assert (row["trainable_params"], row["total_params"]) == (1000 * (i + 1), 5_000_000)
+        assert (row["data_size"], row["samples_seen"]) == (40 if run.ratio == 1.0 else 20, 32)
+        assert (row["gpu_hours"], row["wall_time_s"]) == (0.0, 60.0 + i)
+
+
+def test_unsuccessful_rows_have_no_metrics(runs: list[Run], aggregated) -> None:
+    table, _ = aggregated
+    for i in (FAILED, PREEMPTED):
+        row = table.iloc[i]
+        for col in ("best_val", "best_step", "test_at_best_val", "final_val"):
+            assert math.isnan(row[col]), (i, col)
+        assert row["trainable_params"] == 1000 * (i + 1)  # cost columns are kept from the status file
+    row = table.iloc[MISSING]
+    assert row["run_id"] == runs[MISSING].run_id and row["metric"] == "CIDEr"
+    for col in ("trainable_params", "total_params", "data_size", "best_val", "final_val", "wall_time_s"):
+        assert math.isnan(row[col]), col
+
+
+def test_curves_rows_for_val_and_test(runs: list[Run], aggregated) -> None:
+    _, curves = aggregated
+    assert list(curves.columns) == aggregate.CURVE_COLUMNS
+    ok = [i for i in range(len(runs)) if i not in (FAILED, PREEMPTED, MISSING)]
+    assert len(curves) == 6 * len(ok) - 1  # 3 points x (val, test), one point without test
+    assert set(curves["run_id"]) == {runs[i].run_id for i in ok}
+    for i in ok:
+        run, base = runs[i], 10.0 + i
+        mine = curves.loc[curves["run_id"] == run.run_id]
+        assert set(mine["metric"]) == {METRIC[run.task]}
+        val = mine.loc[mine["split"] == "val"]
+        test = mine.loc[mine["split"] == "test"]
+        assert val["step"].tolist() == [0, 2, 4]
+        assert val["value"].tolist() == [base, base + 5, base + 1]
+        if i == NO_TEST_AT_START:
+            assert test["step"].tolist() == [2, 4]
+            assert test["value"].tolist() == [base + 4, base + 3]
+        else:
+            assert test["step"].tolist() == [0, 2, 4]
+            assert test["value"].tolist() == [base - 1, base + 4, base + 3]
+        assert (mine["method"] == run.method).all() and (mine["classifier"] == run.classifier).all()
+
+
+def test_tables_validate_with_the_figures_loader(runs: list[Run], aggregated) -> None:
+    table, curves = aggregated
+    checked = tables.validate_runs(table)
+    assert len(checked) == len(runs)
+    assert checked["status"].value_counts().to_dict() == {"success": 17, "failed": 1, "preempted": 1, "missing": 1}
+    assert len(tables.successful(checked)) == 17
+    assert len(tables.validate_curves(curves)) == len(curves)
+
+
+def test_write_tables_round_trips_through_csv(runs: list[Run], study: Path, tmp_path: Path) -> None:
+    base = tmp_path / "baseline" / "coco.json"
+    base.parent.mkdir()
+    base.write_text(json.dumps({"task": "coco", "scores": {"val": {"CIDEr": 5.0}, "test": {"CIDEr": 4.0}}}))
+    out = tmp_path / "tables"
+    table = aggregate.write_tables(runs, [base], out / "runs.csv", out / "curves.csv", out / "baseline.csv",
+                                   root=study)
+    loaded = tables.load_runs(out / "runs.csv")
+    assert loaded["run_id"].tolist() == table["run_id"].tolist()
+    assert loaded["best_val"].tolist()[:3] == [15.0, 16.0, 17.0]
+    assert loaded.loc[loaded["method"] == "full", "size"].isna().all()
+    assert len(tables.load_curves(out / "curves.csv")) == 6 * 17 - 1
+    assert tables.load_baseline(out / "baseline.csv")["value"].tolist() == [5.0, 4.0]
+
+
+def test_nothing_written_yet_gives_all_missing(runs: list[Run], tmp_path: Path) -> None:
+    table, curves = aggregate.aggregate(runs, tmp_path)
+    assert (table["status"] == "missing").all() and len(table) == 20
+    assert curves.empty and list(curves.columns) == aggregate.CURVE_COLUMNS
+    assert len(tables.validate_runs(table)) == 20
+
+
+def test_status_file_without_status_counts_as_failed(runs: list[Run], tmp_path: Path) -> None:
+    d = tmp_path / runs[0].dir
+    d.mkdir(parents=True)
+    (d / "status.json").write_text(json.dumps({"error": "killed"}))
+    record, status = aggregate.read_status(d)
+    assert (record, status) == ({"error": "killed"}, "failed")
+
+
+def test_baseline_table(tmp_path: Path) -> None:
+    coco, vqa = tmp_path / "coco.json", tmp_path / "vqa.json"
+    coco.write_text(json.dumps({"task": "coco", "init_weights": "x",
+                                "scores": {"val": {"CIDEr": 12.5, "BLEU-4": 0.2}, "test": {"CIDEr": 11.0}}}))
+    vqa.write_text(json.dumps({"task": "vqa", "scores": {"val": {"accuracy": 41.0, "other": 3.0}}}))
+    table = aggregate.baseline_table([coco, vqa])
+    assert table.to_dict("records") == [
+        {"task": "coco", "metric": "CIDEr", "split": "val", "value": 12.5},
+        {"task": "coco", "metric": "CIDEr", "split": "test", "value": 11.0},
+        {"task": "vqa", "metric": "accuracy", "split": "val", "value": 41.0},
+    ]
+    assert len(tables.validate_baseline(table)) == 3
+    empty = aggregate.baseline_table([])
+    assert empty.empty and list(empty.columns) == ["task", "metric", "split", "value"]
+
+
+def test_command_line(runs: list[Run], study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(study)
+    (study / "results" / "baseline").mkdir()
+    (study / "results" / "baseline" / "vqa.json").write_text(
+        json.dumps({"task": "vqa", "scores": {"val": {"accuracy": 30.0}}}))
+    try:
+        assert aggregate.main(["--config", str(TINY), "--out", str(tmp_path / "out")]) == 0
+    finally:
+        (study / "results" / "baseline" / "vqa.json").unlink()
+        (study / "results" / "baseline").rmdir()
+    assert "success" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 20
+    assert pd.read_csv(tmp_path / "out" / "baseline.csv").to_dict("records") == [
+        {"task": "vqa", "metric": "accuracy", "split": "val", "value": 30.0}]

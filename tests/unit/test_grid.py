@@ -1,0 +1,344 @@
+"""The study grid (Table II) and the resolved run configurations: counts, resolution, isolation, clear errors."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlpeft import grid
+from vlpeft.grid import Run
+from vlpeft.runconfig import RunConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = {
+    "paper": REPO / "config" / "config.yaml",
+    "mini": REPO / "config" / "mini.yaml",
+    "tiny": REPO / "tests" / "workflow" / "configs" / "tiny.yaml",
+}
+
+# Table II by hand: (sizes) x (ratios: 9 for COCO, 5 for VQAv2) x (2 classifier flags) x (1 seed); full: ratios only.
+COCO_RATIOS, VQA_RATIOS = 9, 5
+PAPER_COUNTS = {
+    ("coco", "prompt"): 7 * COCO_RATIOS * 2,  # 126
+    ("coco", "prefix"): 7 * COCO_RATIOS * 2,  # 126
+    ("coco", "lora"): 5 * COCO_RATIOS * 2,  # 90
+    ("coco", "serial_adapter"): 4 * COCO_RATIOS * 2,  # 72
+    ("coco", "parallel_adapter"): 4 * COCO_RATIOS * 2,  # 72
+    ("coco", "full"): COCO_RATIOS,  # 9
+    ("vqa", "prompt"): 7 * VQA_RATIOS * 2,  # 70
+    ("vqa", "prefix"): 7 * VQA_RATIOS * 2,  # 70
+    ("vqa", "lora"): 5 * VQA_RATIOS * 2,  # 50
+    ("vqa", "serial_adapter"): 6 * VQA_RATIOS * 2,  # 60
+    ("vqa", "parallel_adapter"): 6 * VQA_RATIOS * 2,  # 60
+    ("vqa", "full"): VQA_RATIOS,  # 5
+}
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load(CONFIGS[name].read_text())
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return _load("paper")
+
+
+@pytest.fixture
+def config(paper: dict) -> dict:
+    """A private copy of the paper's config that a test may change."""
+    return copy.deepcopy(paper)
+
+
+def _find(runs: list[Run], **kw) -> Run:
+    found = [r for r in runs if all(getattr(r, k) == v for k, v in kw.items())]
+    assert len(found) == 1, kw
+    return found[0]
+
+
+# -- expansion -----------------------------------------------------------------------------------------------------
+def test_paper_grid_counts_per_task_and_method(paper: dict) -> None:
+    assert PAPER_COUNTS[("coco", "prompt")] == 126 and PAPER_COUNTS[("coco", "full")] == 9
+    assert dict(grid.counts(paper)) == PAPER_COUNTS
+    runs = grid.expand(paper)
+    assert len(runs) == sum(PAPER_COUNTS.values()) == 810
+    assert sum(r.task == "coco" for r in runs) == 495
+    assert sum(r.task == "vqa" for r in runs) == 315
+
+
+def test_paper_grid_run_ids_and_dirs_are_unique(paper: dict) -> None:
+    runs = grid.expand(paper)
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert len({r.dir for r in runs}) == len(runs)
+    assert len(grid.run_table(paper)) == len(runs)
+    assert runs == grid.expand(paper)  # stable order
+
+
+def test_paper_grid_cells(paper: dict) -> None:
+    runs = grid.expand(paper)
+    coco_prompt = [r for r in runs if (r.task, r.method) == ("coco", "prompt")]
+    assert {r.size for r in coco_prompt} == {2, 4, 8, 16, 32, 64, 128}
+    assert {r.ratio for r in coco_prompt} == {0.01, 0.02, 0.04, 0.08, 0.1, 0.2, 0.4, 0.8, 1.0}
+    assert Counter(r.classifier for r in coco_prompt) == {False: 63, True: 63}
+    vqa_serial = [r for r in runs if (r.task, r.method) == ("vqa", "serial_adapter")]
+    assert {r.size for r in vqa_serial} == {16, 32, 64, 128, 256, 512}
+    full = [r for r in runs if r.method == "full"]
+    assert all(r.size is None and r.classifier is False for r in full)
+    assert all(isinstance(r.ratio, float) and isinstance(r.seed, int) for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("run", "run_id"),
+    [
+        (Run("coco", "prompt", 2, 0.01, False, 0), "coco/prompt/size2_ratio0.01/seed0"),
+        (Run("vqa", "lora", 16, 1.0, True, 3), "vqa/lora/size16_ratio1_cls/seed3"),
+        (Run("coco", "full", None, 0.1, False, 0), "coco/full/sizeall_ratio0.1/seed0"),
+        (Run("coco", "serial_adapter", 64, 0.08, True, 0), "coco/serial_adapter/size64_ratio0.08_cls/seed0"),
+    ],
+)
+def test_run_id_and_dir(run: Run, run_id: str) -> None:
+    assert run.run_id == run_id
+    assert run.dir == f"results/runs/{run_id}"
+
+
+@pytest.mark.parametrize(("name", "total"), [("mini", 126), ("tiny", 20)])
+def test_other_configs_expand_and_resolve(name: str, total: int) -> None:
+    config = _load(name)
+    runs = grid.expand(config)
+    assert len(runs) == total
+    assert len({r.run_id for r in runs}) == total
+    for run in runs:
+        d = grid.resolve(config, run)
+        assert d["run_id"] == run.run_id
+    assert grid.resolve_pretrain(config)["run_id"] == "pretrain"
+    for task in config["tasks"]:
+        assert grid.resolve_baseline(config, task)["out_dir"] == f"results/baseline/{task}"
+
+
+def test_mini_grid_counts() -> None:
+    # 5 PEFT methods x 2 sizes x 3 ratios x 2 classifier flags + full x 3 ratios, for each of the two tasks.
+    assert dict(grid.counts(_load("mini"))) == {(t, m): 12 for t in ("coco", "vqa") for m in grid.METHODS[:5]} | {
+        ("coco", "full"): 3, ("vqa", "full"): 3}
+
+
+# -- resolution ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("task", "method", "lr"),
+    [("coco", "prompt", 3e-4), ("coco", "lora", 5e-6), ("coco", "serial_adapter", 1e-6), ("coco", "full", 1e-5),
+     ("vqa", "lora", 3e-4), ("vqa", "parallel_adapter", 3e-4), ("vqa", "full", 3e-5)],
+)
+def test_resolve_uses_the_methods_learning_rate(paper: dict, task: str, method: str, lr: float) -> None:
+    runs = [r for r in grid.expand(paper) if (r.task, r.method) == (task, method)]
+    assert {grid.resolve(paper, r)["lr"] for r in runs} == {lr}
+
+
+@pytest.mark.parametrize(("ratio", "warmup"), [(0.1, 80), (0.2, 160), (0.4, 320), (0.8, 640), (1.0, 800)])
+def test_resolve_scales_the_vqa_warmup_by_the_ratio(paper: dict, ratio: float, warmup: int) -> None:
+    run = _find(grid.expand(paper), task="vqa", method="lora", size=8, ratio=ratio, classifier=False)
+    schedule = grid.resolve(paper, run)["schedule"]
+    assert schedule == {"kind": "epochs", "epochs": 10, "warmup_steps": warmup, "start_lr": 1e-6, "end_lr": 1e-6}
+    assert paper["tasks"]["vqa"]["schedule"]["warmup_steps"] == 800  # the config itself is not changed
+
+
+def test_resolve_keeps_the_coco_schedule(paper: dict) -> None:
+    for ratio in (0.01, 1.0):
+        run = _find(grid.expand(paper), task="coco", method="prefix", size=4, ratio=ratio, classifier=True)
+        assert grid.resolve(paper, run)["schedule"] == {"kind": "steps", "steps": 4000, "warmup_steps": 400,
+                                                          "start_lr": 0.0, "end_lr": 0.0}
+
+
+def test_resolve_method_options(paper: dict) -> None:
+    runs = grid.expand(paper)
+    targets = ["text_encoder", "fusion_encoder", "text_decoder"]
+    lora = grid.resolve(paper, _find(runs, task="coco", method="lora", size=8, ratio=0.1, classifier=True))
+    assert lora["method_options"] == {"alpha": 16.0, "size": 8, "classifier": True, "targets": targets}
+    prefix = grid.resolve(paper, _find(runs, task="vqa", method="prefix", size=128, ratio=0.4, classifier=False))
+    assert prefix["method_options"] == {"reparam_hidden": 512, "size": 128, "classifier": False, "targets": targets}
+    full = grid.resolve(paper, _find(runs, task="coco", method="full", ratio=1.0))
+    assert full["method_options"] == {}
+    assert paper["methods"]["lora"]["options"] == {"alpha": 16.0}  # not mutated by resolve
+
+
+def test_resolve_targets_come_from_the_config(config: dict) -> None:
+    config["targets"] = ["visual_encoder", "text_decoder"]
+    run = _find(grid.expand(config), task="vqa", method="lora", size=2, ratio=0.1, classifier=False)
+    assert grid.resolve(config, run)["method_options"]["targets"] == ["visual_encoder", "text_decoder"]
+
+
+def test_resolve_paths_and_shared_settings(paper: dict) -> None:
+    run = _find(grid.expand(paper), task="vqa", method="prompt", size=2, ratio=0.1, classifier=False)
+    d = grid.resolve(paper, run)
+    assert d["out_dir"] == "results/runs/vqa/prompt/size2_ratio0.1/seed0"
+    assert d["subset"] == "results/data/subsets/vqa/ratio0.1.json"
+    assert d["records"] == {s: f"results/data/prepared/vqa/{s}.jsonl" for s in ("train", "val", "test")}
+    assert d["image_cache"] == "results/data/images_256.npy"
+    assert (d["init_weights"], d["init_format"]) == ("results/data/raw/mplug_base.pth", "official")
+    assert (d["total_batch_size"], d["per_device_batch_size"], d["weight_decay"]) == (256, 64, 0.05)
+    assert d["data_ratio"] == 0.1 and d["seed"] == 0
+    assert d["eval"]["batch_size"] == 128
+    cfg = RunConfig.from_dict(copy.deepcopy(d))
+    assert cfg.to_dict() == {**d, "checkpoint_every": 0, "precision": "auto", "save_model": None,
+                             "schedule": {**d["schedule"], "steps": None}}
+
+
+def test_changing_one_methods_lr_changes_only_its_runs(config: dict) -> None:
+    runs = grid.expand(config)
+    before = {r.run_id: grid.resolve(config, r) for r in runs}
+    config["methods"]["lora"]["coco"]["lr"] = 1e-4
+    assert grid.expand(config) == runs
+    after = {r.run_id: grid.resolve(config, r) for r in runs}
+    changed = {rid for rid in before if before[rid] != after[rid]}
+    assert changed == {r.run_id for r in runs if (r.task, r.method) == ("coco", "lora")}
+    assert len(changed) == 90
+    for rid in changed:
+        assert {k for k in before[rid] if before[rid][k] != after[rid][k]} == {"lr"}
+        assert after[rid]["lr"] == 1e-4
+
+
+def test_changing_a_methods_options_changes_only_its_runs(config: dict) -> None:
+    runs = grid.expand(config)
+    before = {r.run_id: grid.resolve(config, r) for r in runs}
+    config["methods"]["prefix"]["options"]["reparam_hidden"] = 256
+    changed = {r.run_id for r in runs if grid.resolve(config, r) != before[r.run_id]}
+    assert changed == {r.run_id for r in runs if r.method == "prefix"}
+
+
+# -- config errors name the key path ---------------------------------------------------------------------------------
+def _set(path: str, value):
+    def mutate(config: dict) -> None:
+        *keys, last = path.split(".")
+        node = config
+        for k in keys:
+            node = node[int(k)] if isinstance(node, list) else node[k]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return mutate
+
+
+def _drop(path: str):
+    def mutate(config: dict) -> None:
+        *keys, last = path.split(".")
+        node = config
+        for k in keys:
+            node = node[k]
+        del node[last]
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["tasks"].__setitem__("gqa", copy.deepcopy(c["tasks"]["vqa"])), "tasks.gqa: unknown task"),
+        (lambda c: c["methods"].__setitem__("adalora", copy.deepcopy(c["methods"]["lora"])),
+         "methods.adalora: unknown method"),
+        (lambda c: c["methods"]["lora"].__setitem__("gqa", {"sizes": [2], "lr": 1e-4}),
+         "methods.lora.gqa: unknown task"),
+        (_set("tasks.coco.ratios.0", 0), "tasks.coco.ratios[0]: data ratio must be in (0, 1], got 0"),
+        (_set("tasks.vqa.ratios.3", 1.5), "tasks.vqa.ratios[3]: data ratio must be in (0, 1], got 1.5"),
+        (_set("tasks.vqa.ratios.1", -0.2), "tasks.vqa.ratios[1]: data ratio must be in (0, 1], got -0.2"),
+        (_set("tasks.coco.ratios", [0.1, 0.5, 0.1]), "tasks.coco.ratios: duplicate values [0.1, 0.5, 0.1]"),
+        (_set("methods.lora.coco.sizes", [2, 4, 2]), "methods.lora.coco.sizes: duplicate sizes [2, 4, 2]"),
+        (_set("methods.full.vqa.sizes", [8]), "methods.full.vqa.sizes: full fine-tuning has no size knob"),
+        (_set("methods.prompt.coco.sizes", []), "methods.prompt.coco.sizes: give at least one size"),
+        (_drop("methods.prompt.vqa.sizes"), "methods.prompt.vqa.sizes: give at least one size"),
+        (_set("methods.lora.vqa.sizes.1", 0), "methods.lora.vqa.sizes[1]: size must be a positive integer, got 0"),
+        (_set("methods.lora.vqa.sizes.0", -4), "methods.lora.vqa.sizes[0]: size must be a positive integer, got -4"),
+        (_set("methods.prefix.coco.sizes.2", 2.5), "methods.prefix.coco.sizes[2]: size must be a positive integer"),
+        (_set("methods.prefix.coco.sizes.2", True), "methods.prefix.coco.sizes[2]: size must be a positive integer"),
+        (_drop("methods.serial_adapter.coco.lr"), "methods.serial_adapter.coco.lr: a positive learning rate"),
+        (_set("methods.full.vqa.lr", 0), "methods.full.vqa.lr: a positive learning rate"),
+        (_set("methods.lora.coco.lr", -1e-4), "methods.lora.coco.lr: a positive learning rate"),
+    ],
+)
+def test_check_config_errors_name_the_key_path(config: dict, mutate, message: str) -> None:
+    mutate(config)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        grid.check_config(config)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        grid.expand(config)
+
+
+def test_check_config_accepts_the_shipped_configs() -> None:
+    for name in CONFIGS:
+        grid.check_config(_load(name))
+
+
+def test_method_without_a_task_has_no_runs_for_it(config: dict) -> None:
+    del config["methods"]["prefix"]["vqa"]
+    counts = grid.counts(config)
+    assert ("vqa", "prefix") not in counts and counts[("coco", "prefix")] == 126
+
+
+# -- the resolved run configuration ----------------------------------------------------------------------------------
+@pytest.fixture
+def run_config(paper: dict) -> RunConfig:
+    run = _find(grid.expand(paper), task="vqa", method="lora", size=8, ratio=0.4, classifier=True)
+    return RunConfig.from_dict(grid.resolve(paper, run))
+
+
+def test_run_config_save_load_round_trip(run_config: RunConfig, tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "run.yaml"
+    run_config.save(path)
+    loaded = RunConfig.load(path)
+    assert loaded == run_config
+    assert loaded.to_dict() == run_config.to_dict()
+    assert loaded.digest() == run_config.digest()
+    assert loaded.eval.splits == ("val", "test") and loaded.schedule.warmup_steps == 320
+    assert not path.with_name("run.yaml.tmp").exists()
+
+
+def test_run_config_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "run.yaml"))):
+        RunConfig.load(tmp_path / "run.yaml")
+
+
+def test_run_config_unknown_key(run_config: RunConfig, tmp_path: Path) -> None:
+    d = run_config.to_dict()
+    d["learning_rate"] = 1e-3
+    with pytest.raises(ValueError, match=re.escape("unknown run config key(s): ['learning_rate']")):
+        RunConfig.from_dict(d)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match="learning_rate"):
+        RunConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "changes"),
+    [
+        ("lr", 1e-3, True),
+        ("seed", 1, True),
+        ("data_ratio", 0.8, True),
+        ("method_options", {"alpha": 16.0, "size": 4, "classifier": True}, True),
+        ("log_every", 7, False),
+        ("threads", 4, False),
+        ("num_workers", 2, False),
+        ("out_dir", "elsewhere/run", False),
+        ("save_model", "model.safetensors", False),
+    ],
+)
+def test_run_config_digest(run_config: RunConfig, field: str, value, changes: bool) -> None:
+    other = dataclasses.replace(run_config, **{field: value})
+    assert other != run_config
+    assert (other.digest() != run_config.digest()) is changes
+    assert re.fullmatch(r"[0-9a-f]{16}", other.digest())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("task", "gqa", "unknown task"), ("data_ratio", 0.0, "data_ratio"), ("data_ratio", 1.2, "data_ratio"),
+     ("lr", 0.0, "lr must be positive"), ("init_format", "hf", "init_format"),
+     ("total_batch_size", 0, "batch sizes")],
+)
+def test_run_config_bad_values(run_config: RunConfig, field: str, value, message: str) -> None:
+    d = run_config.to_dict()
+    d[field] = value
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(d)

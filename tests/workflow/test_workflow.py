@@ -1,0 +1,130 @@
+"""The Snakemake workflow: DAG of the paper's grid, config validation, and a tiny study end to end with reruns."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests/workflow/configs/tiny.yaml"
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(configfile), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def scheduled(output: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs, rule = [], None
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if m:
+            rule = m.group(1)
+            jobs.append((rule, {}))
+        m = re.match(r"^wildcards: (.*)$", line.strip())
+        if m and jobs:
+            jobs[-1] = (jobs[-1][0], dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
+    return jobs
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_dry_run_of_the_paper_grid_lists_every_run(tmp_path):
+    from vlpeft.grid import expand
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    proc = snakemake(tmp_path, REPO / "config/config.yaml", "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert int(counts["train_run"]) == len(expand(config)) == 810
+    assert int(counts["write_run_config"]) == 810
+    assert int(counts["download_file"]) == len(config["data"]["downloads"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(unknown_key=1), "unknown_key"),
+        (lambda c: c["train"].update(total_batch_size="big"), "total_batch_size"),
+        (lambda c: c["tasks"]["coco"].update(ratios=[0.5, 1.5]), "ratios"),
+        (lambda c: c["methods"]["lora"]["coco"].update(sizes=[2, 2]), "sizes"),
+        (lambda c: c["methods"].update(dora={"coco": {"sizes": [1], "lr": 1.0}}), "dora"),
+        (lambda c: c["tasks"].update(nlvr={}), "nlvr"),
+    ],
+    ids=["unknown-key", "wrong-type", "ratio-out-of-range", "duplicate-size", "unknown-method", "unknown-task"],
+)
+def test_bad_config_is_rejected_before_anything_runs(tmp_path, edit, message):
+    config = yaml.safe_load(TINY.read_text())
+    edit(config)
+    proc = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", config), "-n")
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
+    from vlpeft.grid import expand
+
+    config = yaml.safe_load(TINY.read_text())
+    cfg_path = write_config(tmp_path / "tiny.yaml", config)
+    proc = snakemake(tmp_path, cfg_path, "--profile", str(REPO / "profiles/local"), timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+    runs = pd.read_csv(tmp_path / "results/tables/runs.csv")
+    assert len(runs) == len(expand(config))
+    assert set(runs["status"]) == {"success"}
+    assert runs["best_val"].notna().all()
+    for stem in ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig8_lora"):
+        for ext in ("pdf", "png"):
+            assert (tmp_path / f"results/figures/{stem}.{ext}").stat().st_size > 1000
+    assert "Claim" in (tmp_path / "results/report.md").read_text() or "claim" in (
+        tmp_path / "results/report.md").read_text()
+
+    proc = snakemake(tmp_path, cfg_path, "-n")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+    config["methods"]["lora"]["coco"]["lr"] = 2.0e-3
+    cfg_path = write_config(tmp_path / "tiny.yaml", config)
+    proc = snakemake(tmp_path, cfg_path, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = scheduled(proc.stdout)
+    trained = sorted((w["task"], w["method"]) for r, w in jobs if r == "train_run")
+    n_lora_coco = sum(1 for r in expand(config) if r.task == "coco" and r.method == "lora")
+    assert trained == [("coco", "lora")] * n_lora_coco
+    rules = {r for r, _ in jobs}
+    assert rules <= {"write_run_config", "train_run", "aggregate_runs", "write_report", "plot_task_grid",
+                     "plot_cost", "plot_val_curves", "all"}
+    assert "pretrain_model" not in rules and "make_subset" not in rules
+
+
+def test_figures_regenerate_from_tables_alone(tmp_path):
+    """The reviewers' path touches no data, checkpoints or training rules."""
+    runs = pd.DataFrame([
+        {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
+         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s, "total_params": 10**6,
+         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "best_val": 50 + s + r,
+         "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0, "wall_time_s": 5.0,
+         "status": "success"}
+        for s in (2, 8) for r in (0.1, 1.0)
+    ])
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", "vlpeft.plots.figures", "--runs", str(tmp_path / "runs.csv"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out/fig3.pdf").is_file() and (tmp_path / "out/fig5.png").is_file()
