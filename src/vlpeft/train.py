@@ -18,6 +18,7 @@ started again it resumes from there.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -52,6 +53,22 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job should be resubmitted and will resum
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return tuple(order)
+
+
+def global_batch(step: int, n: int, batch: int, seed: int) -> list[int]:
+    """Indices of optimizer step ``step``'s global batch: consecutive slices of per-epoch permutations."""
+    out = []
+    for pos in range(step * batch, (step + 1) * batch):
+        epoch, i = divmod(pos, n)
+        out.append(epoch_order(n, seed, epoch)[i])
+    return out
 
 
 def world_info_from_env() -> tuple[int, int, int]:
@@ -171,22 +188,35 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
         self.step = 0
+        self._batches, self._batches_step = None, 0
         self.curve: list[dict] = []
         self.samples_seen = 0
         self.train_time = 0.0
 
     # -- data order: one seeded permutation per epoch; position = step, so resuming needs no loader state ----
     def global_batch(self, step: int) -> list[int]:
-        n, b = len(self.data), self.cfg.total_batch_size
-        out = []
-        for pos in range(step * b, (step + 1) * b):
-            epoch, i = divmod(pos, n)
-            if i == 0 or not hasattr(self, "_perm") or self._perm[0] != epoch:
-                perm = list(range(n))
-                random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(perm)
-                self._perm = (epoch, perm)
-            out.append(self._perm[1][i])
-        return out
+        return global_batch(step, len(self.data), self.cfg.total_batch_size, self.cfg.seed)
+
+    def micro_batches(self, start_step: int):
+        """This rank's micro-batches (index lists) from ``start_step`` on: step by step, accumulation by
+        accumulation. Ranks take interleaved slices of the same global batch."""
+        pdb = self.cfg.per_device_batch_size
+        for step in range(start_step, self.total_steps):
+            idx = self.global_batch(step)
+            for a in range(self.accum):
+                start = (a * self.world + self.rank) * pdb
+                yield idx[start:start + pdb]
+
+    def loader(self, start_step: int):
+        from torch.utils.data import DataLoader
+
+        workers = self.cfg.num_workers
+        return iter(DataLoader(self.data, batch_sampler=list(self.micro_batches(start_step)), collate_fn=self.collate,
+                               num_workers=workers, pin_memory=self.device.type == "cuda",
+                               prefetch_factor=4 if workers else None, persistent_workers=False,
+                               # its own generator: creating a loader must not draw from the global RNG (dropout),
+                               # or a resumed run would diverge from an uninterrupted one
+                               generator=torch.Generator().manual_seed(self.cfg.seed)))
 
     # -- checkpointing ----------------------------------------------------------------------------------------
     @property
@@ -240,15 +270,15 @@ class Trainer:
         cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = self.schedule.lr(self.step)
+        if self._batches is None or self._batches_step != self.step:
+            self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)
-        samples = [self.data[i] for i in idx]
-        # Normalise by the global batch's target tokens: the same gradient for any world size / accumulation.
-        n_tokens = sum(len(self.tok.encode(s["target"])[: cfg.max_target_tokens]) - 1 for s in samples)
-        pdb = cfg.per_device_batch_size
+        # Normalise by the global batch's target tokens (from the text alone, no image decoding): the same gradient
+        # for any world size and accumulation.
+        n_tokens = sum(len(self.tok.encode(self.data.target(i))[: cfg.max_target_tokens]) - 1 for i in idx)
         total = 0.0
         for a in range(self.accum):
-            start = (a * self.world + self.rank) * pdb
-            batch = move(self.collate(samples[start:start + pdb]), self.device)
+            batch = move(next(self._batches), self.device)
             sync = a == self.accum - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync and self.world > 1 else nullcontext()
             with ctx, self.autocast:
@@ -267,7 +297,8 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        self.samples_seen += len(samples)
+        self._batches_step = self.step
+        self.samples_seen += len(idx)
         return mean_loss
 
     def evaluate(self) -> None:

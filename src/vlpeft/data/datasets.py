@@ -31,6 +31,13 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def target(self, i: int) -> str:
+        """The target text of pair ``i`` (no image decoding)."""
+        item = self.items[i]
+        if self.task == "coco":
+            return self.records[item[0]]["references"][item[1]]
+        return self.records[item]["answer"]
+
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
         if self.task == "coco":
