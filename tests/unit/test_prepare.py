@@ -272,3 +272,23 @@ def test_prepare_pretrain_is_deterministic_and_skips_short_captions(tmp_path: Pa
     assert len(first) == 5  # two records for each long caption, one for the two-word caption
     assert first == prompts(0)
     assert any(prompts(0) != prompts(s) for s in range(1, 6))
+
+
+def test_extract_files_from_archives_and_plain_copies(tmp_path):
+    import zipfile
+
+    from vlpeft.data.stages import extract_files
+
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr("Questions/v2_q.json", "{\"q\": 1}")
+    with zipfile.ZipFile(tmp_path / "b.zip", "w") as z:
+        z.writestr("v2_a.json", "{\"a\": 2}")
+    extract_files([tmp_path / "a.zip", tmp_path / "b.zip"], [tmp_path / "out/v2_q.json", tmp_path / "out/v2_a.json"])
+    assert (tmp_path / "out/v2_q.json").read_text() == "{\"q\": 1}"
+    assert (tmp_path / "out/v2_a.json").read_text() == "{\"a\": 2}"
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    extract_files([tmp_path / "vocab.txt"], [tmp_path / "model/vocab.txt"])
+    assert (tmp_path / "model/vocab.txt").read_text() == "[PAD]\n"
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        extract_files([tmp_path / "a.zip", tmp_path / "b.zip"], [tmp_path / "out/missing.json"])
+    assert not (tmp_path / "out/missing.json.tmp").exists()

@@ -1,27 +1,10 @@
 """Extract named files from downloaded archives (or copy a plain download) to their output paths."""
-import shutil
+import logging
 import sys
-import zipfile
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
-for out in snakemake.output:
-    name = Path(out).name
-    for archive in snakemake.input:
-        if not zipfile.is_zipfile(archive):
-            if len(snakemake.input) == 1:
-                shutil.copyfile(archive, out + ".tmp")
-                Path(out + ".tmp").replace(out)
-                break
-            continue
-        with zipfile.ZipFile(archive) as z:
-            members = [m for m in z.namelist() if Path(m).name == name]
-            if members:
-                with z.open(members[0]) as src, open(out + ".tmp", "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                Path(out + ".tmp").replace(out)
-                break
-    else:
-        raise FileNotFoundError(f"{name} is in none of {list(snakemake.input)}")
-    print(f"wrote {out}", file=sys.stderr)
+from vlpeft.data.stages import extract_files  # noqa: E402
+
+extract_files(list(snakemake.input), list(snakemake.output))

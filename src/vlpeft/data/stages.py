@@ -71,3 +71,30 @@ def cache_images(image_root: str | Path, record_files: list, size: int, out: str
                  skip_bad: bool = False) -> dict:
     paths = sorted({r["image"] for f in record_files for r in prepare.read_jsonl(f)})
     return build_cache(image_root, paths, size, out, skip_bad=skip_bad)
+
+
+def extract_files(sources: list[str | Path], outputs: list[str | Path]) -> None:
+    """Write each output (found by file name) from the first source archive holding it; a single non-archive
+    source is copied as it is (a plain download such as vocab.txt or mplug_base.pth). Atomic per file."""
+    import shutil
+    import zipfile
+
+    for out in map(Path, outputs):
+        tmp = out.with_name(out.name + ".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for src in map(Path, sources):
+            if not zipfile.is_zipfile(src):
+                if len(sources) == 1:
+                    shutil.copyfile(src, tmp)
+                    break
+                continue
+            with zipfile.ZipFile(src) as z:
+                members = [m for m in z.namelist() if Path(m).name == out.name]
+                if members:
+                    with z.open(members[0]) as fin, tmp.open("wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                    break
+        else:
+            raise FileNotFoundError(f"{out.name} is in none of {[str(s) for s in sources]}")
+        tmp.replace(out)
+        log.info("wrote %s", out)
