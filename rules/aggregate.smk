@@ -11,10 +11,10 @@ rule aggregate_runs:
         baseline="results/tables/baseline.csv",
     log:
         "results/logs/aggregate/aggregate_runs.log",
-    params:
-        run_ids=sorted(RUNS),
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        run_ids=sorted(RUNS),
     script:
         "../workflow/scripts/aggregate_runs.py"
 

@@ -2,7 +2,6 @@
 import vlpeft.grid as grid
 from snakemake.utils import validate
 
-
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 grid.check_config(config)
 
@@ -38,7 +37,9 @@ wildcard_constraints:
 
 
 def lookup_run(wildcards):
-    run_id = f"{wildcards.task}/{wildcards.method}/{wildcards.setting}/seed{wildcards.seed}"
+    run_id = (
+        f"{wildcards.task}/{wildcards.method}/{wildcards.setting}/seed{wildcards.seed}"
+    )
     if run_id not in RUNS:
         raise ValueError(f"{run_id} is not a run of the configured grid")
     return RUNS[run_id]
@@ -50,7 +51,9 @@ _RESOLVED = {}
 def resolved_run(wildcards):
     """The run's resolved configuration: a params value, so a changed setting reruns exactly its runs."""
     run = lookup_run(wildcards)
-    if run.run_id not in _RESOLVED:  # memoised: asked for by several rules and input functions
+    if (
+        run.run_id not in _RESOLVED
+    ):  # memoised: asked for by several rules and input functions
         _RESOLVED[run.run_id] = grid.resolve(config, run)
     return _RESOLVED[run.run_id]
 
@@ -106,3 +109,45 @@ def subset_params(wildcards):
 def pretrain_config():
     """The resolved pre-training run (mini study): a full fine-tuning run on the synthetic corpus."""
     return grid.resolve_pretrain(config)
+
+
+def baseline_inputs(wildcards):
+    d = grid.resolve_baseline(config, wildcards.task)
+    inputs = {
+        "vocab": d["vocab"],
+        "init": d["init_weights"],
+        "images": "results/data/raw/images/.complete",
+    }
+    inputs.update({f"records_{s}": p for s, p in d["records"].items()})
+    if d["image_cache"]:
+        inputs["cache"] = d["image_cache"]
+    return inputs
+
+
+def baseline_config(wildcards):
+    return grid.resolve_baseline(config, wildcards.task)
+
+
+FIG_TASK = {"fig3": "coco", "fig4": "vqa"}
+FIG_CURVE_METHOD = {
+    f"fig{n}_{m}": m
+    for n, m in zip(
+        range(6, 11), ["prompt", "prefix", "lora", "serial_adapter", "parallel_adapter"]
+    )
+}
+
+
+def figure_params(wildcards):
+    return {
+        "task": FIG_TASK.get(wildcards.stem),
+        "method": FIG_CURVE_METHOD.get(wildcards.stem),
+    }
+
+
+def download_spec(wildcards):
+    spec = config["data"]["downloads"].get(wildcards.file)
+    if spec is None:
+        raise ValueError(
+            f"no download configured for {wildcards.file!r} (data.downloads)"
+        )
+    return spec

@@ -12,10 +12,10 @@ if SYNTHETIC:
             images=touch("results/data/raw/images/.complete"),
         log:
             "results/logs/data/generate_synthetic_data.log",
-        params:
-            synthetic=config["data"]["synthetic"],
         conda:
             "../envs/vlpeft.yaml"
+        params:
+            synthetic=config["data"]["synthetic"],
         script:
             "../workflow/scripts/generate_synthetic_data.py"
 
@@ -27,10 +27,10 @@ if SYNTHETIC:
             "results/model/vocab.txt",
         log:
             "results/logs/data/train_vocab.log",
-        params:
-            vocab_size=config["tokenizer"]["vocab_size"],
         conda:
             "../envs/vlpeft.yaml"
+        params:
+            vocab_size=config["tokenizer"]["vocab_size"],
         script:
             "../workflow/scripts/train_vocab.py"
 
@@ -48,28 +48,28 @@ rule prepare_captions:
         test=grid.records_path("coco", "test"),
     log:
         "results/logs/data/prepare_captions.log",
-    params:
-        expected=expected_counts("coco"),
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        expected=expected_counts("coco"),
     script:
         "../workflow/scripts/prepare_captions.py"
 
 
 rule prepare_vqa:
     input:
-        karpathy="results/data/raw/dataset_coco.json",
         **vqa_raw_files(),
+        karpathy="results/data/raw/dataset_coco.json",
     output:
         train=grid.records_path("vqa", "train"),
         val=grid.records_path("vqa", "val"),
         test=grid.records_path("vqa", "test"),
     log:
         "results/logs/data/prepare_vqa.log",
-    params:
-        expected=expected_counts("vqa"),
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        expected=expected_counts("vqa"),
     script:
         "../workflow/scripts/prepare_vqa.py"
 
@@ -81,10 +81,10 @@ rule make_subset:
         "results/data/subsets/{task}/ratio{ratio}.json",
     log:
         "results/logs/data/make_subset/{task}_ratio{ratio}.log",
-    params:
-        subset=subset_params,
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        subset=subset_params,
     script:
         "../workflow/scripts/make_subset.py"
 
@@ -102,9 +102,9 @@ rule cache_images:
         "results/logs/data/cache_images_{size}.log",
     benchmark:
         "results/benchmarks/data/cache_images_{size}.tsv"
-    params:
-        skip_bad=config["data"].get("skip_bad_images", False),
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        skip_bad=config["data"].get("skip_bad_images", False),
     script:
         "../workflow/scripts/cache_images.py"

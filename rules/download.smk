@@ -1,25 +1,18 @@
 # Real data: verified, resumable downloads (URLs and checksums from the config), then unpacking with file counts.
 
 
-def download_spec(wildcards):
-    spec = config["data"]["downloads"].get(wildcards.file)
-    if spec is None:
-        raise ValueError(f"no download configured for {wildcards.file!r} (data.downloads)")
-    return spec
-
-
 rule download_file:
     output:
         "results/data/downloads/{file}",
     log:
         "results/logs/download/{file}.log",
+    conda:
+        "../envs/vlpeft.yaml"
+    resources:
+        downloads=1,
     params:
         spec=download_spec,
         checksums="results/data/downloads/checksums.txt",
-    resources:
-        downloads=1,
-    conda:
-        "../envs/vlpeft.yaml"
     script:
         "../workflow/scripts/download.py"
 
@@ -32,13 +25,15 @@ rule unpack_coco_images:
         touch("results/data/raw/images/.complete"),
     log:
         "results/logs/download/unpack_coco_images.log",
-    params:
-        expected={
-            "train": config["data"]["downloads"]["train2014.zip"].get("expected_files"),
-            "val": config["data"]["downloads"]["val2014.zip"].get("expected_files"),
-        },
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        expected={
+            "train": config["data"]["downloads"]["train2014.zip"].get(
+                "expected_files"
+            ),
+            "val": config["data"]["downloads"]["val2014.zip"].get("expected_files"),
+        },
     script:
         "../workflow/scripts/unpack.py"
 
@@ -50,10 +45,10 @@ rule unpack_karpathy:
         "results/data/raw/dataset_coco.json",
     log:
         "results/logs/download/unpack_karpathy.log",
-    params:
-        member="dataset_coco.json",
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        member="dataset_coco.json",
     script:
         "../workflow/scripts/unpack_member.py"
 

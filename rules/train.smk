@@ -6,10 +6,10 @@ rule write_run_config:
         "results/runs/{task}/{method}/{setting}/seed{seed}/run_config.yaml",
     log:
         "results/logs/run_config/{task}/{method}/{setting}/seed{seed}.log",
-    params:
-        run=resolved_run,
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        run=resolved_run,
     script:
         "../workflow/scripts/write_run_config.py"
 
@@ -23,13 +23,13 @@ rule train_run:
         "results/logs/train/{task}/{method}/{setting}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{task}/{method}/{setting}/seed{seed}.tsv"
-    params:
-        run=resolved_run,
+    conda:
+        "../envs/vlpeft.yaml"
     threads: 1
     resources:
         gpu=0,
-    conda:
-        "../envs/vlpeft.yaml"
+    params:
+        run=resolved_run,
     shell:
         # gpu=0 (local CPU runs): one process. On SLURM the profile sets gpu=4: four processes, one per GPU.
         "OMP_NUM_THREADS={threads} torchrun --standalone"
@@ -56,10 +56,10 @@ if config["model"]["init"] == "pretrain":
             "results/model/pretrain/run_config.yaml",
         log:
             "results/logs/run_config/pretrain.log",
-        params:
-            run=pretrain_config(),
         conda:
             "../envs/vlpeft.yaml"
+        params:
+            run=pretrain_config(),
         script:
             "../workflow/scripts/write_run_config.py"
 
@@ -77,13 +77,13 @@ if config["model"]["init"] == "pretrain":
             "results/logs/train/pretrain.log",
         benchmark:
             "results/benchmarks/train/pretrain.tsv"
-        params:
-            run=pretrain_config(),
+        conda:
+            "../envs/vlpeft.yaml"
         threads: 2
         resources:
             gpu=0,
-        conda:
-            "../envs/vlpeft.yaml"
+        params:
+            run=pretrain_config(),
         shell:
             "OMP_NUM_THREADS={threads} torchrun --standalone"
             " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"

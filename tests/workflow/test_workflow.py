@@ -128,3 +128,16 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out/fig3.pdf").is_file() and (tmp_path / "out/fig5.png").is_file()
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mini.yaml"])
+def test_lint_clean(tmp_path, configfile):
+    proc = snakemake(tmp_path, REPO / configfile, "--lint")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_rules_are_snakefmt_formatted():
+    proc = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

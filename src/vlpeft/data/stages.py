@@ -75,7 +75,8 @@ def cache_images(image_root: str | Path, record_files: list, size: int, out: str
 
 def extract_files(sources: list[str | Path], outputs: list[str | Path]) -> None:
     """Write each output (found by file name) from the first source archive holding it; a single non-archive
-    source is copied as it is (a plain download such as vocab.txt or mplug_base.pth). Atomic per file."""
+    source is copied as it is (a plain download such as vocab.txt or mplug_base.pth), as is a single source with the
+    output's own name even if it is a zip file (torch.save writes zip archives). Atomic per file."""
     import shutil
     import zipfile
 
@@ -83,7 +84,7 @@ def extract_files(sources: list[str | Path], outputs: list[str | Path]) -> None:
         tmp = out.with_name(out.name + ".tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
         for src in map(Path, sources):
-            if not zipfile.is_zipfile(src):
+            if src.name == out.name or not zipfile.is_zipfile(src):
                 if len(sources) == 1:
                     shutil.copyfile(src, tmp)
                     break
