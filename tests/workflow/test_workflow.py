@@ -89,9 +89,10 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     assert len(runs) == len(expand(config))
     assert set(runs["status"]) == {"success"}
     assert runs["best_val"].notna().all()
-    for stem in ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig8_lora"):
+    for stem in ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig8_lora"):
         for ext in ("pdf", "png"):
             assert (tmp_path / f"results/figures/{stem}.{ext}").stat().st_size > 1000
+    assert not (tmp_path / "results/figures/fig7_prefix.pdf").exists()  # no prefix runs in this grid
     assert "Claim" in (tmp_path / "results/report.md").read_text() or "claim" in (
         tmp_path / "results/report.md").read_text()
 
