@@ -66,7 +66,9 @@ def slurm_cluster(tmp_path_factory):
     if shutil.which("timeout") is None:
         _skip_or_fail("coreutils `timeout` is missing")
     state = Path(os.environ.get("SLURM_TEST_DIR") or tmp_path_factory.mktemp("slurm-cluster"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+    # No job context of an enclosing allocation (SLURM_JOB_ID, SBATCH_*, ...); this script's SLURM_TEST_* stay.
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("SLURM_TEST_") or not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     t0 = time.monotonic()
     proc = subprocess.run(["bash", str(START), str(state)], env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
