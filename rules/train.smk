@@ -46,6 +46,7 @@ if config["model"]["init"] == "pretrain":
             "results/data/prepared/pretrain/train.jsonl",
         log:
             "results/logs/data/prepare_pretrain_corpus.log",
+        localrule: True
         conda:
             "../envs/vlpeft.yaml"
         script:
@@ -56,6 +57,7 @@ if config["model"]["init"] == "pretrain":
             "results/model/pretrain/run_config.yaml",
         log:
             "results/logs/run_config/pretrain.log",
+        localrule: True
         conda:
             "../envs/vlpeft.yaml"
         params:

@@ -173,8 +173,11 @@ class Trainer:
         self.n_total = sum(p.numel() for p in self.model.parameters())
         self.ddp = self.model
         if self.world > 1:
+            # Full fine-tuning trains weights the forward never uses (the connected fusion layer's cross-attention,
+            # as in the official checkpoint): DDP must then look for unused parameters every step.
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.method == "full")
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         self.evaluators = {}

@@ -58,6 +58,15 @@ def _tail(text: str, n: int = 60) -> str:
     return "\n".join(text.splitlines()[-n:])
 
 
+def _first_error(text: str, n: int = 70) -> str:
+    """The first failed job's report (with its log, show-failed-logs) from a Snakemake log."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Error in rule"):
+            return "\n".join(lines[max(0, i - 1): i + n])
+    return ""
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """A running one-node cluster: yields the environment for its client commands; stops it afterwards."""
@@ -70,9 +79,11 @@ def slurm_cluster(tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if k.startswith("SLURM_TEST_") or not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(START), str(state)], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(["bash", str(START), str(state)], check=False, env=env, capture_output=True, text=True,
+                          timeout=900)
     if proc.returncode != 0:
-        subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, text=True, timeout=180)
+        subprocess.run(["bash", str(STOP), str(state)], check=False, env=env, capture_output=True, text=True,
+                       timeout=180)
         out = _tail(proc.stdout + proc.stderr)
         if proc.returncode in (2, 3):  # not root / packages missing and not installable
             _skip_or_fail(f"SLURM cannot be set up here (start_cluster.sh exit {proc.returncode}):\n{out}")
@@ -85,8 +96,8 @@ def slurm_cluster(tmp_path_factory):
         if os.environ.get("VLPEFT_SLURM_TEST_KEEP") == "1":
             print(f"leaving the cluster running: tests/slurm/stop_cluster.sh {state}")
         else:
-            stop = subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, text=True,
-                                  timeout=300)
+            stop = subprocess.run(["bash", str(STOP), str(state)], check=False, env=env, capture_output=True,
+                                  text=True, timeout=300)
             assert stop.returncode == 0, f"stop_cluster.sh failed:\n{stop.stdout}{stop.stderr}"
 
 
@@ -117,7 +128,7 @@ def _train_comment(run) -> str:
 
 
 def test_mini_study_on_slurm(slurm_cluster, tmp_path):
-    import vlpeft.grid as grid
+    from vlpeft import grid
 
     wd = tmp_path / "workflow"
     _copy_workflow(wd)
@@ -134,13 +145,13 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
            "--configfile", CONFIG]
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        rc = subprocess.run(cmd, cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, check=False, cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     wall = time.monotonic() - t0
     out = log_path.read_text()
     print(f"snakemake on SLURM: exit {rc} after {wall:.0f} s ({len(runs)} training runs); log {log_path}")
     if rc in (124, 137) or (rc != 0 and wall >= TIMEOUT_S):
         pytest.fail(f"snakemake did not finish within {TIMEOUT_S} s (exit {rc}):\n{_tail(out, 80)}")
-    assert rc == 0, f"snakemake failed (exit {rc}) after {wall:.0f} s:\n{_tail(out, 120)}"
+    assert rc == 0, f"snakemake failed (exit {rc}) after {wall:.0f} s:\n{_first_error(out)}\n...\n{_tail(out, 30)}"
 
     m = re.search(r"SLURM run ID: (\S+)", out)
     assert m, "the SLURM executor was not used (no 'SLURM run ID' in the log)"
@@ -160,8 +171,8 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
         assert pdf.with_suffix(".png").is_file(), f"{pdf.name} without its PNG"
     assert (wd / "results/report.md").stat().st_size > 0
     # Everything `all` asks for is there and up to date (figures included).
-    dry = subprocess.run([str(snakemake), "--profile", PROFILE, "--configfile", CONFIG, "-n"], cwd=wd, env=env,
-                         capture_output=True, text=True, timeout=300)
+    dry = subprocess.run([str(snakemake), "--profile", PROFILE, "--configfile", CONFIG, "-n"], check=False, cwd=wd,
+                         env=env, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (
         f"a dry run after the run still has work to do:\n{_tail(dry.stdout + dry.stderr)}")
 
@@ -169,7 +180,7 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     sacct = subprocess.run(
         ["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "--name", run_uuid,
          "-o", "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300"],
-        env=env, capture_output=True, text=True, timeout=60)
+        check=False, env=env, capture_output=True, text=True, timeout=60)
     assert sacct.returncode == 0, f"sacct failed: {sacct.stderr}"
     jobs = [dict(zip(["id", "state", "exit", "elapsed", "tres", "comment"], line.split("|", 5)))
             for line in sacct.stdout.splitlines() if line.strip()]
