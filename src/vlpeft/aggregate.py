@@ -19,12 +19,12 @@ import pandas as pd
 
 from .evaluate import PRIMARY_METRIC
 from .grid import Run, expand
+from .plots.tables import CURVE_COLUMNS as TABLE_CURVE_COLUMNS
+from .plots.tables import RUN_COLUMNS as TABLE_RUN_COLUMNS
 
-RUN_COLUMNS = ["run_id", "task", "method", "classifier", "size", "data_ratio", "seed", "trainable_params",
-               "total_params", "data_size", "samples_seen", "metric", "best_val", "best_step", "test_at_best_val",
-               "final_val", "gpu_hours", "wall_time_s", "status"]
-CURVE_COLUMNS = ["run_id", "task", "method", "classifier", "size", "data_ratio", "seed", "step", "split", "metric",
-                 "value"]
+# One schema, owned by the tables' loader that the figures and the report read.
+RUN_COLUMNS = list(TABLE_RUN_COLUMNS)
+CURVE_COLUMNS = list(TABLE_CURVE_COLUMNS)
 
 
 def _identity(run: Run) -> dict:
