@@ -40,15 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-len", type=int, default=10, help="text-encoder prompt length (a VQA question)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = preset(args.preset)
-    build_s, model = timed(lambda: MPlug(cfg).eval())
-    images = torch.randn(args.batch, 3, cfg.image_size, cfg.image_size)
-    prompt = torch.randint(1000, cfg.vocab_size, (args.batch, args.prompt_len))
+    device = torch.device(args.device)
+    build_s, model = timed(lambda: MPlug(cfg).eval().to(device))
+    images = torch.randn(args.batch, 3, cfg.image_size, cfg.image_size).to(device)
+    prompt = torch.randint(1000 % cfg.vocab_size, cfg.vocab_size, (args.batch, args.prompt_len)).to(device)
     prompt_mask = torch.ones_like(prompt)
     n = args.new_tokens
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"preset={args.preset} batch={args.batch} beams={args.beams} new_tokens={n} prompt_len={args.prompt_len} "
         f"threads={args.threads} torch={torch.__version__} cpu={platform.processor() or platform.machine()}"
+        + (f" gpu={torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
     )
     print(f"model built in {build_s:.1f} s; image tokens {cfg.num_image_tokens}")
     search(True)  # warm-up: first-call allocations and kernel selection

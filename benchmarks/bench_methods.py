@@ -63,7 +63,8 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def worker(method_name: str, options: dict, steps: int, warmup: int, threads: int) -> dict:
+def worker(method_name: str, options: dict, steps: int, warmup: int, threads: int,
+           preset_name: str = "base") -> dict:
     """Build, attach, train ``warmup + steps`` steps; return times and memory (runs in a subprocess)."""
     import torch
 
@@ -73,7 +74,7 @@ def worker(method_name: str, options: dict, steps: int, warmup: int, threads: in
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    mc = preset("base")
+    mc = preset(preset_name)
     model = MPlug(mc)
     build_method(method_name, **options).attach(model)
     model.train()
@@ -82,9 +83,9 @@ def worker(method_name: str, options: dict, steps: int, warmup: int, threads: in
     g = torch.Generator().manual_seed(0)
     batch = {
         "images": torch.randn(2, 3, mc.image_size, mc.image_size, generator=g),
-        "prompt_ids": torch.randint(1000, mc.vocab_size, (2, 6), generator=g),
+        "prompt_ids": torch.randint(1000 % mc.vocab_size, mc.vocab_size, (2, 6), generator=g),
         "prompt_mask": torch.ones(2, 6, dtype=torch.long),
-        "target_ids": torch.randint(1000, mc.vocab_size, (2, 20), generator=g),
+        "target_ids": torch.randint(1000 % mc.vocab_size, mc.vocab_size, (2, 20), generator=g),
         "target_mask": torch.ones(2, 20, dtype=torch.long),
     }
     gc.collect()
@@ -127,6 +128,8 @@ def run_case(name: str, options: dict, args: argparse.Namespace) -> dict:
         str(args.warmup),
         "--threads",
         str(args.threads),
+        "--preset",
+        args.preset,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -166,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preset", default="base", help="model size (`tiny` checks the script itself)")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         name, options = json.loads(args.worker)
-        print(json.dumps(worker(name, options, args.steps, args.warmup, args.threads)))
+        print(json.dumps(worker(name, options, args.steps, args.warmup, args.threads, args.preset)))
         return 0
 
     results: dict[str, dict] = {}

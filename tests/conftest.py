@@ -61,6 +61,7 @@ def make_run_config(study: Path, out_dir: Path, task: str = "coco", method: str 
                  "batch_size": 8, "metrics": ["CIDEr"] if task == "coco" else []},
         "log_every": 1,
         "threads": 1,
+        "device": "cpu",  # CPU tests stay on the CPU (and bit-exact) on a machine with a GPU too
     }
     d.update(overrides)
     return d

@@ -47,8 +47,14 @@ class Run:
         return f"{RESULTS}/runs/{self.run_id}"
 
 
+def _check_unique(key: str, values: list) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{key}: duplicate values {values}")
+
+
 def check_config(config: dict) -> None:
-    """Checks beyond the JSON schema: names and ranges, with the offending key path in the message."""
+    """Checks beyond the JSON schema: names, ranges and the schema's unique lists, with the offending key path in
+    the message."""
     for task, tcfg in config["tasks"].items():
         if task not in TASKS:
             raise ValueError(f"tasks.{task}: unknown task; expected one of {list(TASKS)}")
@@ -57,8 +63,8 @@ def check_config(config: dict) -> None:
                 check_ratio(r)
             except ValueError as e:
                 raise ValueError(f"tasks.{task}.ratios[{i}]: {e}") from None
-        if len(set(tcfg["ratios"])) != len(tcfg["ratios"]):
-            raise ValueError(f"tasks.{task}.ratios: duplicate values {tcfg['ratios']}")
+        _check_unique(f"tasks.{task}.ratios", tcfg["ratios"])
+        _check_unique(f"tasks.{task}.eval.splits", tcfg.get("eval", {}).get("splits", []))
     for method, mcfg in config["methods"].items():
         if method not in METHODS:
             raise ValueError(f"methods.{method}: unknown method; expected one of {list(METHODS)}")
@@ -79,6 +85,8 @@ def check_config(config: dict) -> None:
                 raise ValueError(f"methods.{method}.{task}.sizes: duplicate sizes {sizes}")
             if not per_task.get("lr") or per_task["lr"] <= 0:
                 raise ValueError(f"methods.{method}.{task}.lr: a positive learning rate is required")
+    for key in ("targets", "classifier", "seeds"):
+        _check_unique(key, config.get(key, []))
 
 
 def expand(config: dict) -> list[Run]:
@@ -179,6 +187,7 @@ def resolve(config: dict, run: Run) -> dict:
         "log_every": int(train["log_every"]),
         "threads": int(train.get("threads", 0)),
         "num_workers": int(train.get("num_workers", 0)),
+        "device": str(train.get("device", "auto")),
     }
     RunConfig.from_dict(copy.deepcopy(d))  # fail early, at DAG-building time, on a bad value
     return d
@@ -217,6 +226,7 @@ def resolve_pretrain(config: dict) -> dict:
         "max_target_tokens": int(config["train"]["max_target_tokens"]),
         "log_every": int(config["train"]["log_every"]),
         "threads": int(config["train"].get("threads", 0)),
+        "device": str(config["train"].get("device", "auto")),
         "save_model": init_weights_path(config),
     }
     RunConfig.from_dict(copy.deepcopy(d))

@@ -66,6 +66,7 @@ class RunConfig:
     checkpoint_every: int = 0  # 0 = at every evaluation
     threads: int = 0  # torch intra-op threads per process; 0 = leave torch's default
     precision: str = "auto"  # "auto" = bf16 autocast on GPU, fp32 on CPU; or "fp32"
+    device: str = "auto"  # "auto" = CUDA when present, else CPU; or "cpu" / "cuda"
     save_model: str | None = None  # also write the full model (pre-training) as safetensors here
     num_workers: int = 0
 
@@ -80,6 +81,10 @@ class RunConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.total_batch_size <= 0 or self.per_device_batch_size <= 0:
             raise ValueError("batch sizes must be positive")
+        if self.precision not in ("auto", "fp32"):
+            raise ValueError(f"precision must be auto or fp32, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,7 +95,7 @@ class RunConfig:
     def digest(self) -> str:
         """Identity of the run's settings (checkpoints of another configuration are refused)."""
         d = self.to_dict()
-        for volatile in ("log_every", "threads", "num_workers", "out_dir", "save_model"):
+        for volatile in ("log_every", "threads", "num_workers", "out_dir", "save_model", "device"):
             d.pop(volatile, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .data.datasets import Collator, TrainSet, move
+from .data.datasets import Collator, TrainSet, drop_bad_records, drop_bad_train_items, move
 from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
@@ -129,7 +129,9 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if torch.cuda.is_available():
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device: cuda was asked for, but torch sees no CUDA device")
+        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
         else:
@@ -156,6 +158,7 @@ class Trainer:
         else:
             items = list(range(len(train_records))) if cfg.task == "vqa" else [
                 [i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
+        items = drop_bad_train_items(cfg.task, train_records, items, images)
         self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
         self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
         sc = cfg.schedule
@@ -182,7 +185,7 @@ class Trainer:
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         self.evaluators = {}
         for split in cfg.eval.splits:
-            recs = read_jsonl(cfg.records[split])
+            recs = drop_bad_records(split, read_jsonl(cfg.records[split]), images)
             if cfg.eval.max_items:
                 recs = recs[: cfg.eval.max_items]
             self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,

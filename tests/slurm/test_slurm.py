@@ -202,7 +202,7 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     assert not slurm_rules & LOCAL_RULES, f"local rules submitted to SLURM: {slurm_rules & LOCAL_RULES}"
 
     # Each training job ran torchrun with 2 processes (the profile's gpu: 2 reached --nproc_per_node).
-    for run_id, run in runs.items():
+    for run_id in runs:
         task, method, setting, seed = run_id.split("/")
         train_log = (wd / f"results/logs/train/{task}/{method}/{setting}/{seed}.log").read_text()
         assert re.search(rf"global batch \d+ = {GPUS_PER_TRAINING_JOB} procs x", train_log), (

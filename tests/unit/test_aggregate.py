@@ -231,3 +231,14 @@ def test_gain_vs_baseline_column():
     assert out["baseline_val"].tolist() == [70.0, 0.5, 0.5]
     assert out["gain_vs_baseline"].tolist()[:2] == [10.0, 29.5]
     assert pd.isna(out["gain_vs_baseline"].iloc[2])
+
+
+def test_command_line_refuses_duplicate_seeds(tmp_path: Path) -> None:
+    """Duplicate seeds would give one run directory two rows (and double its weight in every mean)."""
+    config = yaml.safe_load(TINY.read_text())
+    config["seeds"] = [0, 1, 0]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match=r"^seeds: duplicate values \[0, 1, 0\]$"):
+        aggregate.main(["--config", str(path), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

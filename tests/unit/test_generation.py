@@ -38,7 +38,7 @@ def make_model(seed: int, eos_bias: float = 3.0) -> MPlug:
     torch.manual_seed(seed)
     model = MPlug(CFG).eval()
     with torch.no_grad():
-        for name, p in model.text_decoder.named_parameters():
+        for p in model.text_decoder.parameters():
             if p.dim() == 2:
                 p.normal_(std=0.2)
         bias = model.text_decoder.cls.predictions.bias

@@ -244,6 +244,11 @@ def _drop(path: str):
         (_set("tasks.vqa.ratios.3", 1.5), "tasks.vqa.ratios[3]: data ratio must be in (0, 1], got 1.5"),
         (_set("tasks.vqa.ratios.1", -0.2), "tasks.vqa.ratios[1]: data ratio must be in (0, 1], got -0.2"),
         (_set("tasks.coco.ratios", [0.1, 0.5, 0.1]), "tasks.coco.ratios: duplicate values [0.1, 0.5, 0.1]"),
+        (_set("tasks.vqa.eval.splits", ["val", "val"]), "tasks.vqa.eval.splits: duplicate values ['val', 'val']"),
+        (_set("seeds", [0, 1, 0]), "seeds: duplicate values [0, 1, 0]"),
+        (_set("classifier", [False, True, False]), "classifier: duplicate values [False, True, False]"),
+        (_set("targets", ["text_encoder", "text_encoder"]),
+         "targets: duplicate values ['text_encoder', 'text_encoder']"),
         (_set("methods.lora.coco.sizes", [2, 4, 2]), "methods.lora.coco.sizes: duplicate sizes [2, 4, 2]"),
         (_set("methods.full.vqa.sizes", [8]), "methods.full.vqa.sizes: full fine-tuning has no size knob"),
         (_set("methods.prompt.coco.sizes", []), "methods.prompt.coco.sizes: give at least one size"),
@@ -322,6 +327,7 @@ def test_run_config_unknown_key(run_config: RunConfig, tmp_path: Path) -> None:
         ("num_workers", 2, False),
         ("out_dir", "elsewhere/run", False),
         ("save_model", "model.safetensors", False),
+        ("device", "cpu", False),  # a checkpoint made on the CPU resumes on a GPU and back
     ],
 )
 def test_run_config_digest(run_config: RunConfig, field: str, value, changes: bool) -> None:
@@ -335,7 +341,8 @@ def test_run_config_digest(run_config: RunConfig, field: str, value, changes: bo
     ("field", "value", "message"),
     [("task", "gqa", "unknown task"), ("data_ratio", 0.0, "data_ratio"), ("data_ratio", 1.2, "data_ratio"),
      ("lr", 0.0, "lr must be positive"), ("init_format", "hf", "init_format"),
-     ("total_batch_size", 0, "batch sizes")],
+     ("total_batch_size", 0, "batch sizes"), ("device", "gpu", "device must be auto, cpu or cuda"),
+     ("precision", "fp16", "precision must be auto or fp32")],
 )
 def test_run_config_bad_values(run_config: RunConfig, field: str, value, message: str) -> None:
     d = run_config.to_dict()

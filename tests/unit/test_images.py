@@ -1,8 +1,10 @@
-"""Image pipeline: decode any mode to RGB at S x S, CLIP normalisation, the uint8 cache and clear errors."""
+"""Image pipeline: decode any mode to RGB at S x S, CLIP normalisation, the uint8 cache, bad images and clear
+errors."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 
 from vlpeft.data import prepare, stages
+from vlpeft.data.datasets import TrainSet, drop_bad_records, drop_bad_train_items
 from vlpeft.data.images import CLIP_MEAN, CLIP_STD, ImageStore, build_cache, load_image, to_tensor
 
 S = 24
@@ -135,6 +138,7 @@ def test_cache_round_trip_equals_direct_decoding(image_root: Path, tmp_path: Pat
     assert arr.shape == (4, S, S, 3) and arr.dtype == np.uint8
     assert not list(out.parent.glob("*.tmp.npy"))
     cached, direct = ImageStore(image_root, S, cache=out), ImageStore(image_root, S)
+    assert cached.bad == direct.bad == frozenset()
     for rel in PATHS:
         assert np.array_equal(cached.get(rel), load_image(image_root / rel, S))
         assert np.array_equal(direct.get(rel), load_image(image_root / rel, S))
@@ -168,7 +172,69 @@ def test_skip_bad_counts_bad_images(image_root: Path, tmp_path: Path) -> None:
     index = json.loads(Path(str(out) + ".index.json").read_text())
     assert index["bad"] == ["val2014/absent.jpg", "val2014/broken.jpg"]
     store = ImageStore(root, S, cache=out)
+    assert store.bad == frozenset({"val2014/absent.jpg", "val2014/broken.jpg"})
     assert np.array_equal(store.get("train2014/a.jpg"), load_image(root / "train2014" / "a.jpg", S))
+    with pytest.raises(OSError, match=f"image val2014/broken.jpg is listed as undecodable in the image cache {out}"):
+        store.get("val2014/broken.jpg")  # never the blank row the cache holds for it
+
+
+@pytest.fixture
+def store_with_a_corrupt_jpeg(image_root: Path, tmp_path: Path) -> ImageStore:
+    """A cache built with ``skip_bad`` over PATHS, where train2014/a.jpg is a truncated JPEG."""
+    root = tmp_path / "root"
+    for rel in PATHS:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes((image_root / rel).read_bytes())
+    data = (root / PATHS[0]).read_bytes()
+    (root / PATHS[0]).write_bytes(data[: len(data) // 2])
+    assert build_cache(root, PATHS, S, tmp_path / "c.npy", skip_bad=True) == {"images": 4, "bad": 1}
+    return ImageStore(root, S, cache=tmp_path / "c.npy")
+
+
+def test_records_of_bad_images_are_dropped_from_training_and_evaluation(
+        store_with_a_corrupt_jpeg: ImageStore, caplog: pytest.LogCaptureFixture) -> None:
+    store = store_with_a_corrupt_jpeg
+    assert store.bad == frozenset({"train2014/a.jpg"})
+    vqa = [{"image": rel, "question": "how many?", "answer": a}
+           for rel, a in zip([PATHS[1], PATHS[0], PATHS[2], PATHS[0]], ["one", "two", "three", "four"])]
+    coco = [{"image": PATHS[0], "references": ["x", "y"]}, {"image": PATHS[3], "references": ["z", "w"]}]
+    with caplog.at_level(logging.WARNING, logger="vlpeft.datasets"):
+        vqa_items = drop_bad_train_items("vqa", vqa, [3, 2, 1, 0], store)
+        coco_items = drop_bad_train_items("coco", coco, [[1, 1], [0, 0], [1, 0], [0, 1]], store)
+        val = drop_bad_records("val", vqa, store)
+    assert vqa_items == [2, 0]  # order kept
+    assert coco_items == [[1, 1], [1, 0]]
+    assert val == [vqa[0], vqa[2]]
+    data = TrainSet("vqa", vqa, vqa_items, store, {})
+    assert [data.target(i) for i in range(len(data))] == ["three", "one"]
+    assert all(data[i]["image"].any() for i in range(len(data)))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        f"split train: dropped 2 of 4 training pairs whose image is listed as bad in the image cache {store.cache}",
+        f"split train: dropped 2 of 4 training pairs whose image is listed as bad in the image cache {store.cache}",
+        f"split val: dropped 2 of 4 records whose image is listed as bad in the image cache {store.cache}",
+    ]
+
+
+def test_nothing_left_after_dropping_bad_images_is_an_error(store_with_a_corrupt_jpeg: ImageStore) -> None:
+    records = [{"image": PATHS[0], "answer": "one"}, {"image": PATHS[0], "answer": "two"}]
+    with pytest.raises(ValueError, match="^split train: all 2 training pairs have images listed as bad in the image "
+                                         "cache .*c.npy; nothing is left to use$"):
+        drop_bad_train_items("vqa", records, [0, 1], store_with_a_corrupt_jpeg)
+    with pytest.raises(ValueError, match="^split test: all 2 records have images listed as bad"):
+        drop_bad_records("test", records, store_with_a_corrupt_jpeg)
+
+
+def test_without_bad_images_nothing_is_dropped(image_root: Path, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    records = [{"image": rel, "answer": "a"} for rel in PATHS]
+    items = [3, 1, 0, 2]
+    build_cache(image_root, PATHS, S, tmp_path / "c.npy", skip_bad=True)
+    for store in (ImageStore(image_root, S, cache=tmp_path / "c.npy"), ImageStore(image_root, S)):
+        with caplog.at_level(logging.WARNING):
+            assert drop_bad_train_items("vqa", records, items, store) is items  # the very same list, untouched
+            assert drop_bad_records("val", records, store) is records
+    assert not caplog.records
 
 
 def test_cache_images_stage_reads_paths_from_records(image_root: Path, tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ transformers = pytest.importorskip("transformers")
 # peft's prompt-learning wrapper asks transformers for a renamed attribute; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
-from vlpeft.methods.base import build_method
-from vlpeft.methods.lora import LoRALinear
-from vlpeft.model.config import preset
-from vlpeft.model.mplug import MPlug
+from vlpeft.methods.base import build_method  # noqa: E402  (after the importorskips)
+from vlpeft.methods.lora import LoRALinear  # noqa: E402  (after the importorskips)
+from vlpeft.model.config import preset  # noqa: E402  (after the importorskips)
+from vlpeft.model.mplug import MPlug  # noqa: E402  (after the importorskips)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -216,6 +216,31 @@ def test_annotation_without_question_names_file_and_question(copy: Path) -> None
         prepare.vqa_records(prepare.read_karpathy(copy / "dataset_coco.json"), _qfiles(copy), _afiles(copy))
 
 
+@pytest.mark.parametrize(("kind", "field"), [("questions", "question_id"), ("questions", "question"),
+                                             ("annotations", "question_id"), ("annotations", "image_id"),
+                                             ("annotations", "answers")])
+def test_vqa_record_without_a_field_names_file_position_and_field(copy: Path, kind: str, field: str) -> None:
+    path = (_qfiles(copy) if kind == "questions" else _afiles(copy))[1]
+    data = json.loads(path.read_text())
+    qid = data[kind][2]["question_id"] if field != "question_id" else None
+    del data[kind][2][field]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: {kind}[2] (question_id {qid}) lacks the field "
+                                                         f"{field!r}") + "$"):
+        prepare.vqa_records(prepare.read_karpathy(copy / "dataset_coco.json"), _qfiles(copy), _afiles(copy))
+
+
+def test_vqa_answer_without_its_text_names_file_position_and_question(copy: Path) -> None:
+    af = _afiles(copy)[0]
+    data = json.loads(af.read_text())
+    a = data["annotations"][3]
+    del a["answers"][4]["answer"]
+    af.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{af}: annotations[3].answers[4] (question_id "
+                                                         f"{a['question_id']}) lacks the field 'answer'") + "$"):
+        prepare.vqa_records(prepare.read_karpathy(copy / "dataset_coco.json"), _qfiles(copy), _afiles(copy))
+
+
 @pytest.mark.parametrize(("which", "key"), [(0, "questions"), (1, "annotations")])
 def test_vqa_file_of_the_wrong_kind_names_the_file(copy: Path, which: int, key: str) -> None:
     path = (_qfiles(copy) if which == 0 else _afiles(copy))[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,9 @@ import pytest
 import torch
 import yaml
 
+from vlpeft.data import stages
+from vlpeft.data.prepare import read_jsonl
+from vlpeft.data.subsets import read_subset
 from vlpeft.runconfig import RunConfig
 from vlpeft.train import EXIT_PREEMPTED, Trainer, param_groups, world_info_from_env
 
@@ -86,7 +91,7 @@ def test_nan_loss_fails_with_a_record(tiny_study, tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, "-m", "vlpeft.train", "--config", str(path)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert proc.returncode != 0
     status = json.loads((tmp_path / "run/status.json").read_text())
     assert status["status"] == "failed"
@@ -99,6 +104,53 @@ def test_missing_data_file_is_refused_before_training(tiny_study, tmp_path):
     cfg["records"]["val"] = str(tmp_path / "nope.jsonl")
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         Trainer(RunConfig.from_dict(cfg)).setup()
+
+
+def _images_with_bad(study: Path, tmp_path: Path, bad: set[str]) -> dict:
+    """A copy of the study's images with ``bad`` truncated, cached with ``skip_bad``: the run config overrides."""
+    root = tmp_path / "images"
+    shutil.copytree(study / "raw/images", root)
+    for rel in bad:
+        data = (root / rel).read_bytes()
+        (root / rel).write_bytes(data[: len(data) // 2])
+    cache = tmp_path / "images_64.npy"
+    counts = stages.cache_images(root, [study / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")], 64, cache,
+                                 skip_bad=True)
+    assert counts["bad"] == len(bad)
+    return {"image_root": str(root), "image_cache": str(cache)}
+
+
+@pytest.mark.parametrize("task", ["coco", "vqa"])
+def test_records_of_bad_images_are_left_out_of_training_and_evaluation(tiny_study, tmp_path, caplog, task):
+    train = read_jsonl(tiny_study / f"prep/{task}/train.jsonl")
+    items = read_subset(tiny_study / f"subsets/{task}/ratio0.5.json")["items"]
+    record_of = (lambda it: it[0]) if task == "coco" else (lambda it: it)
+    bad_train = train[record_of(items[1])]["image"]
+    val, test = (read_jsonl(tiny_study / f"prep/{task}/{s}.jsonl") for s in ("val", "test"))
+    bad_val = val[0]["image"]
+    with caplog.at_level(logging.WARNING, logger="vlpeft.datasets"):
+        t = _trainer(tiny_study, tmp_path, task=task, **_images_with_bad(tiny_study, tmp_path, {bad_train, bad_val}))
+    kept = [it for it in items if train[record_of(it)]["image"] != bad_train]
+    assert t.data.items == kept and 0 < len(kept) < len(items)
+    assert t.evaluators["val"].records == [r for r in val if r["image"] != bad_val]
+    assert t.evaluators["test"].records == test
+    assert [r.getMessage().split(" whose")[0] for r in caplog.records] == [
+        f"split train: dropped {len(items) - len(kept)} of {len(items)} training pairs",
+        f"split val: dropped {len(val) - len(t.evaluators['val'].records)} of {len(val)} records"]
+    t.train_step()
+
+
+def test_training_set_of_only_bad_images_is_refused(tiny_study, tmp_path):
+    bad = {r["image"] for r in read_jsonl(tiny_study / "prep/vqa/train.jsonl")}
+    with pytest.raises(ValueError, match="^split train: all .* training pairs have images listed as bad in the image "
+                                         "cache .*images_64.npy; nothing is left to use$"):
+        _trainer(tiny_study, tmp_path, task="vqa", **_images_with_bad(tiny_study, tmp_path, bad))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path):
+    with pytest.raises(RuntimeError, match="device: cuda"):
+        _trainer(tiny_study, tmp_path, device="cuda")
 
 
 def test_checkpoint_of_another_configuration_is_refused(tiny_study, tmp_path):
@@ -176,7 +228,8 @@ def test_two_processes_equal_one(tiny_study, tmp_path, method):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone",
                                "--nproc_per_node", str(nproc), "-m", "vlpeft.train",
-                               "--config", str(path)], capture_output=True, text=True, timeout=600, env=env)
+                               "--config", str(path)], capture_output=True, text=True, timeout=600, env=env,
+                              check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[nproc] = json.loads((tmp_path / f"run{nproc}/record.json").read_text())
         from safetensors.torch import load_file

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -11,6 +15,7 @@ from .images import ImageStore, to_tensor
 
 CAPTION_PROMPT = "a picture of"
 VQA_PROMPT = "Question: {question} Answer: "
+log = logging.getLogger("vlpeft.datasets")
 
 
 def prompt_for(task: str, record: dict, caption_prompt: str = CAPTION_PROMPT, vqa_prompt: str = VQA_PROMPT) -> str:
@@ -19,6 +24,32 @@ def prompt_for(task: str, record: dict, caption_prompt: str = CAPTION_PROMPT, vq
     if task == "coco":
         return caption_prompt
     return vqa_prompt.format(question=record["question"])
+
+
+def _drop_bad(split: str, what: str, entries: list, image_of: Callable[[Any], str], images: ImageStore) -> list:
+    """``entries`` less those whose image ``images.bad`` lists; logs the count and refuses to leave none."""
+    if not images.bad:
+        return entries
+    kept = [e for e in entries if image_of(e) not in images.bad]
+    dropped = len(entries) - len(kept)
+    if dropped:
+        log.warning("split %s: dropped %d of %d %s whose image is listed as bad in the image cache %s", split,
+                    dropped, len(entries), what, images.cache)
+    if dropped and not kept:
+        raise ValueError(f"split {split}: all {dropped} {what} have images listed as bad in the image cache "
+                         f"{images.cache}; nothing is left to use")
+    return kept
+
+
+def drop_bad_train_items(task: str, records: list[dict], items: list, images: ImageStore) -> list:
+    """Training ``items`` (see ``TrainSet``) whose record's image is not listed as bad in the image cache."""
+    return _drop_bad("train", "training pairs", items, lambda it: records[it[0] if task == "coco" else it]["image"],
+                     images)
+
+
+def drop_bad_records(split: str, records: list[dict], images: ImageStore) -> list[dict]:
+    """Evaluation ``records`` whose image is not listed as bad in the image cache."""
+    return _drop_bad(split, "records", records, lambda r: r["image"], images)
 
 
 class TrainSet(Dataset):

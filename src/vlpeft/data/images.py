@@ -69,22 +69,30 @@ def build_cache(image_root: str | Path, rel_paths: list[str], size: int, out_npy
 
 
 class ImageStore:
-    """Images by relative path, from the cache when given, else decoded from ``image_root``."""
+    """Images by relative path, from the cache when given, else decoded from ``image_root``.
+
+    ``bad`` holds the paths the cache lists as undecodable (built with ``skip_bad``); it is empty without a cache.
+    """
 
     def __init__(self, image_root: str | Path, size: int, cache: str | Path | None = None) -> None:
-        self.root, self.size = Path(image_root), size
+        self.root, self.size, self.cache = Path(image_root), size, cache
         self.array = None
         self.row: dict[str, int] = {}
+        self.bad: frozenset[str] = frozenset()
         if cache:
             index = json.loads(Path(str(cache) + ".index.json").read_text())
             if index["size"] != size:
                 raise ValueError(f"image cache {cache} holds {index['size']} px images, the model wants {size} px")
             self.array = np.load(cache, mmap_mode="r")
             self.row = {p: i for i, p in enumerate(index["paths"])}
+            self.bad = frozenset(index["bad"])
 
     def get(self, rel: str) -> np.ndarray:
+        """``[S, S, 3]`` uint8; an image the cache lists as bad is an ``OSError``, never its blank row."""
         if self.array is not None:
             if rel not in self.row:
                 raise KeyError(f"image {rel} is not in the image cache")
+            if rel in self.bad:
+                raise OSError(f"image {rel} is listed as undecodable in the image cache {self.cache}")
             return self.array[self.row[rel]]
         return load_image(self.root / rel, self.size)

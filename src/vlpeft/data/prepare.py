@@ -61,6 +61,13 @@ def caption_records(karpathy: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def _require(path: str | Path, where: str, qid: object, record: dict, keys: tuple[str, ...]) -> None:
+    """Fail naming the file, the record's position (``where``) and question, and the first of ``keys`` it lacks."""
+    for key in keys:
+        if key not in record:
+            raise ValueError(f"{path}: {where} (question_id {qid}) lacks the field {key!r}")
+
+
 def vqa_records(karpathy: list[dict], question_files: Iterable[str | Path],
                 annotation_files: Iterable[str | Path]) -> dict[str, list[dict]]:
     """Join VQAv2 questions and annotations and assign them to Karpathy splits by image."""
@@ -71,16 +78,20 @@ def vqa_records(karpathy: list[dict], question_files: Iterable[str | Path],
         data = _load_json(qf)
         if "questions" not in data:
             raise ValueError(f"{qf}: expected a VQAv2 questions file with a 'questions' list")
-        for q in data["questions"]:
+        for i, q in enumerate(data["questions"]):
+            _require(qf, f"questions[{i}]", q.get("question_id"), q, ("question_id", "question"))
             questions[int(q["question_id"])] = q
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for af in annotation_files:
         data = _load_json(af)
         if "annotations" not in data:
             raise ValueError(f"{af}: expected a VQAv2 annotations file with an 'annotations' list")
-        for a in data["annotations"]:
+        for i, a in enumerate(data["annotations"]):
+            _require(af, f"annotations[{i}]", a.get("question_id"), a, ("question_id", "image_id", "answers"))
+            for j, x in enumerate(a["answers"]):
+                _require(af, f"annotations[{i}].answers[{j}]", a["question_id"], x, ("answer",))
             qid = int(a["question_id"])
-            answers = [x["answer"] for x in a.get("answers", [])]
+            answers = [x["answer"] for x in a["answers"]]
             if len(answers) != 10:
                 raise ValueError(f"{af}: question {qid} has {len(answers)} answers, expected 10")
             if qid not in questions:
