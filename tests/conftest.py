@@ -65,3 +65,16 @@ def make_run_config(study: Path, out_dir: Path, task: str = "coco", method: str 
     }
     d.update(overrides)
     return d
+
+
+def signal_after(trainer, step: int, signal_name: str = "SIGTERM") -> None:
+    """Make ``trainer`` behave as if ``signal_name`` arrived right after optimizer step ``step``."""
+    train_step = trainer.train_step
+
+    def wrapped():
+        loss = train_step()
+        if trainer.step == step:
+            trainer.stop_signal = signal_name
+        return loss
+
+    trainer.train_step = wrapped

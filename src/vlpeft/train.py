@@ -310,7 +310,8 @@ class Trainer:
     def evaluate(self) -> None:
         point = {"step": self.step, "samples_seen": self.samples_seen}
         for split, ev in self.evaluators.items():
-            scores, _ = ev(self.model, self.device)
+            with self.autocast:
+                scores, _ = ev(self.model, self.device)
             if scores is not None:
                 point[split] = scores
         if self.rank == 0 and self.evaluators:
@@ -353,9 +354,11 @@ class Trainer:
         return "success"
 
     def stop_requested(self) -> bool:
-        flag = torch.tensor([1 if self.stop_signal else 0])
+        # Any rank's signal stops every rank at the same step. The flag lives on the communication device (NCCL
+        # reduces CUDA tensors only); `.to()` makes a copy there, so the reduced copy is the one read back.
+        flag = torch.tensor([1 if self.stop_signal else 0], device=self.device)
         if self.world > 1:
-            dist.all_reduce(flag.to(self.device))
+            dist.all_reduce(flag)
         return bool(flag.item())
 
     def finalize(self, status: str, error: str | None = None) -> dict:

@@ -20,7 +20,7 @@ from vlpeft.model.mplug import MPlug
 from vlpeft.runconfig import RunConfig
 from vlpeft.train import Trainer
 
-from ..conftest import make_run_config
+from ..conftest import make_run_config, signal_after
 
 pytestmark = [
     pytest.mark.gpu,
@@ -101,15 +101,7 @@ def test_resume_on_cuda_equals_uninterrupted(tiny_study, tmp_path):
     full = trainer("full")
     assert full.run() == "success"
     first = trainer("cut")
-    step = first.train_step
-
-    def stop_after_four():
-        loss = step()
-        if first.step == 4:
-            first.stop_signal = "SIGTERM"
-        return loss
-
-    first.train_step = stop_after_four
+    signal_after(first, 4)
     assert first.run() == "preempted"
     second = trainer("cut")
     assert second.run() == "success"

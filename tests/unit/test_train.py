@@ -22,7 +22,7 @@ from vlpeft.data.subsets import read_subset
 from vlpeft.runconfig import RunConfig
 from vlpeft.train import EXIT_PREEMPTED, Trainer, param_groups, world_info_from_env
 
-from ..conftest import make_run_config
+from ..conftest import make_run_config, signal_after
 
 NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "vision_attention_dropout": 0.0}
 
@@ -168,15 +168,7 @@ def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
     assert full.run() == "success"
 
     first = _trainer(tiny_study, tmp_path / "cut", **over)
-    step = first.train_step
-
-    def stop_after_four():
-        loss = step()
-        if first.step == 4:
-            first.stop_signal = "SIGTERM"
-        return loss
-
-    first.train_step = stop_after_four
+    signal_after(first, 4)
     assert first.run() == "preempted"
     assert (tmp_path / "cut/run/checkpoint.pt").is_file()
     second = _trainer(tiny_study, tmp_path / "cut", **over)
