@@ -71,6 +71,10 @@ def global_batch(step: int, n: int, batch: int, seed: int) -> list[int]:
     return out
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 def world_info_from_env() -> tuple[int, int, int]:
     """(rank, local rank, world size) from torchrun's variables, falling back to SLURM's, then to 1 process."""
     env = os.environ
@@ -123,6 +127,8 @@ class Trainer:
         self.stop_signal: str | None = None
         self.t_start = time.time()
         self.record: dict = {}
+        # One entry per start of this run (first start, every resume): where it started and how it ended.
+        self.attempts: list[dict] = []
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -243,6 +249,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "train_time": self.train_time,
             "best": self.record.get("best"),
+            "attempts": self.attempts,
         }
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")
@@ -269,6 +276,10 @@ class Trainer:
         self.step, self.curve = state["step"], state["curve"]
         self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
         self.record["best"] = state["best"]
+        self.attempts = state.get("attempts", [])
+        for a in self.attempts:
+            if a["status"] == "running":  # killed without a clean stop: what it did after this checkpoint is lost
+                a.update(status="killed", end_step=self.step)
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
 
     # -- one optimizer step -----------------------------------------------------------------------------------
@@ -327,6 +338,8 @@ class Trainer:
     def run(self) -> str:
         cfg = self.cfg
         self.maybe_resume()
+        self.attempts.append({"start_step": self.step, "started_at": _now(), "status": "running",
+                              "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
         interval = cfg.eval.interval or self.total_steps
         ckpt_every = cfg.checkpoint_every or interval
         log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
@@ -335,6 +348,7 @@ class Trainer:
         t_last, s_last = time.time(), self.step
         while self.step < self.total_steps:
             if self.stop_requested():
+                self.end_attempt("preempted")
                 self.save_checkpoint()
                 return "preempted"
             t0 = time.time()
@@ -353,6 +367,11 @@ class Trainer:
                 self.save_checkpoint()
         return "success"
 
+    def end_attempt(self, status: str) -> None:
+        if self.attempts and self.attempts[-1]["status"] == "running":
+            self.attempts[-1].update(status=status, end_step=getattr(self, "step", 0), ended_at=_now(),
+                                     signal=self.stop_signal)
+
     def stop_requested(self) -> bool:
         # Any rank's signal stops every rank at the same step. The flag lives on the communication device (NCCL
         # reduces CUDA tensors only); `.to()` makes a copy there, so the reduced copy is the one read back.
@@ -363,6 +382,7 @@ class Trainer:
 
     def finalize(self, status: str, error: str | None = None) -> dict:
         cfg = self.cfg
+        self.end_attempt(status)
         wall = time.time() - self.t_start
         n_gpus = self.world if getattr(self, "device", torch.device("cpu")).type == "cuda" else 0
         peak = torch.cuda.max_memory_allocated() if n_gpus else None
@@ -391,6 +411,7 @@ class Trainer:
             "samples_seen": getattr(self, "samples_seen", 0),
             "curve": getattr(self, "curve", []),
             "best": self.record.get("best"),
+            "attempts": self.attempts,
             "wall_time_s": wall,
             "train_time_s": getattr(self, "train_time", 0.0),
             "samples_per_s": getattr(self, "samples_seen", 0) / max(getattr(self, "train_time", 0.0), 1e-9),
@@ -421,8 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = RunConfig.load(args.config)
     trainer = Trainer(cfg)
-    logging.basicConfig(level=logging.INFO if trainer.rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {trainer.rank}] %(name)s: %(message)s", stream=sys.stderr)
+    level = logging.INFO if trainer.rank == 0 else logging.WARNING
+    fmt = f"%(asctime)s [rank {trainer.rank}] %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
     def on_signal(signum, _frame):
         trainer.stop_signal = signal.Signals(signum).name
@@ -431,6 +453,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    # The run's own log, appended across attempts: Snakemake replaces the rule's log file at each attempt, and the
+    # story of a preempted or killed attempt must survive its retry.
+    file_log = logging.FileHandler(Path(cfg.out_dir) / "train.log", mode="a")
+    file_log.setFormatter(logging.Formatter(fmt))
+    file_log.setLevel(level)
+    logging.getLogger().addHandler(file_log)
+    try:
+        return _run(trainer)
+    finally:
+        logging.getLogger().removeHandler(file_log)
+        file_log.close()
+
+
+def _run(trainer: Trainer) -> int:
+    cfg = trainer.cfg
     try:
         trainer.setup()
         status = trainer.run()
@@ -455,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if status == "preempted":
-        log.warning("checkpointed at step %d; exiting %d so that the job is resubmitted", trainer.step,
-                    EXIT_PREEMPTED)
+        if trainer.rank == 0:
+            log.warning("checkpointed at step %d; exiting %d so that the job is resubmitted", trainer.step,
+                        EXIT_PREEMPTED)
         return EXIT_PREEMPTED
     if trainer.rank == 0 and trainer.ckpt_path.is_file():
         trainer.ckpt_path.unlink()  # finished: the record and trained weights are what remains

@@ -5,7 +5,9 @@ the whole mini study (tests/workflow/configs/tiny.yaml) with ``--profile tests/s
 plugin, real ``sbatch``, ``sacct`` status checks). Each training run is one SLURM job with 2 GPUs running
 ``torchrun --nproc_per_node 2`` (two CPU processes over gloo). Checked afterwards: the run's tables, figures and
 report; in the accounting database every job COMPLETED and each training job had gres/gpu=2; each training log
-reports 2 processes. The cluster is stopped in the fixture's teardown.
+reports 2 processes. A second test runs one long training run under a 1-minute SLURM time limit: SLURM's SIGTERM
+makes the ranks checkpoint, Snakemake's retry resumes from that checkpoint, and the run record lists the attempts.
+The cluster is stopped in the fixture's teardown.
 
 Needs root (packages, daemons). Skipped when not root, or when the SLURM packages are missing and cannot be
 installed; VLPEFT_REQUIRE_SLURM=1 (or CI=true) turns those skips into failures.
@@ -17,6 +19,7 @@ fresh pytest temp dir), VLPEFT_SLURM_TEST_KEEP=1 (leave the cluster running afte
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -207,3 +210,64 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
         train_log = (wd / f"results/logs/train/{task}/{method}/{setting}/{seed}.log").read_text()
         assert re.search(rf"global batch \d+ = {GPUS_PER_TRAINING_JOB} procs x", train_log), (
             f"{run_id}: the training log does not report {GPUS_PER_TRAINING_JOB} processes")
+
+
+def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
+    """The real path of a job that outlives its time limit: SLURM sends SIGTERM to the job's processes, the ranks
+    checkpoint at the next step and exit, SLURM records TIMEOUT, Snakemake resubmits (``retries``), and the new
+    job resumes from the SIGTERM checkpoint (not from scratch, not from a periodic checkpoint: there is none)."""
+    from vlpeft import grid
+
+    wd = tmp_path / "workflow"
+    _copy_workflow(wd)
+    config = yaml.safe_load((wd / CONFIG).read_text())
+    config["tasks"] = {"coco": config["tasks"]["coco"]}
+    config["tasks"]["coco"].update(ratios=[1.0])
+    # More steps than one attempt holds on this machine (about 3500-4300 steps before SIGTERM, 2 ranks on 2 cores):
+    # two attempts, sometimes three. Evaluation only at the end, so the only checkpoint a retry can resume from is
+    # the one written on SIGTERM.
+    config["tasks"]["coco"]["schedule"]["steps"] = 6000
+    config["tasks"]["coco"]["eval"]["interval"] = 0
+    config["methods"] = {"lora": {"options": config["methods"]["lora"]["options"],
+                                  "coco": config["methods"]["lora"]["coco"]}}
+    config["classifier"] = [False]
+    config["train"]["log_every"] = 500
+    (wd / "timelimit.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run,) = grid.run_table(config).values()
+    profile = yaml.safe_load((wd / PROFILE / "config.yaml").read_text())
+    profile["retries"] = 3  # the production value: each attempt gets a fresh minute
+    profile["set-resources"]["train_run"]["runtime"] = 1  # minutes: SLURM's smallest time limit
+    (wd / "timelimit-profile").mkdir()
+    (wd / "timelimit-profile/config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+
+    snakemake = _snakemake_bin()
+    env = dict(slurm_cluster["env"])
+    env["PATH"] = f"{snakemake.parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    log_path = wd / "snakemake.log"
+    with open(log_path, "w") as log:
+        # (the target first: --configfile takes every argument after it)
+        rc = subprocess.run(["timeout", "-s", "INT", "-k", "60", str(TIMEOUT_S), str(snakemake), f"{run.dir}/record.json",
+                             "--profile", "timelimit-profile", "--configfile", "timelimit.yaml"], check=False,
+                            cwd=wd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT).returncode
+    out = log_path.read_text()
+    assert rc == 0, f"snakemake failed (exit {rc}):\n{_first_error(out)}\n...\n{_tail(out, 30)}"
+
+    record = json.loads((wd / run.dir / "record.json").read_text())
+    attempts = record["attempts"]
+    train_log = (wd / run.dir / "train.log").read_text()
+    assert record["status"] == "success" and record["steps_done"] == 6000
+    assert len(attempts) >= 2, f"the run was never interrupted (make it longer?): {attempts}\n{train_log[-3000:]}"
+    for before, after in zip(attempts, attempts[1:]):
+        assert before["status"] == "preempted" and before["signal"] == "SIGTERM", attempts
+        assert 0 < before["end_step"] == after["start_step"], attempts
+    assert attempts[-1]["status"] == "success"
+    assert "received SIGTERM" in train_log and "resumed from" in train_log
+
+    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "-o", "JobIDRaw,State,Comment%300"],
+                           check=False, env=env, capture_output=True, text=True, timeout=60)
+    states = [line.split("|")[1] for line in sacct.stdout.splitlines()
+              if line.endswith(_train_comment(run)) and line.split("|")[0] in
+              {a["slurm_job_id"] for a in attempts}]
+    assert states == ["TIMEOUT"] * (len(attempts) - 1) + ["COMPLETED"], sacct.stdout

@@ -180,6 +180,30 @@ def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
     assert [p["val"]["accuracy"] for p in full.curve] == pytest.approx([p["val"]["accuracy"] for p in second.curve])
     assert [p["step"] for p in full.curve] == [p["step"] for p in second.curve] == [3, 6]
     assert full.record["best"] == second.record["best"]
+    attempts = second.finalize("success")["attempts"]
+    assert [(a["start_step"], a["end_step"], a["status"], a["signal"]) for a in attempts] == [
+        (0, 4, "preempted", "SIGTERM"), (4, 6, "success", None)]
+
+
+def test_a_killed_attempt_is_recorded_when_the_run_resumes(tiny_study, tmp_path):
+    """An attempt that died without a clean stop (SIGKILL, node failure) resumes from its last periodic checkpoint
+    (step 3), and the record says how far it had got for sure."""
+    over = {"task": "vqa", "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2}}
+    first = _trainer(tiny_study, tmp_path, **over)
+    step = first.train_step
+
+    def die_at_five():
+        if first.step == 5:
+            raise KeyboardInterrupt  # stands for a kill: no finalize, no checkpoint beyond the periodic one
+        return step()
+
+    first.train_step = die_at_five
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    second = _trainer(tiny_study, tmp_path, **over)
+    assert second.run() == "success"
+    attempts = second.finalize("success")["attempts"]
+    assert [(a["start_step"], a["end_step"], a["status"]) for a in attempts] == [(0, 3, "killed"), (3, 6, "success")]
 
 
 @pytest.mark.slow
@@ -202,6 +226,9 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path):
     assert status["status"] == "preempted" and status["steps_done"] >= 3
     state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=False)
     assert state["step"] == status["steps_done"]
+    assert state["attempts"][-1]["status"] == "preempted" and state["attempts"][-1]["signal"] == "SIGTERM"
+    # The run directory keeps its own log, which a retry appends to.
+    assert "received SIGTERM" in (tmp_path / "run/train.log").read_text()
 
 
 @pytest.mark.slow
