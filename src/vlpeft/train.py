@@ -249,7 +249,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "train_time": self.train_time,
             "best": self.record.get("best"),
-            "attempts": self.attempts,
+            "attempts": self.clock_attempt(),
         }
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")
@@ -367,8 +367,20 @@ class Trainer:
                 self.save_checkpoint()
         return "success"
 
+    @property
+    def n_gpus(self) -> int:
+        return self.world if getattr(self, "device", torch.device("cpu")).type == "cuda" else 0
+
+    def clock_attempt(self) -> list[dict]:
+        """The attempts, the running one's wall time and GPUs brought up to now (a killed attempt keeps the time of
+        its last checkpoint: a lower bound)."""
+        if self.attempts and self.attempts[-1]["status"] == "running":
+            self.attempts[-1].update(wall_s=time.time() - self.t_start, gpus=self.n_gpus)
+        return self.attempts
+
     def end_attempt(self, status: str) -> None:
         if self.attempts and self.attempts[-1]["status"] == "running":
+            self.clock_attempt()
             self.attempts[-1].update(status=status, end_step=getattr(self, "step", 0), ended_at=_now(),
                                      signal=self.stop_signal)
 
@@ -383,9 +395,14 @@ class Trainer:
     def finalize(self, status: str, error: str | None = None) -> dict:
         cfg = self.cfg
         self.end_attempt(status)
-        wall = time.time() - self.t_start
-        n_gpus = self.world if getattr(self, "device", torch.device("cpu")).type == "cuda" else 0
-        peak = torch.cuda.max_memory_allocated() if n_gpus else None
+        # Wall time and GPU-hours over every attempt of the run (preempted ones included: they were paid for).
+        if self.attempts:
+            wall = sum(a.get("wall_s", 0.0) for a in self.attempts)
+            gpu_hours = sum(a.get("wall_s", 0.0) * a.get("gpus", 0) for a in self.attempts) / 3600.0
+        else:  # failed before training started
+            wall = time.time() - self.t_start
+            gpu_hours = wall * self.n_gpus / 3600.0
+        peak = torch.cuda.max_memory_allocated() if self.n_gpus else None
         try:
             import resource
 
@@ -415,7 +432,7 @@ class Trainer:
             "wall_time_s": wall,
             "train_time_s": getattr(self, "train_time", 0.0),
             "samples_per_s": getattr(self, "samples_seen", 0) / max(getattr(self, "train_time", 0.0), 1e-9),
-            "gpu_hours": wall * n_gpus / 3600.0,
+            "gpu_hours": gpu_hours,
             "peak_gpu_memory_bytes": peak,
             "peak_rss_bytes": rss,
         }

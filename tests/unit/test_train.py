@@ -180,9 +180,14 @@ def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
     assert [p["val"]["accuracy"] for p in full.curve] == pytest.approx([p["val"]["accuracy"] for p in second.curve])
     assert [p["step"] for p in full.curve] == [p["step"] for p in second.curve] == [3, 6]
     assert full.record["best"] == second.record["best"]
-    attempts = second.finalize("success")["attempts"]
+    record = second.finalize("success")
+    attempts = record["attempts"]
     assert [(a["start_step"], a["end_step"], a["status"], a["signal"]) for a in attempts] == [
         (0, 4, "preempted", "SIGTERM"), (4, 6, "success", None)]
+    # Time is counted over both attempts (the preempted one was paid for too); no GPU here.
+    assert all(a["wall_s"] > 0 and a["gpus"] == 0 for a in attempts)
+    assert record["wall_time_s"] == pytest.approx(sum(a["wall_s"] for a in attempts))
+    assert record["gpu_hours"] == 0.0
 
 
 def test_a_killed_attempt_is_recorded_when_the_run_resumes(tiny_study, tmp_path):
