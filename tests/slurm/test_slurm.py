@@ -182,12 +182,12 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     # Accounting: every job of this run COMPLETED; one 2-GPU job per training run; local rules stayed local.
     sacct = subprocess.run(
         ["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "--name", run_uuid,
-         "-o", "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300"],
+         "-o", "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300,SubmitLine%5000"],
         check=False, env=env, capture_output=True, text=True, timeout=60)
     assert sacct.returncode == 0, f"sacct failed: {sacct.stderr}"
-    jobs = [dict(zip(["id", "state", "exit", "elapsed", "tres", "comment"], line.split("|", 5)))
+    jobs = [dict(zip(["id", "state", "exit", "elapsed", "tres", "comment", "submit"], line.split("|", 6)))
             for line in sacct.stdout.splitlines() if line.strip()]
-    print("sacct:\n" + sacct.stdout)
+    print("sacct:\n" + "\n".join(" ".join(list(j.values())[:6]) for j in jobs))
     assert jobs, f"sacct shows no jobs named {run_uuid}"
     not_completed = [j for j in jobs if j["state"] != "COMPLETED"]
     assert not not_completed, f"SLURM jobs not COMPLETED: {not_completed}"
@@ -200,6 +200,8 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
         for j in train_jobs:
             assert f"gres/gpu={GPUS_PER_TRAINING_JOB}" in j["tres"].split(","), (
                 f"training job {j['id']} ({run_id}) did not get {GPUS_PER_TRAINING_JOB} GPUs: {j['tres']}")
+            # The profile's early-warning signal (slurm_extra) reached sbatch.
+            assert "--signal=TERM@300" in j["submit"].split(), f"training job {j['id']}: {j['submit'][:500]}"
     slurm_rules = {re.sub(r"^rule_|_wildcards_.*$", "", c) for c in by_comment}
     assert "train_run" in slurm_rules
     assert not slurm_rules & LOCAL_RULES, f"local rules submitted to SLURM: {slurm_rules & LOCAL_RULES}"
@@ -237,6 +239,8 @@ def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
     profile = yaml.safe_load((wd / PROFILE / "config.yaml").read_text())
     profile["retries"] = 3  # the production value: each attempt gets a fresh minute
     profile["set-resources"]["train_run"]["runtime"] = 1  # minutes: SLURM's smallest time limit
+    # No early warning signal: this checks the worst case, the time limit's own SIGTERM with KillWait to spare.
+    profile["set-resources"]["train_run"].pop("slurm_extra")
     (wd / "timelimit-profile").mkdir()
     (wd / "timelimit-profile/config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
 
