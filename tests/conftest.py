@@ -12,6 +12,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_thread(request):
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads make
+    them 5-10x slower; tests of the base-size model (marked slow) keep the default."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
     """Synthetic raw data, prepared records, subsets, vocabulary and a 64 px image cache."""

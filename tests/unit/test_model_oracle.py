@@ -20,17 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads make
-    them 5-10x slower; tests of the base-size model (marked slow) keep the default."""
-    if request.node.get_closest_marker("slow") is not None:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CFG = MPlugConfig(
