@@ -134,10 +134,21 @@ def image_size(config: dict) -> int:
     return preset(config["model"]["preset"], **config["model"].get("overrides", {})).image_size
 
 
+OFFICIAL_CHECKPOINT = f"{RESULTS}/data/raw/mplug_base.pth"
+SLIM_CHECKPOINT = f"{RESULTS}/model/mplug_base.slim.safetensors"
+
+
 def init_weights_path(config: dict) -> str:
+    """The weights every run starts from: the official checkpoint converted once into the slim file every run
+    memory-maps (``vlpeft.model.slim``), or the mini study's pre-trained model (the same format)."""
     if config["model"]["init"] == "official":
-        return f"{RESULTS}/data/raw/mplug_base.pth"
+        return SLIM_CHECKPOINT
     return f"{RESULTS}/model/pretrained.safetensors"
+
+
+def model_params(config: dict) -> dict:
+    """The model size the study's weights are for (preset and overrides), as params of the rules that make them."""
+    return {"preset": config["model"]["preset"], "overrides": dict(config["model"].get("overrides") or {})}
 
 
 VOCAB = f"{RESULTS}/model/vocab.txt"
@@ -173,7 +184,7 @@ def resolve(config: dict, run: Run) -> dict:
         "model_preset": config["model"]["preset"],
         "model_overrides": dict(config["model"].get("overrides") or {}),
         "init_weights": init_weights_path(config),
-        "init_format": "official" if config["model"]["init"] == "official" else "vlpeft",
+        "init_format": "vlpeft",  # the slim checkpoint or the pre-trained model (init_weights_path)
         "lr": float(mcfg[run.task]["lr"]) if run.task in mcfg else 1.0,  # (baseline: no training)
         "out_dir": run.dir,
         "weight_decay": float(train["weight_decay"]),

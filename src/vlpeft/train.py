@@ -39,7 +39,7 @@ from .data.prepare import read_jsonl
 from .data.subsets import read_subset
 from .evaluate import PRIMARY_METRIC, Evaluator
 from .methods.base import build_method, count_trainable, trainable_parameters
-from .model.config import preset
+from .model.config import for_tokenizer, preset
 from .model.generation import GenerationConfig
 from .model.mplug import MPlug
 from .records import environment, git_state, write_json
@@ -86,24 +86,21 @@ def world_info_from_env() -> tuple[int, int, int]:
 
 
 def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
-    overrides = dict(cfg.model_overrides)
-    overrides.setdefault("vocab_size", tokenizer.vocab_size)
-    overrides.setdefault("bos_token_id", tokenizer.cls_id)
-    overrides.setdefault("eos_token_id", tokenizer.sep_id)
-    overrides.setdefault("pad_token_id", tokenizer.pad_id)
-    model = MPlug(preset(cfg.model_preset, **overrides))
+    mcfg = for_tokenizer(cfg.model_preset, cfg.model_overrides, tokenizer)
     if cfg.init_format == "vlpeft":
-        from safetensors.torch import load_file
+        # Our weights file (the slim checkpoint, or the mini study's pre-training): built on the meta device and
+        # memory-mapped, so no rank initialises random weights or holds a private copy of frozen ones.
+        from .model.slim import load_mapped, read_metadata
 
-        if not cfg.init_weights or not Path(cfg.init_weights).is_file():
-            raise FileNotFoundError(f"initial weights not found: {cfg.init_weights}")
-        state = load_file(cfg.init_weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k != "text_decoder.cls.predictions.decoder.weight"]  # tied
-        if missing or unexpected:
-            raise ValueError(f"{cfg.init_weights} does not fit the model: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-    elif cfg.init_format == "official":
+        if not cfg.init_weights:
+            raise FileNotFoundError("initial weights not found: init_weights is not set")
+        model = load_mapped(mcfg, cfg.init_weights)
+        meta = read_metadata(cfg.init_weights)
+        log.info("initial weights: %s memory-mapped (converted from %s)", cfg.init_weights,
+                 meta.get("source", "training"))
+        return model
+    model = MPlug(mcfg)
+    if cfg.init_format == "official":
         from .model.checkpoint import load_official
 
         report = load_official(model, cfg.init_weights)
@@ -489,14 +486,10 @@ def _run(trainer: Trainer) -> int:
         trainer.setup()
         status = trainer.run()
         if status == "success" and cfg.save_model and trainer.rank == 0:
-            from safetensors.torch import save_file
+            from .model.slim import save_weights
 
             trainer.method.merge(trainer.model)
-            state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()
-                     if k != "text_decoder.cls.predictions.decoder.weight"}
-            tmp = Path(cfg.save_model + ".tmp")
-            save_file(state, str(tmp))
-            tmp.replace(cfg.save_model)
+            save_weights(trainer.model, cfg.save_model)
         elif status == "success" and trainer.rank == 0:
             trainer.method.merge(trainer.model)
             trainer.method.save(trainer.model, Path(cfg.out_dir) / "trained.safetensors")

@@ -67,3 +67,10 @@ def test_bench_dag_counts_the_paper_grid():
     jobs = re.search(r"repeat 1: [\d.]+ s wall, [\d.]+ s CPU, (\d+) jobs", out)
     assert jobs and int(jobs.group(1)) > 810  # every training run plus data, tables and figures
     assert re.search(r"best [\d.]+ s = [\d.]+x the 5 s target", out)
+
+
+def test_bench_startup_measures_both_ways(tmp_path):
+    out = bench("bench_startup.py", "--preset", "tiny", "--repeats", "1", "--json", str(tmp_path / "startup.json"))
+    assert re.search(r"after / before: start-up \d+\.\d+x, peak RSS at start \d+\.\d+x", out)
+    summary = json.loads((tmp_path / "startup.json").read_text())["summary"]
+    assert all(summary[k]["startup_s"] > 0 and summary[k]["peak_ready_mib"] > 0 for k in ("before", "after"))

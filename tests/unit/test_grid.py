@@ -177,7 +177,7 @@ def test_resolve_paths_and_shared_settings(paper: dict) -> None:
     assert d["subset"] == "results/data/subsets/vqa/ratio0.1.json"
     assert d["records"] == {s: f"results/data/prepared/vqa/{s}.jsonl" for s in ("train", "val", "test")}
     assert d["image_cache"] == "results/data/images_256.npy"
-    assert (d["init_weights"], d["init_format"]) == ("results/data/raw/mplug_base.pth", "official")
+    assert (d["init_weights"], d["init_format"]) == ("results/model/mplug_base.slim.safetensors", "vlpeft")
     assert (d["total_batch_size"], d["per_device_batch_size"], d["weight_decay"]) == (256, 64, 0.05)
     assert d["data_ratio"] == 0.1 and d["seed"] == 0
     assert d["eval"]["batch_size"] == 128

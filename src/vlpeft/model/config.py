@@ -129,3 +129,14 @@ def preset(name: str, **overrides) -> MPlugConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
     return MPlugConfig(**{**PRESETS[name], **overrides})
+
+
+def for_tokenizer(name: str, overrides: dict, tokenizer) -> MPlugConfig:
+    """The size a run builds: preset ``name`` with ``overrides``, vocabulary and special tokens from ``tokenizer``
+    unless the overrides set them."""
+    o = dict(overrides)
+    o.setdefault("vocab_size", tokenizer.vocab_size)
+    o.setdefault("bos_token_id", tokenizer.cls_id)
+    o.setdefault("eos_token_id", tokenizer.sep_id)
+    o.setdefault("pad_token_id", tokenizer.pad_id)
+    return preset(name, **o)
