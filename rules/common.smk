@@ -1,4 +1,5 @@
 # Config validation, the run grid, wildcard constraints and named input functions.
+import vlpeft.cost as cost
 import vlpeft.grid as grid
 from snakemake.utils import validate
 
@@ -9,6 +10,9 @@ RUNS = grid.run_table(config)
 TASKS = list(config["tasks"])
 SYNTHETIC = config["data"]["source"] == "synthetic"
 CACHE = grid.image_cache_path(config)
+# Cost settings live with the SLURM profile; the predictions give each training job its time limit.
+COST_PROFILE = f"{workflow.basedir}/profiles/slurm"
+COSTS = "results/cost/runs.json"
 CURVE_STEMS = {
     "prompt": "fig6_prompt",
     "prefix": "fig7_prefix",
@@ -82,7 +86,14 @@ def run_inputs(wildcards):
     inputs.update({f"records_{s}": p for s, p in d["records"].items()})
     if d["image_cache"]:
         inputs["cache"] = d["image_cache"]
+    # ancient: new predictions change the time limits of runs still to come, never rerun a finished one
+    inputs["costs"] = ancient(COSTS)
     return inputs
+
+
+def train_runtime(wildcards, input, attempt):
+    """The SLURM time limit (minutes) of a training job: its predicted wall time with a margin (vlpeft.cost)."""
+    return cost.job_minutes(input.costs, lookup_run(wildcards).run_id, attempt)
 
 
 def all_records(wildcards=None):

@@ -28,6 +28,7 @@ rule train_run:
     threads: 1
     resources:
         gpu=0,
+        runtime=train_runtime,
     params:
         run=resolved_run,
     shell:

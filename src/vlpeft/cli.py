@@ -3,6 +3,7 @@
     vlpeft grid [--config config/config.yaml]     runs per task and method of a study config
     vlpeft params [--preset base]                 trainable parameters of every method x size (Table II)
     vlpeft model [--preset base]                  parameters per module of the model
+    vlpeft cost [--config config/config.yaml]     samples, FLOPs, predicted GPU-hours and time limit of every run
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cost"]:  # its own options (vlpeft.cost)
+        from .cost import main as cost_main
+
+        return cost_main(argv[1:])
     parser = argparse.ArgumentParser(prog="vlpeft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("grid", help="runs per task and method")
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("params", help="trainable parameters per method and size")
     p.add_argument("--preset", default="base")
     p.set_defaults(func=cmd_params)
+    sub.add_parser("cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False)
     p = sub.add_parser("model", help="parameters per module")
     p.add_argument("--preset", default="base")
     p.set_defaults(func=cmd_model)

@@ -74,3 +74,10 @@ def test_bench_startup_measures_both_ways(tmp_path):
     assert re.search(r"after / before: start-up \d+\.\d+x, peak RSS at start \d+\.\d+x", out)
     summary = json.loads((tmp_path / "startup.json").read_text())["summary"]
     assert all(summary[k]["startup_s"] > 0 and summary[k]["peak_ready_mib"] > 0 for k in ("before", "after"))
+
+
+def test_bench_cost_prints_the_whole_grid_ratio():
+    out = bench("bench_cost.py", "--config", str(REPO / "tests/workflow/configs/tiny.yaml"))
+    ratio = re.search(r"whole-grid FLOPs without / with the store: (\d+\.\d+)x \(target >= 1.6x: (PASS|FAIL)\)", out)
+    assert ratio and float(ratio.group(1)) > 1.0  # the tiny grid's ViT is small: no target here
+    assert re.search(r"predicted GPU-hours: [\d,.]+ without the store", out)

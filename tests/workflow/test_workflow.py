@@ -152,3 +152,22 @@ def test_python_is_ruff_clean():
     proc = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "src", "tests", "workflow", "benchmarks"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_training_jobs_get_their_predicted_time_limit(tmp_path):
+    """Rule predict_costs writes every run's prediction; a training job's runtime is its limit from there (and a
+    fixed fallback in a dry run before the predictions exist)."""
+    from vlpeft.cost import FALLBACK_MINUTES, job_minutes
+
+    run = "results/runs/coco/lora/size2_ratio1/seed0/record.json"
+    proc = snakemake(tmp_path, TINY, "-n", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"runtime={FALLBACK_MINUTES}" in proc.stdout
+    proc = snakemake(tmp_path, TINY, "--cores", "1", "results/cost/runs.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predictions = tmp_path / "results/cost/runs.json"
+    minutes = job_minutes(predictions, "coco/lora/size2_ratio1/seed0")
+    assert minutes < FALLBACK_MINUTES
+    proc = snakemake(tmp_path, TINY, "-n", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"runtime={minutes}" in proc.stdout and "predict_costs" not in proc.stdout

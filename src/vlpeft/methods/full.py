@@ -60,3 +60,6 @@ class FullFineTuning(PeftMethod):
 
     def closed_form_count(self, mc: MPlugConfig) -> int:
         return self.method_count(mc)
+
+    def trains_visual_encoder(self) -> bool:
+        return True

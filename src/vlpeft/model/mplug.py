@@ -98,7 +98,20 @@ class MPlug(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
             raise ValueError(f"expected images of shape [B, 3, {s}, {s}], got {list(images.shape)}")
 
+    def check_features(self, features: torch.Tensor) -> None:
+        n, d = self.config.num_image_tokens, self.config.vision_width
+        if features.dim() != 3 or features.shape[1] != n or features.shape[2] != d:
+            raise ValueError(f"expected ViT features of shape [B, {n}, {d}], got {list(features.shape)}")
+        if any(p.requires_grad for p in self.visual_encoder.parameters()):
+            raise ValueError("precomputed ViT features were given to a model whose ViT trains: they would not follow "
+                             "its weights (such runs must read images)")
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """ViT states ``[B, Ni, d]`` of pixel images ``[B, 3, S, S]``. Features ``[B, Ni, d]`` that this (frozen) ViT
+        computed beforehand (the visual-feature store, ``vlpeft.data.features``) are returned as they are."""
+        if images.dim() == 3:
+            self.check_features(images)
+            return images
         self.check_images(images)
         if any(p.requires_grad for p in self.visual_encoder.parameters()) and torch.is_grad_enabled():
             return self.visual_encoder.forward_features(images)
@@ -131,7 +144,8 @@ class MPlug(nn.Module):
         target_mask: torch.Tensor,
         reduction: str = "mean",
     ) -> torch.Tensor:
-        """Cross-entropy of ``target_ids`` (``[CLS] text [SEP]``, padded) given image and prompt.
+        """Cross-entropy of ``target_ids`` (``[CLS] text [SEP]``, padded) given image (or its ViT features, see
+        :meth:`encode_image`) and prompt.
 
         Returns the mean over target tokens, or per-sample sums with ``reduction="none"``.
         """
