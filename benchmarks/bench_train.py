@@ -2,9 +2,12 @@
 
 CPU (always): the tiny model, 1 process vs `torchrun --nproc_per_node 2` (gloo) with the same global batch:
 steps/s of each, their ratio, and whether both end with the same trainable weights (the equivalence).
-GPU (when CUDA is present): the base model at 256 px, bf16 autocast, for full fine-tuning and each PEFT method:
-samples/s, speed relative to full fine-tuning, peak memory, model FLOPs per step (counted by
-torch.utils.flop_counter over one real step) and model FLOP utilisation against the GPU's dense bf16 peak.
+GPU (when CUDA is present): the base model at 256 px, bf16 autocast, for full fine-tuning and each PEFT method,
+each PEFT method also with the visual-feature store (its frozen ViT's output as input, no ViT in the step):
+samples/s, speed relative to full fine-tuning (with the store: to the same method without it), peak memory, model
+FLOPs per step (counted by torch.utils.flop_counter over one real step) and model FLOP utilisation against the
+GPU's dense bf16 peak. ``--json`` writes these rows: the throughput recording the cost model reads
+(``vlpeft.cost``, ``profiles/slurm/cost.yaml``).
 
     python benchmarks/bench_train.py [--steps 30] [--gpu-steps 10] [--batch 64]
     python benchmarks/bench_train.py --steps 0 --model-device cpu --preset tiny --batch 4 --gpu-steps 2  # self-check
@@ -122,34 +125,44 @@ def model_part(device: torch.device, preset_name: str = "base", batch: int = 64,
         tid = torch.randint(1000 % cfg.vocab_size, cfg.vocab_size, (batch, n_target), device=device, generator=g)
         batch_tensors = (images, pid, torch.ones_like(pid), tid, torch.ones_like(tid))
 
-        def step(model=model, opt=opt, batch_tensors=batch_tensors) -> float:
-            with autocast:
-                loss = model(*batch_tensors)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss.item()
+        variants = [(False, batch_tensors)]
+        if not any(p.requires_grad for p in model.visual_encoder.parameters()):
+            # With the visual-feature store: the frozen ViT's output is the input (stored features, as a run
+            # reading the store gets them), so the step runs no ViT.
+            with torch.no_grad(), autocast:
+                features = model.encode_image(images).float()
+            variants.append((True, (features, *batch_tensors[1:])))
+        for store, inputs in variants:
 
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
-        for _ in range(warmup):
-            step()
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        if cuda:
-            torch.cuda.synchronize(device)
-        dt = (time.perf_counter() - t0) / steps
-        if not math.isfinite(loss):
-            raise SystemExit(f"{name}: non-finite loss {loss}")
-        rows.append({"method": name, "samples_per_s": batch / dt, "step_s": dt, "tflop_per_step": flops / 1e12,
-                     "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
-                     "trainable": count_trainable(model),
-                     "mfu": flops / dt / (peak * 1e12) if peak else None})
+            def step(model=model, opt=opt, inputs=inputs) -> float:
+                with autocast:
+                    loss = model(*inputs)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                return loss.item()
+
+            with FlopCounterMode(display=False) as counter:
+                step()
+            flops = counter.get_total_flops()
+            for _ in range(warmup):
+                step()
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                loss = step()
+            if cuda:
+                torch.cuda.synchronize(device)
+            dt = (time.perf_counter() - t0) / steps
+            if not math.isfinite(loss):
+                raise SystemExit(f"{name}: non-finite loss {loss}")
+            rows.append({"method": name, "store": store, "samples_per_s": batch / dt, "step_s": dt,
+                         "tflop_per_step": flops / 1e12,
+                         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+                         "trainable": count_trainable(model),
+                         "mfu": flops / dt / (peak * 1e12) if peak else None})
         del model, opt, step
         if cuda:
             torch.cuda.empty_cache()
@@ -160,10 +173,14 @@ def print_model_part(rows: list[dict], device: torch.device, preset_name: str, b
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{where}: {preset_name} model, batch {batch}, {'bf16 autocast' if device.type == 'cuda' else 'fp32'}")
     full = next(r for r in rows if r["method"] == "full")
+    images = {r["method"]: r for r in rows if not r["store"]}
     for r in rows:
         mem = f"{r['peak_gib']:6.1f} GiB" if r["peak_gib"] is not None else "   n/a    "
         mfu = f"{r['mfu']:6.1%}" if r["mfu"] is not None else "  n/a"
-        print(f"  {r['method']:<17} {r['samples_per_s']:9.1f} samples/s ({full['step_s'] / r['step_s']:4.2f}x full)"
+        label = r["method"] + (" + store" if r["store"] else "")
+        vs = (f"{images[r['method']]['step_s'] / r['step_s']:4.2f}x without store" if r["store"]
+              else f"{full['step_s'] / r['step_s']:4.2f}x full")
+        print(f"  {label:<25} {r['samples_per_s']:9.1f} samples/s ({vs:>21})"
               f"  peak {mem}  {r['tflop_per_step'] * 1e3:10.2f} GFLOP/step  MFU {mfu}  trainable {r['trainable']:>11,}")
 
 

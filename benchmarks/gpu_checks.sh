@@ -2,7 +2,8 @@
 # The GPU checks, as one prepared script for a machine with a CUDA device (a few minutes on an H100/H200):
 #   1. tests/gpu: bf16 autocast follows fp32, cached beam search == recomputation on CUDA, a training run on the GPU
 #      records GPU-hours and peak memory, and its resume after a SIGTERM-style stop ends where an uninterrupted run does;
-#   2. benchmarks/bench_train.py, model part: mPLUG-base at 256 px, full fine-tuning and each PEFT method:
+#   2. benchmarks/bench_train.py, model part: mPLUG-base at 256 px, full fine-tuning and each PEFT method (each PEFT
+#      method also with the visual-feature store):
 #      samples/s, peak GPU memory, counted FLOPs per step and MFU;
 #   3. benchmarks/bench_generation.py on CUDA: cached vs recomputed beam search (base, batch 8, 5 beams).
 # Logs and JSON go to $OUT (or ./gpu_checks). Needs torch with CUDA, timm, safetensors, pytest and the package's

@@ -10,6 +10,7 @@ RUNS = grid.run_table(config)
 TASKS = list(config["tasks"])
 SYNTHETIC = config["data"]["source"] == "synthetic"
 CACHE = grid.image_cache_path(config)
+FEATURES = grid.features_path(config)
 # Cost settings live with the SLURM profile; the predictions give each training job its time limit.
 COST_PROFILE = f"{workflow.basedir}/profiles/slurm"
 COSTS = "results/cost/runs.json"
@@ -86,9 +87,29 @@ def run_inputs(wildcards):
     inputs.update({f"records_{s}": p for s, p in d["records"].items()})
     if d["image_cache"]:
         inputs["cache"] = d["image_cache"]
+    if d["feature_store"]:
+        inputs["features"] = d["feature_store"]
     # ancient: new predictions change the time limits of runs still to come, never rerun a finished one
     inputs["costs"] = ancient(COSTS)
     return inputs
+
+
+def feature_inputs(wildcards):
+    """The store's inputs: the initial weights (its ViT), the records naming every image, the images."""
+    spec = grid.resolve_features(config)
+    inputs = {
+        "init": spec["init_weights"],
+        "vocab": spec["vocab"],
+        "records": spec["records"],
+        "images": "results/data/raw/images/.complete",
+    }
+    if spec["image_cache"]:
+        inputs["cache"] = spec["image_cache"]
+    return inputs
+
+
+def feature_spec(wildcards):
+    return grid.resolve_features(config)
 
 
 def train_runtime(wildcards, input, attempt):

@@ -1,4 +1,5 @@
-# Model inputs made once and shared by every run: the slim checkpoint (official weights, memory-mapped by each run).
+# Model inputs made once and shared by every run: the slim checkpoint (official weights, memory-mapped by each run)
+# and the visual-feature store (the frozen ViT's output for every image, read by every run whose ViT is frozen).
 
 
 if config["model"]["init"] == "official":
@@ -20,3 +21,26 @@ if config["model"]["init"] == "official":
             model=grid.model_params(config),
         script:
             "../workflow/scripts/convert_checkpoint.py"
+
+
+if FEATURES:
+
+    rule extract_features:
+        input:
+            unpack(feature_inputs),
+        output:
+            store=FEATURES,
+            index=f"{FEATURES}.index.json",
+        log:
+            "results/logs/model/extract_features.log",
+        benchmark:
+            "results/benchmarks/model/extract_features.tsv"
+        conda:
+            "../envs/vlpeft.yaml"
+        threads: 2
+        resources:
+            gpu=0,
+        params:
+            spec=feature_spec,
+        script:
+            "../workflow/scripts/extract_features.py"

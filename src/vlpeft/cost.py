@@ -283,7 +283,7 @@ def evaluations(total_steps: int, interval: int) -> int:
 
 
 def store_active(config: dict) -> bool:
-    return bool((config["data"].get("feature_store") or {}).get("activate", True))
+    return bool((config["data"].get("feature_store") or {}).get("activate", False))
 
 
 def run_costs(config: dict, root: str | os.PathLike = ".") -> list[RunCost]:
@@ -301,7 +301,7 @@ def run_costs(config: dict, root: str | os.PathLike = ".") -> list[RunCost]:
 
 def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
     from .grid import expand, resolve
-    from .methods.base import trains_visual_encoder
+    from .methods.scope import trains_visual_encoder
     from .schedule import steps_for
 
     vit = vit_forward_flops(mc)

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .data.subsets import check_ratio
+from .methods.scope import trains_visual_encoder
 from .runconfig import TASKS, RunConfig
 
 METHODS = ("prompt", "prefix", "lora", "serial_adapter", "parallel_adapter", "full")
@@ -128,6 +129,14 @@ def image_cache_path(config: dict) -> str | None:
     return f"{RESULTS}/data/images_{image_size(config)}.npy" if config["data"].get("image_cache", True) else None
 
 
+def features_path(config: dict) -> str | None:
+    """The visual-feature store (``vlpeft.data.features``), or None when ``data.feature_store`` is off."""
+    fs = config["data"].get("feature_store") or {}
+    if not fs.get("activate", False):
+        return None
+    return f"{RESULTS}/data/features_{image_size(config)}_{fs.get('dtype', 'float16')}.npy"
+
+
 def image_size(config: dict) -> int:
     from .model.config import preset
 
@@ -199,6 +208,8 @@ def resolve(config: dict, run: Run) -> dict:
         "threads": int(train.get("threads", 0)),
         "num_workers": int(train.get("num_workers", 0)),
         "device": str(train.get("device", "auto")),
+        # A run whose ViT stays frozen reads its output from the store; one that trains it reads images.
+        "feature_store": None if trains_visual_encoder(run.method, options) else features_path(config),
     }
     RunConfig.from_dict(copy.deepcopy(d))  # fail early, at DAG-building time, on a bad value
     return d
@@ -244,6 +255,21 @@ def resolve_pretrain(config: dict) -> dict:
     return d
 
 
+FEATURE_KEYS = ("model_preset", "model_overrides", "init_weights", "init_format", "vocab", "image_root", "image_cache",
+                "seed", "threads", "device")
+
+
+def resolve_features(config: dict) -> dict:
+    """What rule extract_features depends on (and nothing else, so that other edits do not redo the store): the
+    model every run starts from (its ViT), every image of the study (the caption records of all splits name them
+    all), and the store's dtype and batch size."""
+    fs = config["data"]["feature_store"]
+    start = resolve_baseline(config, next(iter(config["tasks"])))
+    return {**{k: start[k] for k in FEATURE_KEYS},
+            "records": [records_path("coco", s) for s in ("train", "val", "test")],
+            "dtype": str(fs.get("dtype", "float16")), "batch_size": int(fs.get("batch_size", 64))}
+
+
 def resolve_baseline(config: dict, task: str) -> dict:
     """Evaluation of the untuned initial model on ``task`` (the reference the fine-tuned runs must beat)."""
     methods = [m for m in config["methods"] if task in config["methods"][m]]
@@ -252,7 +278,7 @@ def resolve_baseline(config: dict, task: str) -> dict:
     run = Run(task, "full", None, 1.0, False, 0)
     d = resolve(config, run)
     d.update(run_id=f"{task}/baseline", method="full", method_options={}, subset=None,
-             out_dir=f"{RESULTS}/baseline/{task}", lr=1.0)
+             out_dir=f"{RESULTS}/baseline/{task}", lr=1.0, feature_store=None)
     d["eval"] = {**d["eval"], "interval": 0}
     RunConfig.from_dict(copy.deepcopy(d))
     return d

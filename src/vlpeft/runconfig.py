@@ -69,6 +69,7 @@ class RunConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU; or "cpu" / "cuda"
     save_model: str | None = None  # also write the full model (pre-training) as safetensors here
     num_workers: int = 0
+    feature_store: str | None = None  # stored ViT features read instead of images (a run whose ViT is frozen)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -152,6 +152,10 @@ class Trainer:
         self.tok = Tokenizer(cfg.vocab)
         images = ImageStore(cfg.image_root, preset(cfg.model_preset, **cfg.model_overrides).image_size,
                             cfg.image_cache)
+        if cfg.feature_store:  # the frozen ViT's output read from the store; checked against the model below
+            from .data.features import FeatureStore
+
+            images = FeatureStore(cfg.feature_store)
         train_records = read_jsonl(cfg.records["train"])
         if cfg.subset:
             sub = read_subset(cfg.subset)
@@ -173,6 +177,8 @@ class Trainer:
         self.model = build_model(cfg, self.tok).to(self.device)
         self.method = build_method(cfg.method, **cfg.method_options)
         self.method.attach(self.model)
+        if cfg.feature_store:
+            self.check_feature_store(images)
         self.model.train()
         torch.manual_seed(cfg.seed + self.rank)  # dropout differs across ranks, as separate samples would
         self.n_trainable = count_trainable(self.model)
@@ -201,6 +207,17 @@ class Trainer:
         self.curve: list[dict] = []
         self.samples_seen = 0
         self.train_time = 0.0
+
+    def check_feature_store(self, store) -> None:
+        """A store serves only a run whose ViT is frozen and is exactly the ViT it was computed with."""
+        from .data.features import store_tag, visual_digest
+
+        cfg = self.cfg
+        if self.method.trains_visual_encoder():
+            raise ValueError(f"run {cfg.run_id} trains the ViT ({cfg.method}, targets "
+                             f"{cfg.method_options.get('targets')}): it must read images, not the feature store")
+        store.check(store_tag(self.model.config, visual_digest(cfg.init_weights, cfg.init_format, self.model)))
+        log.info("visual features from %s (%s)", store.cache, store.dtype)
 
     # -- data order: one seeded permutation per epoch; position = step, so resuming needs no loader state ----
     def global_batch(self, step: int) -> list[int]:

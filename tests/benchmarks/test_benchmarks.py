@@ -33,13 +33,18 @@ def test_bench_train_cpu_equivalence_and_model_part(tmp_path):
     assert "same final weights (atol 1e-5): True" in out
     assert re.search(r"ratio 2p/1p = \d+\.\d+x", out)
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert [r["method"] for r in rows] == ["full", "prompt", "prefix", "lora", "serial_adapter", "parallel_adapter"]
-    full = rows[0]
+    images = [r for r in rows if not r["store"]]
+    assert [r["method"] for r in images] == ["full", "prompt", "prefix", "lora", "serial_adapter", "parallel_adapter"]
+    full = images[0]
     for r in rows:
         assert r["samples_per_s"] > 0 and r["tflop_per_step"] > 0
         assert r["trainable"] <= full["trainable"]
     # Frozen weights skip their weight gradients (and a frozen ViT its whole backward): fewer FLOPs than full.
     assert all(r["tflop_per_step"] < full["tflop_per_step"] for r in rows[1:])
+    # With the store every PEFT method also skips the ViT's forward.
+    store = {r["method"]: r for r in rows if r["store"]}
+    assert sorted(store) == sorted(r["method"] for r in images[1:])
+    assert all(store[r["method"]]["tflop_per_step"] < r["tflop_per_step"] for r in images[1:])
 
 
 def test_bench_generation_outputs_equal():
@@ -54,6 +59,9 @@ def test_bench_methods_reports_every_method(tmp_path):
     results = json.loads((tmp_path / "methods.json").read_text())
     assert list(results) == ["full", "prompt-16", "prefix-16", "lora-8", "serial_adapter-64", "parallel_adapter-64"]
     assert all(label in out for label in results)
+    assert results["full"]["store_step_s"] is None  # full fine-tuning trains the ViT: no store
+    assert all(r["store_step_s"] > 0 for label, r in results.items() if label != "full")
+    assert len(re.findall(r"^\S+-\d+ .* (PASS|FAIL)$", out.split("with the feature store")[1], re.M)) == 5
 
 
 def test_bench_dataloader_measures_both_paths():

@@ -102,7 +102,9 @@ class Collator:
         self.tok, self.max_prompt, self.max_target = tokenizer, max_prompt, max_target
 
     def __call__(self, batch: list[dict]) -> dict:
-        out = {"images": to_tensor(np.stack([b["image"] for b in batch]))}
+        visual = np.stack([b["image"] for b in batch])
+        # uint8 pixels [B, S, S, 3] from an ImageStore, or float32 ViT features [B, T, D] from a FeatureStore
+        out = {"images": to_tensor(visual) if visual.ndim == 4 else torch.from_numpy(visual)}
         out["prompt_ids"], out["prompt_mask"] = self.tok.batch([b["prompt"] for b in batch], self.max_prompt)
         if "target" in batch[0]:
             out["target_ids"], out["target_mask"] = self.tok.batch([b["target"] for b in batch], self.max_target)

@@ -98,9 +98,11 @@ class PeftMethod:
         """Fold training-only structure away; outputs must not change. Default: nothing to fold."""
 
     def trains_visual_encoder(self) -> bool:
-        """Whether training changes the ViT's output (it is among the targets): such a run must read images, never
-        ViT features computed beforehand (the visual-feature store)."""
-        return "visual_encoder" in self.cfg.targets
+        """Whether training changes the ViT's output: such a run must read images, never ViT features computed
+        beforehand (the visual-feature store). See ``vlpeft.methods.scope``."""
+        from .scope import trains_visual_encoder
+
+        return trains_visual_encoder(self.name, {"targets": list(self.cfg.targets)})
 
     # -- shared -----------------------------------------------------------------------------------------------
     def attach(self, model: nn.Module) -> nn.Module:
@@ -202,11 +204,6 @@ def build_method(name: str, **options) -> PeftMethod:
     return cls(cls.Config(**options))
 
 
-def trains_visual_encoder(name: str, options: dict) -> bool:
-    """:meth:`PeftMethod.trains_visual_encoder` of the method ``name`` with ``options``."""
-    return build_method(name, **options).trains_visual_encoder()
-
-
 def method_names() -> list[str]:
     from . import adapters, full, lora, prefix, prompt  # noqa: F401
 
@@ -223,5 +220,4 @@ __all__ = [
     "method_names",
     "register_method",
     "trainable_parameters",
-    "trains_visual_encoder",
 ]

@@ -60,6 +60,3 @@ class FullFineTuning(PeftMethod):
 
     def closed_form_count(self, mc: MPlugConfig) -> int:
         return self.method_count(mc)
-
-    def trains_visual_encoder(self) -> bool:
-        return True

@@ -99,9 +99,10 @@ class MPlug(nn.Module):
             raise ValueError(f"expected images of shape [B, 3, {s}, {s}], got {list(images.shape)}")
 
     def check_features(self, features: torch.Tensor) -> None:
-        n, d = self.config.num_image_tokens, self.config.vision_width
+        n, d, s = self.config.num_image_tokens, self.config.vision_width, self.config.image_size
         if features.dim() != 3 or features.shape[1] != n or features.shape[2] != d:
-            raise ValueError(f"expected ViT features of shape [B, {n}, {d}], got {list(features.shape)}")
+            raise ValueError(f"expected images of shape [B, 3, {s}, {s}] or ViT features of shape [B, {n}, {d}], got "
+                             f"{list(features.shape)}")
         if any(p.requires_grad for p in self.visual_encoder.parameters()):
             raise ValueError("precomputed ViT features were given to a model whose ViT trains: they would not follow "
                              "its weights (such runs must read images)")
@@ -113,11 +114,21 @@ class MPlug(nn.Module):
             self.check_features(images)
             return images
         self.check_images(images)
-        if any(p.requires_grad for p in self.visual_encoder.parameters()) and torch.is_grad_enabled():
+        trains = any(p.requires_grad for p in self.visual_encoder.parameters())
+        if trains and torch.is_grad_enabled():
             return self.visual_encoder.forward_features(images)
         # A frozen ViT builds no graph: most of the memory and time saving of PEFT with a frozen encoder.
         with torch.no_grad():
-            return self.visual_encoder.forward_features(images)
+            if trains:
+                return self.visual_encoder.forward_features(images)
+            # ... and is a fixed feature extractor: eval mode (no attention dropout) whatever the model's mode, so its
+            # output per image is fixed, exactly what the visual-feature store holds (vlpeft.data.features).
+            was_training = self.visual_encoder.training
+            self.visual_encoder.eval()
+            try:
+                return self.visual_encoder.forward_features(images)
+            finally:
+                self.visual_encoder.train(was_training)
 
     def encode(
         self, images: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
