@@ -32,12 +32,13 @@ rule train_run:
     params:
         run=resolved_run,
     shell:
-        # gpu=0 (local CPU runs): one process. On SLURM the profile sets gpu=4: four processes, one per GPU.
-        # `exec`: torchrun replaces the shell, so a SIGTERM (time limit, preemption) reaches a process that passes it
-        # on to the ranks and waits for their checkpoint; a plain shell would die at once and take the step with it.
-        "OMP_NUM_THREADS={threads} exec torchrun --standalone"
-        " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
-        " -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+        # gpu=0 (local CPU runs): one plain process, no launcher (torchrun would import torch a second time). On SLURM
+        # the profile sets gpu=4: torchrun starts four processes, one per GPU.
+        # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run (torchrun passes
+        # it on to the ranks) and it checkpoints; a plain shell would die at once and take the step with it.
+        "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --nproc_per_node {resources.gpu}';"
+        " else launch=python; fi;"
+        " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
 
 
 if config["model"]["init"] == "pretrain":
@@ -90,6 +91,6 @@ if config["model"]["init"] == "pretrain":
         params:
             run=pretrain_config(),
         shell:
-            "OMP_NUM_THREADS={threads} exec torchrun --standalone"
-            " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
-            " -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+            "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --nproc_per_node {resources.gpu}';"
+            " else launch=python; fi;"
+            " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"

@@ -1,6 +1,6 @@
 """mPLUG (Li et al., EMNLP 2022) as used by the study: one code path for every size.
 
-image -> CLIP ViT (timm) -> [B, Ni, d]
+image -> CLIP ViT (timm's layout, ``vlpeft.model.vit``) -> [B, Ni, d]
 prompt -> BERT text encoder -> [B, Lt, d]
 fusion: asymmetric co-attention layers (text self-attention, text->image cross-attention, FFN; image passes),
         and connected-attention layers (self-attention + FFN over [image; text], image part added to the image
@@ -13,35 +13,22 @@ the caption or the answer.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
 from .bert import BertDecoder, BertEncoder, BertTextEncoder, extended_mask, init_bert_weights
 from .config import MPlugConfig
+from .vit import VisionTransformer
 
 
 def build_visual_encoder(cfg: MPlugConfig) -> nn.Module:
-    """OpenAI-CLIP ViT as timm's ``vit_base_patch16_clip_quickgelu_224`` builds it, at ``cfg.image_size``.
+    """OpenAI-CLIP ViT as timm's ``vit_base_patch16_clip_quickgelu_224`` builds it, at ``cfg.image_size``
+    (``vlpeft.model.vit``: timm's names and operations, without importing timm).
 
     ``forward_features`` returns ln_post over all tokens (CLS + patches) with no projection, as mPLUG uses it.
     """
-    from timm.models.vision_transformer import VisionTransformer  # imported late: timm pulls in torchvision
-
-    return VisionTransformer(
-        img_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        embed_dim=cfg.vision_width,
-        depth=cfg.vision_layers,
-        num_heads=cfg.vision_heads,
-        pre_norm=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-5),
-        act_layer="quick_gelu",
-        num_classes=0,
-        global_pool="",
-        attn_drop_rate=cfg.vision_attention_dropout,
-    )
+    return VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads,
+                             attn_drop=cfg.vision_attention_dropout)
 
 
 class FusionEncoder(nn.Module):
