@@ -101,6 +101,14 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     proc = snakemake(tmp_path, cfg_path, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
 
+    # The reported metric is a params value of the figure and report rules: changing it redraws exactly those.
+    proc = snakemake(tmp_path, write_config(tmp_path / "other_metric.yaml", {**config,
+                                                                            "reported_metric": "test_at_best_val"}),
+                     "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r for r, _ in scheduled(proc.stdout)} == {"write_report", "plot_task_grid", "plot_cost",
+                                                       "plot_val_curves", "all"}
+
     config["methods"]["lora"]["coco"]["lr"] = 2.0e-3
     cfg_path = write_config(tmp_path / "tiny.yaml", config)
     proc = snakemake(tmp_path, cfg_path, "-n")
@@ -120,9 +128,9 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
     runs = pd.DataFrame([
         {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
          "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s, "total_params": 10**6,
-         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "best_val": 50 + s + r,
-         "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0, "wall_time_s": 5.0,
-         "status": "success"}
+         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "paper_metric": 51 + s + r,
+         "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
+         "wall_time_s": 5.0, "status": "success"}
         for s in (2, 8) for r in (0.1, 1.0)
     ])
     runs.to_csv(tmp_path / "runs.csv", index=False)

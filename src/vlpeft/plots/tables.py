@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS
+from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS, VALUE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "data_size",
     "samples_seen",
     "metric",
+    "paper_metric",
     "best_val",
     "best_step",
     "test_at_best_val",
@@ -56,8 +57,9 @@ CURVE_COLUMNS: tuple[str, ...] = (
 )
 BASELINE_COLUMNS: tuple[str, ...] = ("task", "metric", "split", "value")
 STATUSES: tuple[str, ...] = ("success", "failed", "preempted", "missing")
-#: Columns a metric may be read from; ``best_val`` is the paper's protocol (best validation score seen).
-VALUE_COLUMNS: tuple[str, ...] = ("best_val", "test_at_best_val", "final_val")
+#: Columns a metric may be read from (see ``style.VALUE_LABELS``); ``paper_metric``, the paper's reported number, is
+#: the default of every figure and of the claims report.
+VALUE_COLUMNS: tuple[str, ...] = tuple(VALUE_LABELS)
 _FLOAT_COLUMNS = (
     "size",
     "data_ratio",
@@ -65,6 +67,7 @@ _FLOAT_COLUMNS = (
     "total_params",
     "data_size",
     "samples_seen",
+    "paper_metric",
     "best_val",
     "best_step",
     "test_at_best_val",
