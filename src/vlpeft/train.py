@@ -422,6 +422,7 @@ class Trainer:
             "trainable_params": getattr(self, "n_trainable", None),
             "total_params": getattr(self, "n_total", None),
             "closed_form_params": self.method.closed_form_count(self.model.config) if hasattr(self, "method") else None,
+            "method_info": self.method.record_info() if hasattr(self, "method") else None,
             "data_size": len(self.data) if hasattr(self, "data") else None,
             "total_steps": getattr(self, "total_steps", None),
             "steps_done": getattr(self, "step", 0),

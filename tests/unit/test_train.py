@@ -282,5 +282,6 @@ def test_record_fields(tiny_study, tmp_path):
     assert rec["samples_seen"] == 6 * 8
     assert [p["step"] for p in rec["curve"]] == [3, 6]
     assert rec["best"]["metric"] == "accuracy"
+    assert rec["method_info"] == {"scaling": 1.0, "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}  # LoRA, no alpha
     assert not (tmp_path / "run/checkpoint.pt").exists()
     assert (tmp_path / "run/trained.safetensors").is_file()
