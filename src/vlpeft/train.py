@@ -9,7 +9,8 @@ Four GPUs on one node (what the SLURM rule runs)::
     torchrun --standalone --nproc_per_node 4 -m vlpeft.train --config .../run_config.yaml
 
 The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
-loss is normalised by the global number of target tokens, so 1, 2 or 4 processes take the same optimizer steps.
+loss is normalised by a count over the global batch (captions: target tokens; VQA: questions, each weighing its
+human answers by their share, see ``Trainer.loss_normaliser``), so 1, 2 or 4 processes take the same optimizer steps.
 Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) the run saves a
 checkpoint of the trainable parameters, optimizer, step and RNG, writes a ``preempted`` status and exits 75;
 started again it resumes from there.
@@ -283,32 +284,43 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
 
     # -- one optimizer step -----------------------------------------------------------------------------------
+    def loss_normaliser(self, idx: list[int]) -> float:
+        """The divisor of the summed (weighted) token losses of global batch ``idx``: a count over the whole global
+        batch, from the text alone, so that 1, 2 or 4 processes and any accumulation take the same step.
+
+        Captions: the target tokens (the mean over tokens, as mPLUG's captioning loss). VQA: the questions, as
+        ALBEF, BLIP and official mPLUG (``(weights * per-answer token sums).sum() / batch size``): each question's
+        answers weigh 1 in all, so the loss is the mean over questions of the answer-weighted sequence loss.
+        """
+        if self.cfg.task == "vqa":
+            return float(len(idx))
+        limit = self.cfg.max_target_tokens
+        return float(sum(len(self.tok.encode(text)[:limit]) - 1 for i in idx for text, _ in self.data.targets(i)))
+
     def train_step(self) -> float:
-        cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = self.schedule.lr(self.step)
         if self._batches is None or self._batches_step != self.step:
             self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)
-        # Normalise by the global batch's target tokens (from the text alone, no image decoding): the same gradient
-        # for any world size and accumulation.
-        n_tokens = sum(len(self.tok.encode(self.data.target(i))[: cfg.max_target_tokens]) - 1 for i in idx)
+        norm = self.loss_normaliser(idx)
         total = 0.0
         for a in range(self.accum):
             batch = move(next(self._batches), self.device)
             sync = a == self.accum - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync and self.world > 1 else nullcontext()
             with ctx, self.autocast:
-                loss_sum = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
-                                    batch["target_mask"], reduction="none").sum()
-                loss = loss_sum * self.world / n_tokens  # DDP averages over ranks
+                per_target = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
+                                      batch["target_mask"], reduction="none", target_counts=batch["target_counts"])
+                loss_sum = (per_target * batch["target_weights"]).sum()
+                loss = loss_sum * self.world / norm  # DDP averages over ranks
             loss.backward()
             total += loss_sum.item()
         if self.world > 1:
             t = torch.tensor([total], device=self.device)
             dist.all_reduce(t)
             total = t.item()
-        mean_loss = total / n_tokens
+        mean_loss = total / norm
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"loss is {mean_loss} at step {self.step}: stopping (lower the learning rate?)")
         self.opt.step()

@@ -73,6 +73,27 @@ def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path)
         torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=1e-5)
 
 
+def test_vqa_loss_weights_every_human_answer_by_its_share(tiny_study, tmp_path):
+    """The first step's loss by hand: per question of the global batch, each distinct human answer's summed token
+    cross-entropy (the model run on that answer alone) times #annotators giving it / 10; summed, divided by the
+    number of questions (ALBEF, BLIP, official mPLUG)."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", model_overrides=NO_DROPOUT)
+    idx = t.global_batch(0)
+    expected, several = 0.0, 0
+    with torch.no_grad():
+        for i in idx:
+            item, answers = t.data[i], t.data.records[t.data.items[i]]["answers"]
+            several += len(set(answers)) > 1
+            for answer in dict.fromkeys(answers):
+                b = t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
+                                "weights": [1.0]}])
+                ce = t.model(b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"],
+                             reduction="none")[0]
+                expected += answers.count(answer) / 10 * ce.item()
+    assert several > 0  # annotators disagree on some questions of the batch
+    assert t.train_step() == pytest.approx(expected / len(idx), rel=1e-5)
+
+
 def test_only_trainable_parameters_change(tiny_study, tmp_path):
     t = _trainer(tiny_study, tmp_path, task="vqa")
     frozen = {k: v.detach().clone() for k, v in t.model.named_parameters() if not v.requires_grad}
@@ -237,16 +258,17 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_two_processes_equal_one(tiny_study, tmp_path, method):
-    """torchrun with 2 gloo processes takes the same optimizer steps as 1 process (same global batch); full
-    fine-tuning includes weights the forward never uses, which DDP must tolerate."""
+@pytest.mark.parametrize(("method", "nprocs"), [("lora", (1, 2, 4)), ("full", (1, 2))])
+def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
+    """torchrun with 2 (and 4) gloo processes takes the same optimizer steps as 1 process (same global batch, VQA's
+    weighted multi-answer loss normalised over the global batch); full fine-tuning includes weights the forward
+    never uses, which DDP must tolerate."""
     results = {}
-    for nproc in (1, 2):
+    for nproc in nprocs:
         cfg = make_run_config(tiny_study, tmp_path / f"run{nproc}", task="vqa", model_overrides=NO_DROPOUT,
                               method=method, method_options={} if method == "full" else {"size": 2},
                               eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
-        cfg["per_device_batch_size"] = 4 if nproc == 1 else 2
+        cfg["per_device_batch_size"] = 4 // nproc
         path = tmp_path / f"cfg{nproc}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -259,11 +281,11 @@ def test_two_processes_equal_one(tiny_study, tmp_path, method):
         from safetensors.torch import load_file
 
         results[nproc]["weights"] = load_file(tmp_path / f"run{nproc}/trained.safetensors")
-    assert results[1]["world_size"] == 1 and results[2]["world_size"] == 2
-    assert results[1]["gradient_accumulation"] == 2 and results[2]["gradient_accumulation"] == 2
-    for k, v in results[1]["weights"].items():
-        torch.testing.assert_close(v, results[2]["weights"][k], atol=1e-5, rtol=1e-4)
-    assert results[1]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[2]["curve"][-1]["val"]["accuracy"])
+    for nproc in nprocs:
+        assert results[nproc]["world_size"] == nproc and results[nproc]["gradient_accumulation"] == 2
+        for k, v in results[1]["weights"].items():
+            torch.testing.assert_close(v, results[nproc]["weights"][k], atol=1e-5, rtol=1e-4)
+        assert results[nproc]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[1]["curve"][-1]["val"]["accuracy"])
 
 
 def test_record_fields(tiny_study, tmp_path):
