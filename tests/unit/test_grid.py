@@ -156,12 +156,12 @@ def test_resolve_method_options(paper: dict) -> None:
     runs = grid.expand(paper)
     targets = ["text_encoder", "fusion_encoder", "text_decoder"]
     lora = grid.resolve(paper, _find(runs, task="coco", method="lora", size=8, ratio=0.1, classifier=True))
-    assert lora["method_options"] == {"alpha": 16.0, "size": 8, "classifier": True, "targets": targets}
+    assert lora["method_options"] == {"alpha": None, "size": 8, "classifier": True, "targets": targets}
     prefix = grid.resolve(paper, _find(runs, task="vqa", method="prefix", size=128, ratio=0.4, classifier=False))
     assert prefix["method_options"] == {"reparam_hidden": 512, "size": 128, "classifier": False, "targets": targets}
     full = grid.resolve(paper, _find(runs, task="coco", method="full", ratio=1.0))
     assert full["method_options"] == {}
-    assert paper["methods"]["lora"]["options"] == {"alpha": 16.0}  # not mutated by resolve
+    assert paper["methods"]["lora"]["options"] == {"alpha": None}  # not mutated by resolve
 
 
 def test_resolve_targets_come_from_the_config(config: dict) -> None:
