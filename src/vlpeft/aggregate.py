@@ -60,12 +60,16 @@ def run_row(run: Run, record: dict | None, status: str) -> dict:
 
 
 def curve_rows(run: Run, record: dict) -> list[dict]:
+    """One row per evaluation and split; ``schedule`` (steps / epochs) says which of ``step`` and ``epoch`` is the
+    natural x axis (epoch-based runs evaluate at every epoch end)."""
     metric = PRIMARY_METRIC[run.task]
+    kind = record["config"]["schedule"]["kind"]
     rows = []
     for point in record.get("curve", []):
         for split in ("val", "test"):
             if split in point and metric in point[split]:
-                rows.append({**_identity(run), "step": point["step"], "split": split, "metric": metric,
+                rows.append({**_identity(run), "schedule": kind, "step": point["step"],
+                             "epoch": point.get("epoch", math.nan), "split": split, "metric": metric,
                              "value": point[split][metric]})
     return rows
 

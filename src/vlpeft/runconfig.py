@@ -24,7 +24,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    interval: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    interval: int = 0  # step-based schedules: steps between evaluations, 0 = only at the end; epoch-based: 0 (they
+    # evaluate at every epoch end, see schedule.eval_steps)
     splits: tuple[str, ...] = ("val", "test")
     num_beams: int = 5
     min_new_tokens: int = 1
@@ -85,6 +86,9 @@ class RunConfig:
             raise ValueError(f"precision must be auto or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.schedule.kind == "epochs" and self.eval.interval:
+            raise ValueError(f"eval.interval must be 0 for an epoch-based schedule (it evaluates at every epoch end), "
+                             f"got {self.eval.interval}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

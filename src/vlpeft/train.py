@@ -45,7 +45,7 @@ from .model.generation import GenerationConfig
 from .model.mplug import MPlug
 from .records import environment, git_state, write_json
 from .runconfig import RunConfig
-from .schedule import Schedule, steps_for
+from .schedule import Schedule, eval_steps, steps_for
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("vlpeft.train")
@@ -331,7 +331,7 @@ class Trainer:
         return mean_loss
 
     def evaluate(self) -> None:
-        point = {"step": self.step, "samples_seen": self.samples_seen}
+        point = {"step": self.step, "samples_seen": self.samples_seen, "epoch": self.samples_seen / len(self.data)}
         for split, ev in self.evaluators.items():
             with self.autocast:
                 scores, _ = ev(self.model, self.device)
@@ -352,8 +352,8 @@ class Trainer:
         self.maybe_resume()
         self.attempts.append({"start_step": self.step, "started_at": _now(), "status": "running",
                               "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
-        interval = cfg.eval.interval or self.total_steps
-        ckpt_every = cfg.checkpoint_every or interval
+        eval_at = set(eval_steps(cfg.schedule.kind, self.total_steps, cfg.eval.interval, len(self.data),
+                                 cfg.total_batch_size))
         log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
                  "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
                  cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
@@ -373,9 +373,10 @@ class Trainer:
                 log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
                          loss, self.schedule.lr(self.step - 1), rate, eta)
                 t_last, s_last = now, self.step
-            if self.step % interval == 0 or self.step == self.total_steps:
+            if self.step in eval_at:
                 self.evaluate()
-            if self.step % ckpt_every == 0 and self.step < self.total_steps:
+            due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else self.step in eval_at
+            if due and self.step < self.total_steps:
                 self.save_checkpoint()
         return "success"
 

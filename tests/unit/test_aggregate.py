@@ -36,10 +36,11 @@ def _scores(task: str, value: float) -> dict:
 def _record(run: Run, i: int, status: str = "success") -> dict:
     """A record like ``train.py``'s ``finalize`` writes: the best validation score is at step 2, not the last one."""
     base = 10.0 + i
+    n = 40 if run.ratio == 1.0 else 20
     curve = [
-        {"step": 0, "samples_seen": 0, "val": _scores(run.task, base), "test": _scores(run.task, base - 1)},
-        {"step": 2, "samples_seen": 16, "val": _scores(run.task, base + 5), "test": _scores(run.task, base + 4)},
-        {"step": 4, "samples_seen": 32, "val": _scores(run.task, base + 1), "test": _scores(run.task, base + 3)},
+        {"step": s, "samples_seen": 8 * s, "epoch": 8 * s / n, "val": _scores(run.task, base + dv),
+         "test": _scores(run.task, base + dt)}
+        for s, dv, dt in ((0, 0, -1), (2, 5, 4), (4, 1, 3))
     ]
     if i == NO_TEST_AT_START:
         del curve[0]["test"]
@@ -49,7 +50,8 @@ def _record(run: Run, i: int, status: str = "success") -> dict:
         "error": None if status == "success" else "RuntimeError: boom",
         "trainable_params": 1000 * (i + 1),
         "total_params": 5_000_000,
-        "data_size": 40 if run.ratio == 1.0 else 20,
+        "config": {"schedule": {"kind": "steps" if run.task == "coco" else "epochs"}},
+        "data_size": n,
         "samples_seen": 32,
         "curve": curve,
         "best": {"step": 2, "val": base + 5, "test": base + 4, "metric": METRIC[run.task]},
@@ -133,7 +135,8 @@ def test_metric_columns_when_best_val_and_best_test_steps_differ(task: str) -> N
     metric = METRIC[task]
     val, test = [10.0, 15.0, 12.0, 11.0], [9.0, 11.0, 13.0, 14.0]
     curve = [{"step": 2 * k, "val": {metric: v}, "test": {metric: t}} for k, (v, t) in enumerate(zip(val, test))]
-    record = {"curve": curve, "best": {"step": 2, "val": 15.0, "test": 11.0, "metric": metric}}
+    record = {"curve": curve, "best": {"step": 2, "val": 15.0, "test": 11.0, "metric": metric},
+              "config": {"schedule": {"kind": "steps"}}}
     row = aggregate.run_row(run, record, "success")
     assert (row["best_val"], row["best_step"], row["test_at_best_val"], row["final_val"]) == (15.0, 2, 11.0, 11.0)
     assert row["paper_metric"] == (14.0 if task == "coco" else 15.0)
@@ -141,6 +144,10 @@ def test_metric_columns_when_best_val_and_best_test_steps_differ(task: str) -> N
     no_test = {**record, "curve": [{k: v for k, v in p.items() if k != "test"} for p in curve]}
     paper = aggregate.run_row(run, no_test, "success")["paper_metric"]
     assert math.isnan(paper) if task == "coco" else paper == 15.0
+
+
+def run_size(run: Run) -> int:
+    return 40 if run.ratio == 1.0 else 20
 
 
 def test_curves_rows_for_val_and_test(runs: list[Run], aggregated) -> None:
@@ -156,6 +163,8 @@ def test_curves_rows_for_val_and_test(runs: list[Run], aggregated) -> None:
         val = mine.loc[mine["split"] == "val"]
         test = mine.loc[mine["split"] == "test"]
         assert val["step"].tolist() == [0, 2, 4]
+        assert val["epoch"].tolist() == [0.0, 16 / run_size(run), 32 / run_size(run)]
+        assert set(mine["schedule"]) == {"steps" if run.task == "coco" else "epochs"}
         assert val["value"].tolist() == [base, base + 5, base + 1]
         if i == NO_TEST_AT_START:
             assert test["step"].tolist() == [2, 4]

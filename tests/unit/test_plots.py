@@ -111,7 +111,9 @@ def make_curves(runs: pd.DataFrame) -> pd.DataFrame:
                         "size": r.size,
                         "data_ratio": r.data_ratio,
                         "seed": r.seed,
+                        "schedule": "steps",
                         "step": step,
+                        "epoch": step / 1000,
                         "split": split,
                         "metric": r.metric,
                         "value": value,
@@ -274,6 +276,14 @@ def test_fig_val_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
     # Seeds give a band only in the 100 % panel, where the three-seed cell is.
     assert len(fig.axes[2].collections) >= 1
     assert not any(c.__class__.__name__ == "FillBetweenPolyCollection" for c in fig.axes[0].collections)
+
+
+def test_epoch_based_curves_are_drawn_against_epochs(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
+    vqa = curves.loc[curves["method"] == "lora"].assign(task="vqa", schedule="epochs", epoch=curves["step"] / 250 + 1)
+    fig = fig_val_curves(vqa, "lora", "vqa", value="best_val")
+    assert fig.axes[-1].get_xlabel() == "epoch"
+    assert {float(x) for line in series_lines(fig.axes[0]) for x in line.get_xdata()} == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert fig_val_curves(curves, "lora", "coco").axes[-1].get_xlabel() == "training step"
 
 
 def test_fig_val_curves_follow_the_metric_column(curves: pd.DataFrame, runs: pd.DataFrame) -> None:

@@ -288,6 +288,20 @@ def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
         assert results[nproc]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[1]["curve"][-1]["val"]["accuracy"])
 
 
+def test_epoch_based_run_evaluates_at_every_epoch_end(tiny_study, tmp_path):
+    """2.5 epochs of the 36 training questions in global batches of 8: the epochs end in steps 5 and 9, the run in
+    step 12."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", schedule={"kind": "epochs", "epochs": 2.5, "warmup_steps": 1},
+                 eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    assert len(t.data) == 36 and t.total_steps == 12
+    assert t.run() == "success"
+    assert [p["step"] for p in t.curve] == [5, 9, 12]
+    assert [p["epoch"] for p in t.curve] == pytest.approx([40 / 36, 72 / 36, 96 / 36])
+    with pytest.raises(ValueError, match="eval.interval must be 0 for an epoch-based schedule"):
+        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, task="vqa",
+                                            schedule={"kind": "epochs", "epochs": 3}))
+
+
 def test_record_fields(tiny_study, tmp_path):
     cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa")
     path = tmp_path / "cfg.yaml"

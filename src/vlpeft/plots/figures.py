@@ -456,7 +456,10 @@ def fig_val_curves(
     split: str | None = None,
     value: str = DEFAULT_VALUE,
 ) -> Figure:
-    """Figs. 6-10: the metric at every evaluation against training step for one method, one panel per data ratio.
+    """Figs. 6-10: the metric at every evaluation for one method, one panel per data ratio.
+
+    The x axis is the training step for step-based runs (COCO) and the epoch for epoch-based ones (VQAv2, which
+    evaluate at every epoch end), as the curves table's ``schedule`` column says.
 
     Within a panel there is one line per (size, "+ classifier"): shade by size (light = small), dashed for the
     "+ classifier" variant. With more than one seed the line is the mean over seeds and a band shows +/- one
@@ -485,6 +488,7 @@ def fig_val_curves(
     sel = cur.loc[(cur["method"] == method) & (cur["task"] == task) & (cur["split"] == split)]
     if sel.empty:
         raise ValueError(f"no {split} curves for {method} on {task}: nothing to plot")
+    x, xlabel = ("epoch", "epoch") if (sel["schedule"] == "epochs").all() else ("step", "training step")
     ratios = sorted(sel["data_ratio"].unique())
     sizes = sorted(sel["size"].dropna().unique()) or [float("nan")]
     colors = shades(method, len(sizes))
@@ -502,7 +506,7 @@ def fig_val_curves(
                     g = d.loc[_same(d["size"], size) & (d["classifier"] == clf)]
                     if g.empty:
                         continue
-                    st = g.groupby("step")["value"].agg(["mean", "std", "count"])
+                    st = g.groupby(x)["value"].agg(["mean", "std", "count"])
                     ls = style.CLASSIFIER_LINESTYLE if clf else style.PLAIN_LINESTYLE
                     label = ("" if math.isnan(size) else format_size(size)) + (" + cls" if clf else "")
                     ax.plot(st.index, st["mean"], color=color, ls=ls, lw=0.9, gid=SERIES_GID, label=label)
@@ -522,7 +526,7 @@ def fig_val_curves(
                 ax.set_ylabel(metric_label(metric))
             if i + ncols >= len(ratios):
                 # Bottom panel of its column (the grid may be ragged): it carries the step axis.
-                ax.set_xlabel("training step")
+                ax.set_xlabel(xlabel)
                 ax.xaxis.set_tick_params(labelbottom=True)
         for ax in flat[len(ratios) :]:
             fig.delaxes(ax)

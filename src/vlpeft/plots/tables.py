@@ -50,7 +50,9 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "size",
     "data_ratio",
     "seed",
+    "schedule",
     "step",
+    "epoch",
     "split",
     "metric",
     "value",
@@ -261,21 +263,22 @@ def validate_curves(df: pd.DataFrame, source: str | Path | None = None) -> pd.Da
     """Check a long-format validation-curves table and return a normalised copy.
 
     Raises:
-        ValueError: Missing columns, an empty table, an unknown task, method or split, a non-numeric step or
-            value, or a PEFT curve without a size.
+        ValueError: Missing columns, an empty table, an unknown task, method, split or schedule kind, a
+            non-numeric step, epoch or value, or a PEFT curve without a size.
     """
     src = _source_name(source, "the curves table")
     _check_columns(df, CURVE_COLUMNS, src)
     if len(df) == 0:
         raise ValueError(f"no curves in {src}: nothing to plot")
     out = df.copy()
-    for col in ("run_id", "task", "method", "split", "metric"):
+    for col in ("run_id", "task", "method", "split", "metric", "schedule"):
         out[col] = out[col].astype(str).str.strip()
     _check_allowed(out, "task", TASKS, src)
     _check_allowed(out, "method", METHODS, src)
     _check_allowed(out, "split", ("val", "test"), src)
+    _check_allowed(out, "schedule", ("steps", "epochs"), src)
     out["classifier"] = _to_bool(out, "classifier", src)
-    for col in ("size", "data_ratio", "step", "value"):
+    for col in ("size", "data_ratio", "step", "epoch", "value"):
         out[col] = _to_float(out, col, src)
     bad = out["step"].isna()
     if bad.any():
