@@ -112,12 +112,22 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
     return model
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, part_lr: dict | None = None) -> list[dict]:
+    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters). The trainable parameters
+    of each model part named in ``part_lr`` (a top-level module) get groups of their own, tagged with that
+    ``part`` (``None``: the rest), so that they can follow their own peak learning rate."""
+    part_lr = part_lr or {}
+    split: dict[tuple, list] = {}
     for name, p in trainable_parameters(model).items():
-        (no_decay if p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        part = name.split(".")[0] if name.split(".")[0] in part_lr else None
+        decays = not (p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias"))
+        split.setdefault((part, decays), []).append(p)
+    groups = [{"params": split.get((None, True), []), "weight_decay": weight_decay, "part": None},
+              {"params": split.get((None, False), []), "weight_decay": 0.0, "part": None}]
+    for part in part_lr:
+        groups += [{"params": split[(part, d)], "weight_decay": weight_decay if d else 0.0, "part": part}
+                   for d in (True, False) if (part, d) in split]
+    return groups
 
 
 class Trainer:
@@ -188,7 +198,13 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.method == "full")
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.part_lr), lr=cfg.lr,
+                                     betas=(0.9, 0.999))
+        # One schedule per group: the same shape (warm-up, cosine, start and end rates), each group's own peak.
+        self.group_schedules = [
+            self.schedule if g["part"] is None else Schedule(self.total_steps, self.schedule.warmup_steps,
+                                                             cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
+            for g in self.opt.param_groups]
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         self.evaluators = {}
         for split in cfg.eval.splits:
@@ -298,8 +314,8 @@ class Trainer:
         return float(sum(len(self.tok.encode(text)[:limit]) - 1 for i in idx for text, _ in self.data.targets(i)))
 
     def train_step(self) -> float:
-        for g in self.opt.param_groups:
-            g["lr"] = self.schedule.lr(self.step)
+        for g, schedule in zip(self.opt.param_groups, self.group_schedules):
+            g["lr"] = schedule.lr(self.step)
         if self._batches is None or self._batches_step != self.step:
             self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)

@@ -161,6 +161,11 @@ def test_resolve_method_options(paper: dict) -> None:
     assert prefix["method_options"] == {"reparam_hidden": 512, "size": 128, "classifier": False, "targets": targets}
     full = grid.resolve(paper, _find(runs, task="coco", method="full", ratio=1.0))
     assert full["method_options"] == {}
+    # Full fine-tuning as mPLUG fine-tunes: the task's rate on the text side, lr2 = 5e-6 for the ViT.
+    assert (full["lr"], full["part_lr"]) == (1e-5, {"visual_encoder": 5e-6})
+    full_vqa = grid.resolve(paper, _find(runs, task="vqa", method="full", ratio=1.0))
+    assert (full_vqa["lr"], full_vqa["part_lr"]) == (3e-5, {"visual_encoder": 5e-6})
+    assert lora["part_lr"] == {} and lora["lr"] == 5e-6
     assert paper["methods"]["lora"]["options"] == {"alpha": None}  # not mutated by resolve
 
 

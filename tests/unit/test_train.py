@@ -61,6 +61,27 @@ def test_gradient_accumulation_and_weight_decay_groups(tiny_study, tmp_path):
         _trainer(tiny_study, tmp_path, task="vqa", total_batch_size=8, per_device_batch_size=3)
 
 
+def test_full_fine_tuning_gives_the_vit_its_own_learning_rate(tiny_study, tmp_path):
+    """mPLUG's recipe: the ViT at lr2, the rest at the task's rate, both on the task's schedule. Adam's first step
+    moves each weight by about its group's rate (m / sqrt(v) = +-1), so the median change shows the rate used."""
+    t = _trainer(tiny_study, tmp_path, method="full", lr=1e-3, part_lr={"visual_encoder": 2e-4},
+                 schedule={"kind": "steps", "steps": 6, "warmup_steps": 0}, model_overrides=NO_DROPOUT)
+    assert sorted({str(g["part"]) for g in t.opt.param_groups}) == ["None", "visual_encoder"]
+    vit = {id(p) for p in t.model.visual_encoder.parameters()}
+    for g in t.opt.param_groups:
+        assert all((id(p) in vit) == (g["part"] == "visual_encoder") for p in g["params"])
+    before = _params(t)
+    t.train_step()
+    assert [g["lr"] for g in t.opt.param_groups] == [1e-3, 1e-3, 2e-4, 2e-4]
+    after = _params(t)
+    for name, lr in (("visual_encoder.blocks.0.mlp.fc1.weight", 2e-4),
+                     ("text_decoder.bert.encoder.layer.0.output.dense.weight", 1e-3)):
+        moved = (after[name] - before[name]).abs()
+        assert moved[moved > 0].median().item() == pytest.approx(lr, rel=0.05), name
+    with pytest.raises(ValueError, match="part_lr: unknown model part 'vit'"):
+        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, part_lr={"vit": 1e-5}))
+
+
 def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path):
     over = {"model_overrides": NO_DROPOUT, "task": "vqa"}
     a = _trainer(tiny_study, tmp_path / "a", per_device_batch_size=8, **over)

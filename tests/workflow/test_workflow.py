@@ -65,9 +65,10 @@ def test_dry_run_of_the_paper_grid_lists_every_run(tmp_path):
         (lambda c: c["methods"].update(dora={"coco": {"sizes": [1], "lr": 1.0}}), "dora"),
         (lambda c: c["tasks"].update(nlvr={}), "nlvr"),
         (lambda c: c["train"].update(device="gpu"), "device"),
+        (lambda c: c["methods"]["full"]["coco"].update(part_lr={"vit": 1e-5}), "vit"),
     ],
     ids=["unknown-key", "wrong-type", "ratio-out-of-range", "duplicate-size", "unknown-method", "unknown-task",
-         "unknown-device"],
+         "unknown-device", "unknown-part"],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, edit, message):
     config = yaml.safe_load(TINY.read_text())
