@@ -3,7 +3,9 @@
 ``runs.csv``: one row per run of the grid, including failed, preempted and missing runs (metrics empty). Its metric
 columns: ``paper_metric`` (what the paper reports: the best Karpathy-test CIDEr over the evaluations for COCO, the
 best validation accuracy for VQAv2), ``best_val`` and ``best_step`` (the evaluation chosen on validation),
-``test_at_best_val`` (the test score there: the selection-honest number) and ``final_val``;
+``test_at_best_val`` (the test score there: the selection-honest number) and ``final_val``. Its parameter counts:
+``trainable_params`` (what trains; prefix-tuning: prefix + reparametrising MLP) and ``trainable_params_merged``
+(what is left after merging; prefix-tuning: the prefix tensors alone);
 ``curves.csv``: the validation curves, long format; ``baseline.csv``: the untuned pre-trained model's scores.
 
 Command line (aggregate whatever exists, e.g. while a study is still running)::
@@ -45,6 +47,7 @@ def run_row(run: Run, record: dict | None, status: str) -> dict:
         return row
     for key in ("trainable_params", "total_params", "data_size", "samples_seen", "gpu_hours", "wall_time_s"):
         row[key] = record.get(key)
+    row["trainable_params_merged"] = record.get("merged_params")
     if status == "success":
         best = record.get("best") or {}
         row["best_val"], row["best_step"], row["test_at_best_val"] = best.get("val"), best.get("step"), best.get("test")

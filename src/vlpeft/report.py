@@ -814,7 +814,8 @@ def claims_report(
     add("## Claim 4: layer composition vs embedding composition\n")
     add(
         f"Layer composition: {', '.join(METHOD_LABELS[m] for m in LAYER_COMPOSITION)}; embedding composition: "
-        f"{', '.join(METHOD_LABELS[m] for m in EMBEDDING_COMPOSITION)}. Cost = data size × trainable parameters, "
+        f"{', '.join(METHOD_LABELS[m] for m in EMBEDDING_COMPOSITION)}. Cost = data size × trainable parameters "
+        "(`trainable_params`, the count during training: prefix-tuning's includes its reparametrising MLP), "
         f"binned in {COST_BIN_DECADES}-decade bins.\n"
     )
     for claim in ("4a", "4b"):

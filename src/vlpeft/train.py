@@ -452,6 +452,10 @@ class Trainer:
             "total_params": getattr(self, "n_total", None),
             "closed_form_params": self.method.closed_form_count(self.model.config) if hasattr(self, "method") else None,
             "method_info": self.method.record_info() if hasattr(self, "method") else None,
+            # What remains trainable once training-only structure is merged away (prefix-tuning: the prefix tensors
+            # without the reparametrising MLP); the same as trainable_params for every other method.
+            "merged_params": (self.method.merged_count(self.model.config) if hasattr(self.method, "merged_count")
+                              else getattr(self, "n_trainable", None)) if hasattr(self, "method") else None,
             "data_size": len(self.data) if hasattr(self, "data") else None,
             "total_steps": getattr(self, "total_steps", None),
             "steps_done": getattr(self, "step", 0),

@@ -49,6 +49,7 @@ def _record(run: Run, i: int, status: str = "success") -> dict:
         "status": status,
         "error": None if status == "success" else "RuntimeError: boom",
         "trainable_params": 1000 * (i + 1),
+        "merged_params": 500 * (i + 1),
         "total_params": 5_000_000,
         "config": {"schedule": {"kind": "steps" if run.task == "coco" else "epochs"}},
         "data_size": n,
@@ -110,6 +111,7 @@ def test_successful_rows(runs: list[Run], aggregated) -> None:
         assert row["final_val"] == base + 1  # the last evaluation, not the best one
         assert row["paper_metric"] == (base + 4 if run.task == "coco" else base + 5)
         assert (row["trainable_params"], row["total_params"]) == (1000 * (i + 1), 5_000_000)
+        assert row["trainable_params_merged"] == 500 * (i + 1)
         assert (row["data_size"], row["samples_seen"]) == (40 if run.ratio == 1.0 else 20, 32)
         assert (row["gpu_hours"], row["wall_time_s"]) == (0.0, 60.0 + i)
 

@@ -54,6 +54,7 @@ def _run(task: str, method: str, clf: bool, size: float, ratio: float, seed: int
         "data_ratio": ratio,
         "seed": seed,
         "trainable_params": params,
+        "trainable_params_merged": params,
         "total_params": 350_000_000,
         "data_size": int(N_TRAIN[task] * ratio),
         "samples_seen": 1_024_000,

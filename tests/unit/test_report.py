@@ -59,6 +59,7 @@ def make_runs(
                 "data_ratio": ratio,
                 "seed": seed,
                 "trainable_params": params + (23_000_000 if clf else 0),
+                "trainable_params_merged": params + (23_000_000 if clf else 0),
                 "total_params": 350_000_000,
                 "data_size": int(N_TRAIN[task] * ratio),
                 "samples_seen": 1_024_000,

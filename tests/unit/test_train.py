@@ -323,6 +323,15 @@ def test_epoch_based_run_evaluates_at_every_epoch_end(tiny_study, tmp_path):
                                             schedule={"kind": "epochs", "epochs": 3}))
 
 
+def test_prefix_record_carries_both_counts(tiny_study, tmp_path):
+    """Prefix-tuning trains through its reparametrising MLP and keeps only the prefix tensors: both counts."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", method="prefix", method_options={"size": 4, "reparam_hidden": 8})
+    rec = t.finalize("failed", "stopped by the test")
+    mc = t.model.config
+    assert rec["merged_params"] == (mc.text_layers + mc.fusion_layers + mc.decoder_layers) * 2 * 4 * mc.hidden_size
+    assert rec["trainable_params"] == rec["closed_form_params"] > rec["merged_params"]
+
+
 def test_record_fields(tiny_study, tmp_path):
     cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa")
     path = tmp_path / "cfg.yaml"
@@ -335,7 +344,7 @@ def test_record_fields(tiny_study, tmp_path):
                 "wall_time_s", "gpu_hours", "samples_per_s", "samples_seen", "status", "peak_rss_bytes"):
         assert key in rec, key
     assert rec["status"] == "success"
-    assert rec["trainable_params"] == rec["closed_form_params"]
+    assert rec["trainable_params"] == rec["closed_form_params"] == rec["merged_params"]
     assert rec["samples_seen"] == 6 * 8
     assert [p["step"] for p in rec["curve"]] == [3, 6]
     assert rec["best"]["metric"] == "accuracy"

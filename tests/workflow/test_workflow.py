@@ -128,7 +128,8 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
     """The reviewers' path touches no data, checkpoints or training rules."""
     runs = pd.DataFrame([
         {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
-         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s, "total_params": 10**6,
+         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s,
+         "trainable_params_merged": 100 * s, "total_params": 10**6,
          "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "paper_metric": 51 + s + r,
          "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
          "wall_time_s": 5.0, "status": "success"}

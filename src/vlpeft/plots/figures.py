@@ -415,13 +415,17 @@ def _cost_figure(
 def fig_cost(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, value: str = DEFAULT_VALUE) -> Figure:
     """Fig. 5: metric vs computation cost = data size x trainable parameters (log x), both tasks.
 
-    One colour and marker per method; "+ classifier" variants have hollow markers. Each point is one cell
-    (mean over seeds, with a standard-deviation bar where there is more than one seed).
+    The parameter count is ``trainable_params``, what trains: for prefix-tuning the prefix and its reparametrising
+    MLP (which puts every prefix length near the MLP's size); the axis label says so. runs.csv also carries
+    ``trainable_params_merged``, the prefix tensors alone. One colour and marker per method; "+ classifier" variants
+    have hollow markers. Each point is one cell (mean over seeds, with a standard-deviation bar where there is more
+    than one seed).
     """
     return _cost_figure(
         runs,
         lambda df: df["data_size"] * df["trainable_params"],
-        "computation cost = data size × trainable parameters",
+        "computation cost = data size × trainable parameters\n(trainable_params, during training: prefix-tuning's "
+        "count includes its reparametrising MLP)",
         baseline,
         value,
     )
