@@ -7,7 +7,7 @@ fusion: asymmetric co-attention layers (text self-attention, text->image cross-a
         states that entered the layer, text part continues)
 decoder: causal BERT cross-attending to [fused image; fused text], LM head tied to its word embeddings.
 
-Both tasks take this path (study-protocol.md): the text encoder reads the task prompt and the decoder generates
+Both tasks take this path (docs/protocol.md): the text encoder reads the task prompt and the decoder generates
 the caption or the answer.
 """
 
