@@ -6,7 +6,8 @@ best validation accuracy for VQAv2), ``best_val`` and ``best_step`` (the evaluat
 ``test_at_best_val`` (the test score there: the selection-honest number) and ``final_val``. Its parameter counts:
 ``trainable_params`` (what trains; prefix-tuning: prefix + reparametrising MLP) and ``trainable_params_merged``
 (what is left after merging; prefix-tuning: the prefix tensors alone);
-``curves.csv``: the validation curves, long format; ``baseline.csv``: the untuned pre-trained model's scores.
+``curves.csv``: the val and test scores at every evaluation, long format, with ``step``, ``epoch`` and the run's
+``schedule`` kind; ``baseline.csv``: the untuned pre-trained model's scores.
 
 Command line (aggregate whatever exists, e.g. while a study is still running)::
 
