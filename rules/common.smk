@@ -143,10 +143,16 @@ FIG_TASK = {"fig3": "coco", "fig4": "vqa"}
 FIG_CURVE_METHOD = {stem: method for method, stem in CURVE_STEMS.items()}
 
 
+def reported_metric():
+    """The runs.csv column the figures and the claims report show (a params value: changing it redraws them)."""
+    return config.get("reported_metric", "paper_metric")
+
+
 def figure_params(wildcards):
     return {
         "task": FIG_TASK.get(wildcards.stem),
         "method": FIG_CURVE_METHOD.get(wildcards.stem),
+        "metric": reported_metric(),
     }
 
 

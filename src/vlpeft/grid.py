@@ -175,6 +175,7 @@ def resolve(config: dict, run: Run) -> dict:
         "init_weights": init_weights_path(config),
         "init_format": "official" if config["model"]["init"] == "official" else "vlpeft",
         "lr": float(mcfg[run.task]["lr"]) if run.task in mcfg else 1.0,  # (baseline: no training)
+        "part_lr": {k: float(v) for k, v in (mcfg.get(run.task, {}).get("part_lr") or {}).items()},
         "out_dir": run.dir,
         "weight_decay": float(train["weight_decay"]),
         "total_batch_size": int(train["total_batch_size"]),

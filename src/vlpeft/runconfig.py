@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 TASKS = ("coco", "vqa")
+MODEL_PARTS = ("visual_encoder", "text_encoder", "fusion_encoder", "text_decoder")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    interval: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    interval: int = 0  # step-based schedules: steps between evaluations, 0 = only at the end; epoch-based: 0 (they
+    # evaluate at every epoch end, see schedule.eval_steps)
     splits: tuple[str, ...] = ("val", "test")
     num_beams: int = 5
     min_new_tokens: int = 1
@@ -51,7 +53,7 @@ class RunConfig:
     model_overrides: dict
     init_weights: str | None
     init_format: str  # "vlpeft" (safetensors of our model), "official" (mplug_base.pth), "none"
-    lr: float
+    lr: float  # peak learning rate (of every trainable parameter outside the parts of part_lr)
     out_dir: str
     weight_decay: float = 0.05
     total_batch_size: int = 256
@@ -69,6 +71,9 @@ class RunConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU; or "cpu" / "cuda"
     save_model: str | None = None  # also write the full model (pre-training) as safetensors here
     num_workers: int = 0
+    # Peak learning rate per model part (a top-level module: visual_encoder, text_encoder, fusion_encoder,
+    # text_decoder), e.g. mPLUG's full fine-tuning gives the ViT lr2 = 5e-6; same schedule shape as ``lr``.
+    part_lr: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -85,6 +90,14 @@ class RunConfig:
             raise ValueError(f"precision must be auto or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for part, lr in self.part_lr.items():
+            if part not in MODEL_PARTS:
+                raise ValueError(f"part_lr: unknown model part {part!r}; expected one of {list(MODEL_PARTS)}")
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+                raise ValueError(f"part_lr.{part} must be a positive learning rate, got {lr!r}")
+        if self.schedule.kind == "epochs" and self.eval.interval:
+            raise ValueError(f"eval.interval must be 0 for an epoch-based schedule (it evaluates at every epoch end), "
+                             f"got {self.eval.interval}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -9,7 +9,8 @@ Four GPUs on one node (what the SLURM rule runs)::
     torchrun --standalone --nproc_per_node 4 -m vlpeft.train --config .../run_config.yaml
 
 The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
-loss is normalised by the global number of target tokens, so 1, 2 or 4 processes take the same optimizer steps.
+loss is normalised by a count over the global batch (captions: target tokens; VQA: questions, each weighing its
+human answers by their share, see ``Trainer.loss_normaliser``), so 1, 2 or 4 processes take the same optimizer steps.
 Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) the run saves a
 checkpoint of the trainable parameters, optimizer, step and RNG, writes a ``preempted`` status and exits 75;
 started again it resumes from there.
@@ -44,7 +45,7 @@ from .model.generation import GenerationConfig
 from .model.mplug import MPlug
 from .records import environment, git_state, write_json
 from .runconfig import RunConfig
-from .schedule import Schedule, steps_for
+from .schedule import Schedule, eval_steps, steps_for
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("vlpeft.train")
@@ -111,12 +112,22 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
     return model
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, part_lr: dict | None = None) -> list[dict]:
+    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters). The trainable parameters
+    of each model part named in ``part_lr`` (a top-level module) get groups of their own, tagged with that
+    ``part`` (``None``: the rest), so that they can follow their own peak learning rate."""
+    part_lr = part_lr or {}
+    split: dict[tuple, list] = {}
     for name, p in trainable_parameters(model).items():
-        (no_decay if p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        part = name.split(".")[0] if name.split(".")[0] in part_lr else None
+        decays = not (p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias"))
+        split.setdefault((part, decays), []).append(p)
+    groups = [{"params": split.get((None, True), []), "weight_decay": weight_decay, "part": None},
+              {"params": split.get((None, False), []), "weight_decay": 0.0, "part": None}]
+    for part in part_lr:
+        groups += [{"params": split[(part, d)], "weight_decay": weight_decay if d else 0.0, "part": part}
+                   for d in (True, False) if (part, d) in split]
+    return groups
 
 
 class Trainer:
@@ -187,7 +198,13 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.method == "full")
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.part_lr), lr=cfg.lr,
+                                     betas=(0.9, 0.999))
+        # One schedule per group: the same shape (warm-up, cosine, start and end rates), each group's own peak.
+        self.group_schedules = [
+            self.schedule if g["part"] is None else Schedule(self.total_steps, self.schedule.warmup_steps,
+                                                             cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
+            for g in self.opt.param_groups]
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         self.evaluators = {}
         for split in cfg.eval.splits:
@@ -283,32 +300,43 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
 
     # -- one optimizer step -----------------------------------------------------------------------------------
+    def loss_normaliser(self, idx: list[int]) -> float:
+        """The divisor of the summed (weighted) token losses of global batch ``idx``: a count over the whole global
+        batch, from the text alone, so that 1, 2 or 4 processes and any accumulation take the same step.
+
+        Captions: the target tokens (the mean over tokens, as mPLUG's captioning loss). VQA: the questions, as
+        ALBEF, BLIP and official mPLUG (``(weights * per-answer token sums).sum() / batch size``): each question's
+        answers weigh 1 in all, so the loss is the mean over questions of the answer-weighted sequence loss.
+        """
+        if self.cfg.task == "vqa":
+            return float(len(idx))
+        limit = self.cfg.max_target_tokens
+        return float(sum(len(self.tok.encode(text)[:limit]) - 1 for i in idx for text, _ in self.data.targets(i)))
+
     def train_step(self) -> float:
-        cfg = self.cfg
-        for g in self.opt.param_groups:
-            g["lr"] = self.schedule.lr(self.step)
+        for g, schedule in zip(self.opt.param_groups, self.group_schedules):
+            g["lr"] = schedule.lr(self.step)
         if self._batches is None or self._batches_step != self.step:
             self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)
-        # Normalise by the global batch's target tokens (from the text alone, no image decoding): the same gradient
-        # for any world size and accumulation.
-        n_tokens = sum(len(self.tok.encode(self.data.target(i))[: cfg.max_target_tokens]) - 1 for i in idx)
+        norm = self.loss_normaliser(idx)
         total = 0.0
         for a in range(self.accum):
             batch = move(next(self._batches), self.device)
             sync = a == self.accum - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync and self.world > 1 else nullcontext()
             with ctx, self.autocast:
-                loss_sum = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
-                                    batch["target_mask"], reduction="none").sum()
-                loss = loss_sum * self.world / n_tokens  # DDP averages over ranks
+                per_target = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
+                                      batch["target_mask"], reduction="none", target_counts=batch["target_counts"])
+                loss_sum = (per_target * batch["target_weights"]).sum()
+                loss = loss_sum * self.world / norm  # DDP averages over ranks
             loss.backward()
             total += loss_sum.item()
         if self.world > 1:
             t = torch.tensor([total], device=self.device)
             dist.all_reduce(t)
             total = t.item()
-        mean_loss = total / n_tokens
+        mean_loss = total / norm
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"loss is {mean_loss} at step {self.step}: stopping (lower the learning rate?)")
         self.opt.step()
@@ -319,7 +347,7 @@ class Trainer:
         return mean_loss
 
     def evaluate(self) -> None:
-        point = {"step": self.step, "samples_seen": self.samples_seen}
+        point = {"step": self.step, "samples_seen": self.samples_seen, "epoch": self.samples_seen / len(self.data)}
         for split, ev in self.evaluators.items():
             with self.autocast:
                 scores, _ = ev(self.model, self.device)
@@ -340,8 +368,8 @@ class Trainer:
         self.maybe_resume()
         self.attempts.append({"start_step": self.step, "started_at": _now(), "status": "running",
                               "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
-        interval = cfg.eval.interval or self.total_steps
-        ckpt_every = cfg.checkpoint_every or interval
+        eval_at = set(eval_steps(cfg.schedule.kind, self.total_steps, cfg.eval.interval, len(self.data),
+                                 cfg.total_batch_size))
         log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
                  "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
                  cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
@@ -361,9 +389,10 @@ class Trainer:
                 log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
                          loss, self.schedule.lr(self.step - 1), rate, eta)
                 t_last, s_last = now, self.step
-            if self.step % interval == 0 or self.step == self.total_steps:
+            if self.step in eval_at:
                 self.evaluate()
-            if self.step % ckpt_every == 0 and self.step < self.total_steps:
+            due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else self.step in eval_at
+            if due and self.step < self.total_steps:
                 self.save_checkpoint()
         return "success"
 
@@ -422,6 +451,11 @@ class Trainer:
             "trainable_params": getattr(self, "n_trainable", None),
             "total_params": getattr(self, "n_total", None),
             "closed_form_params": self.method.closed_form_count(self.model.config) if hasattr(self, "method") else None,
+            "method_info": self.method.record_info() if hasattr(self, "method") else None,
+            # What remains trainable once training-only structure is merged away (prefix-tuning: the prefix tensors
+            # without the reparametrising MLP); the same as trainable_params for every other method.
+            "merged_params": (self.method.merged_count(self.model.config) if hasattr(self.method, "merged_count")
+                              else getattr(self, "n_trainable", None)) if hasattr(self, "method") else None,
             "data_size": len(self.data) if hasattr(self, "data") else None,
             "total_steps": getattr(self, "total_steps", None),
             "steps_done": getattr(self, "step", 0),

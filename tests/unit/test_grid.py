@@ -156,12 +156,17 @@ def test_resolve_method_options(paper: dict) -> None:
     runs = grid.expand(paper)
     targets = ["text_encoder", "fusion_encoder", "text_decoder"]
     lora = grid.resolve(paper, _find(runs, task="coco", method="lora", size=8, ratio=0.1, classifier=True))
-    assert lora["method_options"] == {"alpha": 16.0, "size": 8, "classifier": True, "targets": targets}
+    assert lora["method_options"] == {"alpha": None, "size": 8, "classifier": True, "targets": targets}
     prefix = grid.resolve(paper, _find(runs, task="vqa", method="prefix", size=128, ratio=0.4, classifier=False))
     assert prefix["method_options"] == {"reparam_hidden": 512, "size": 128, "classifier": False, "targets": targets}
     full = grid.resolve(paper, _find(runs, task="coco", method="full", ratio=1.0))
     assert full["method_options"] == {}
-    assert paper["methods"]["lora"]["options"] == {"alpha": 16.0}  # not mutated by resolve
+    # Full fine-tuning as mPLUG fine-tunes: the task's rate on the text side, lr2 = 5e-6 for the ViT.
+    assert (full["lr"], full["part_lr"]) == (1e-5, {"visual_encoder": 5e-6})
+    full_vqa = grid.resolve(paper, _find(runs, task="vqa", method="full", ratio=1.0))
+    assert (full_vqa["lr"], full_vqa["part_lr"]) == (3e-5, {"visual_encoder": 5e-6})
+    assert lora["part_lr"] == {} and lora["lr"] == 5e-6
+    assert paper["methods"]["lora"]["options"] == {"alpha": None}  # not mutated by resolve
 
 
 def test_resolve_targets_come_from_the_config(config: dict) -> None:

@@ -206,7 +206,7 @@ def test_records_of_bad_images_are_dropped_from_training_and_evaluation(
     assert coco_items == [[1, 1], [1, 0]]
     assert val == [vqa[0], vqa[2]]
     data = TrainSet("vqa", vqa, vqa_items, store, {})
-    assert [data.target(i) for i in range(len(data))] == ["three", "one"]
+    assert [data.targets(i) for i in range(len(data))] == [[("three", 1.0)], [("one", 1.0)]]
     assert all(data[i]["image"].any() for i in range(len(data)))
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == [

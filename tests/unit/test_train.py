@@ -61,6 +61,27 @@ def test_gradient_accumulation_and_weight_decay_groups(tiny_study, tmp_path):
         _trainer(tiny_study, tmp_path, task="vqa", total_batch_size=8, per_device_batch_size=3)
 
 
+def test_full_fine_tuning_gives_the_vit_its_own_learning_rate(tiny_study, tmp_path):
+    """mPLUG's recipe: the ViT at lr2, the rest at the task's rate, both on the task's schedule. Adam's first step
+    moves each weight by about its group's rate (m / sqrt(v) = +-1), so the median change shows the rate used."""
+    t = _trainer(tiny_study, tmp_path, method="full", lr=1e-3, part_lr={"visual_encoder": 2e-4},
+                 schedule={"kind": "steps", "steps": 6, "warmup_steps": 0}, model_overrides=NO_DROPOUT)
+    assert sorted({str(g["part"]) for g in t.opt.param_groups}) == ["None", "visual_encoder"]
+    vit = {id(p) for p in t.model.visual_encoder.parameters()}
+    for g in t.opt.param_groups:
+        assert all((id(p) in vit) == (g["part"] == "visual_encoder") for p in g["params"])
+    before = _params(t)
+    t.train_step()
+    assert [g["lr"] for g in t.opt.param_groups] == [1e-3, 1e-3, 2e-4, 2e-4]
+    after = _params(t)
+    for name, lr in (("visual_encoder.blocks.0.mlp.fc1.weight", 2e-4),
+                     ("text_decoder.bert.encoder.layer.0.output.dense.weight", 1e-3)):
+        moved = (after[name] - before[name]).abs()
+        assert moved[moved > 0].median().item() == pytest.approx(lr, rel=0.05), name
+    with pytest.raises(ValueError, match="part_lr: unknown model part 'vit'"):
+        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, part_lr={"vit": 1e-5}))
+
+
 def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path):
     over = {"model_overrides": NO_DROPOUT, "task": "vqa"}
     a = _trainer(tiny_study, tmp_path / "a", per_device_batch_size=8, **over)
@@ -71,6 +92,27 @@ def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path)
     pa, pb = _params(a), _params(b)
     for k in pa:
         torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=1e-5)
+
+
+def test_vqa_loss_weights_every_human_answer_by_its_share(tiny_study, tmp_path):
+    """The first step's loss by hand: per question of the global batch, each distinct human answer's summed token
+    cross-entropy (the model run on that answer alone) times #annotators giving it / 10; summed, divided by the
+    number of questions (ALBEF, BLIP, official mPLUG)."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", model_overrides=NO_DROPOUT)
+    idx = t.global_batch(0)
+    expected, several = 0.0, 0
+    with torch.no_grad():
+        for i in idx:
+            item, answers = t.data[i], t.data.records[t.data.items[i]]["answers"]
+            several += len(set(answers)) > 1
+            for answer in dict.fromkeys(answers):
+                b = t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
+                                "weights": [1.0]}])
+                ce = t.model(b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"],
+                             reduction="none")[0]
+                expected += answers.count(answer) / 10 * ce.item()
+    assert several > 0  # annotators disagree on some questions of the batch
+    assert t.train_step() == pytest.approx(expected / len(idx), rel=1e-5)
 
 
 def test_only_trainable_parameters_change(tiny_study, tmp_path):
@@ -237,16 +279,17 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_two_processes_equal_one(tiny_study, tmp_path, method):
-    """torchrun with 2 gloo processes takes the same optimizer steps as 1 process (same global batch); full
-    fine-tuning includes weights the forward never uses, which DDP must tolerate."""
+@pytest.mark.parametrize(("method", "nprocs"), [("lora", (1, 2, 4)), ("full", (1, 2))])
+def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
+    """torchrun with 2 (and 4) gloo processes takes the same optimizer steps as 1 process (same global batch, VQA's
+    weighted multi-answer loss normalised over the global batch); full fine-tuning includes weights the forward
+    never uses, which DDP must tolerate."""
     results = {}
-    for nproc in (1, 2):
+    for nproc in nprocs:
         cfg = make_run_config(tiny_study, tmp_path / f"run{nproc}", task="vqa", model_overrides=NO_DROPOUT,
                               method=method, method_options={} if method == "full" else {"size": 2},
                               eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
-        cfg["per_device_batch_size"] = 4 if nproc == 1 else 2
+        cfg["per_device_batch_size"] = 4 // nproc
         path = tmp_path / f"cfg{nproc}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -259,11 +302,34 @@ def test_two_processes_equal_one(tiny_study, tmp_path, method):
         from safetensors.torch import load_file
 
         results[nproc]["weights"] = load_file(tmp_path / f"run{nproc}/trained.safetensors")
-    assert results[1]["world_size"] == 1 and results[2]["world_size"] == 2
-    assert results[1]["gradient_accumulation"] == 2 and results[2]["gradient_accumulation"] == 2
-    for k, v in results[1]["weights"].items():
-        torch.testing.assert_close(v, results[2]["weights"][k], atol=1e-5, rtol=1e-4)
-    assert results[1]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[2]["curve"][-1]["val"]["accuracy"])
+    for nproc in nprocs:
+        assert results[nproc]["world_size"] == nproc and results[nproc]["gradient_accumulation"] == 2
+        for k, v in results[1]["weights"].items():
+            torch.testing.assert_close(v, results[nproc]["weights"][k], atol=1e-5, rtol=1e-4)
+        assert results[nproc]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[1]["curve"][-1]["val"]["accuracy"])
+
+
+def test_epoch_based_run_evaluates_at_every_epoch_end(tiny_study, tmp_path):
+    """2.5 epochs of the 36 training questions in global batches of 8: the epochs end in steps 5 and 9, the run in
+    step 12."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", schedule={"kind": "epochs", "epochs": 2.5, "warmup_steps": 1},
+                 eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    assert len(t.data) == 36 and t.total_steps == 12
+    assert t.run() == "success"
+    assert [p["step"] for p in t.curve] == [5, 9, 12]
+    assert [p["epoch"] for p in t.curve] == pytest.approx([40 / 36, 72 / 36, 96 / 36])
+    with pytest.raises(ValueError, match="eval.interval must be 0 for an epoch-based schedule"):
+        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, task="vqa",
+                                            schedule={"kind": "epochs", "epochs": 3}))
+
+
+def test_prefix_record_carries_both_counts(tiny_study, tmp_path):
+    """Prefix-tuning trains through its reparametrising MLP and keeps only the prefix tensors: both counts."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", method="prefix", method_options={"size": 4, "reparam_hidden": 8})
+    rec = t.finalize("failed", "stopped by the test")
+    mc = t.model.config
+    assert rec["merged_params"] == (mc.text_layers + mc.fusion_layers + mc.decoder_layers) * 2 * 4 * mc.hidden_size
+    assert rec["trainable_params"] == rec["closed_form_params"] > rec["merged_params"]
 
 
 def test_record_fields(tiny_study, tmp_path):
@@ -278,9 +344,10 @@ def test_record_fields(tiny_study, tmp_path):
                 "wall_time_s", "gpu_hours", "samples_per_s", "samples_seen", "status", "peak_rss_bytes"):
         assert key in rec, key
     assert rec["status"] == "success"
-    assert rec["trainable_params"] == rec["closed_form_params"]
+    assert rec["trainable_params"] == rec["closed_form_params"] == rec["merged_params"]
     assert rec["samples_seen"] == 6 * 8
     assert [p["step"] for p in rec["curve"]] == [3, 6]
     assert rec["best"]["metric"] == "accuracy"
+    assert rec["method_info"] == {"scaling": 1.0, "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}  # LoRA, no alpha
     assert not (tmp_path / "run/checkpoint.pt").exists()
     assert (tmp_path / "run/trained.safetensors").is_file()

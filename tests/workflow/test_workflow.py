@@ -65,9 +65,10 @@ def test_dry_run_of_the_paper_grid_lists_every_run(tmp_path):
         (lambda c: c["methods"].update(dora={"coco": {"sizes": [1], "lr": 1.0}}), "dora"),
         (lambda c: c["tasks"].update(nlvr={}), "nlvr"),
         (lambda c: c["train"].update(device="gpu"), "device"),
+        (lambda c: c["methods"]["full"]["coco"].update(part_lr={"vit": 1e-5}), "vit"),
     ],
     ids=["unknown-key", "wrong-type", "ratio-out-of-range", "duplicate-size", "unknown-method", "unknown-task",
-         "unknown-device"],
+         "unknown-device", "unknown-part"],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, edit, message):
     config = yaml.safe_load(TINY.read_text())
@@ -101,6 +102,14 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     proc = snakemake(tmp_path, cfg_path, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
 
+    # The reported metric is a params value of the figure and report rules: changing it redraws exactly those.
+    proc = snakemake(tmp_path, write_config(tmp_path / "other_metric.yaml", {**config,
+                                                                            "reported_metric": "test_at_best_val"}),
+                     "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r for r, _ in scheduled(proc.stdout)} == {"write_report", "plot_task_grid", "plot_cost",
+                                                       "plot_val_curves", "all"}
+
     config["methods"]["lora"]["coco"]["lr"] = 2.0e-3
     cfg_path = write_config(tmp_path / "tiny.yaml", config)
     proc = snakemake(tmp_path, cfg_path, "-n")
@@ -119,10 +128,11 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
     """The reviewers' path touches no data, checkpoints or training rules."""
     runs = pd.DataFrame([
         {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
-         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s, "total_params": 10**6,
-         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "best_val": 50 + s + r,
-         "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0, "wall_time_s": 5.0,
-         "status": "success"}
+         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s,
+         "trainable_params_merged": 100 * s, "total_params": 10**6,
+         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "paper_metric": 51 + s + r,
+         "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
+         "wall_time_s": 5.0, "status": "success"}
         for s in (2, 8) for r in (0.1, 1.0)
     ])
     runs.to_csv(tmp_path / "runs.csv", index=False)

@@ -4,7 +4,8 @@ Records are JSON lines:
 - captions: ``{"image": <path relative to the image root>, "image_id": cocoid, "references": [str, ...]}``,
   one per image; Karpathy train = train + restval.
 - VQA: ``{"question_id", "image", "image_id", "question", "answers": [10 str], "answer": <most common
-  answer, the training target>, "answer_type"}``, assigned to a split by the Karpathy split of its image.
+  answer>, "answer_type"}``, assigned to a split by the Karpathy split of its image. Training targets every
+  distinct one of the 10 ``answers``, weighted by its share (``datasets.answer_targets``); scoring uses all 10.
 """
 
 from __future__ import annotations

@@ -97,6 +97,10 @@ class PeftMethod:
     def merge(self, model: nn.Module) -> None:
         """Fold training-only structure away; outputs must not change. Default: nothing to fold."""
 
+    def record_info(self) -> dict:
+        """Derived settings the run record states beside the config (e.g. LoRA's scaling). Default: none."""
+        return {}
+
     # -- shared -----------------------------------------------------------------------------------------------
     def attach(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():

@@ -1,6 +1,6 @@
 """The official mPLUG checkpoint: safe loading, key conversion with a full report, export, parameter counts.
 
-``mplug_base.pth`` (facts in ``shared/reference/mplug-base.md``) stores the pre-training model: CLIP (image and
+``mplug_base.pth`` (docs/protocol.md, "Base model") stores the pre-training model: CLIP (image and
 text towers) under ``visual_encoder``, BERT text encoder, a fusion module with 12 built layers, the decoder, their
 momentum copies and the pre-training heads. Our :class:`~vlpeft.model.mplug.MPlug` keeps HF BERT names for the
 text side and timm names for the ViT, so loading is:
@@ -519,7 +519,7 @@ def official_checkpoint_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Every key of the official pre-training checkpoint for a model of size ``cfg``, with its shape.
 
-    Base-size shapes follow ``shared/reference/mplug-base.md``; the parts our model lacks (CLIP text tower,
+    Base-size shapes follow the public mPLUG code and configuration; the parts our model lacks (CLIP text tower,
     contrastive heads) scale with ``vision_width / 768`` for other sizes. Inferred, not read from the file: the
     raw prefixes ``text_encoder.bert.`` / ``fusion_encoder.fusion.`` (``raw_names=False`` gives the normalised
     names), the tied ``cls.predictions.decoder.bias`` of HF 4.x heads, the queue shapes.

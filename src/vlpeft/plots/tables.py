@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS
+from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS, VALUE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,12 @@ RUN_COLUMNS: tuple[str, ...] = (
     "data_ratio",
     "seed",
     "trainable_params",
+    "trainable_params_merged",
     "total_params",
     "data_size",
     "samples_seen",
     "metric",
+    "paper_metric",
     "best_val",
     "best_step",
     "test_at_best_val",
@@ -49,22 +51,27 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "size",
     "data_ratio",
     "seed",
+    "schedule",
     "step",
+    "epoch",
     "split",
     "metric",
     "value",
 )
 BASELINE_COLUMNS: tuple[str, ...] = ("task", "metric", "split", "value")
 STATUSES: tuple[str, ...] = ("success", "failed", "preempted", "missing")
-#: Columns a metric may be read from; ``best_val`` is the paper's protocol (best validation score seen).
-VALUE_COLUMNS: tuple[str, ...] = ("best_val", "test_at_best_val", "final_val")
+#: Columns a metric may be read from (see ``style.VALUE_LABELS``); ``paper_metric``, the paper's reported number, is
+#: the default of every figure and of the claims report.
+VALUE_COLUMNS: tuple[str, ...] = tuple(VALUE_LABELS)
 _FLOAT_COLUMNS = (
     "size",
     "data_ratio",
     "trainable_params",
+    "trainable_params_merged",
     "total_params",
     "data_size",
     "samples_seen",
+    "paper_metric",
     "best_val",
     "best_step",
     "test_at_best_val",
@@ -258,21 +265,22 @@ def validate_curves(df: pd.DataFrame, source: str | Path | None = None) -> pd.Da
     """Check a long-format validation-curves table and return a normalised copy.
 
     Raises:
-        ValueError: Missing columns, an empty table, an unknown task, method or split, a non-numeric step or
-            value, or a PEFT curve without a size.
+        ValueError: Missing columns, an empty table, an unknown task, method, split or schedule kind, a
+            non-numeric step, epoch or value, or a PEFT curve without a size.
     """
     src = _source_name(source, "the curves table")
     _check_columns(df, CURVE_COLUMNS, src)
     if len(df) == 0:
         raise ValueError(f"no curves in {src}: nothing to plot")
     out = df.copy()
-    for col in ("run_id", "task", "method", "split", "metric"):
+    for col in ("run_id", "task", "method", "split", "metric", "schedule"):
         out[col] = out[col].astype(str).str.strip()
     _check_allowed(out, "task", TASKS, src)
     _check_allowed(out, "method", METHODS, src)
     _check_allowed(out, "split", ("val", "test"), src)
+    _check_allowed(out, "schedule", ("steps", "epochs"), src)
     out["classifier"] = _to_bool(out, "classifier", src)
-    for col in ("size", "data_ratio", "step", "value"):
+    for col in ("size", "data_ratio", "step", "epoch", "value"):
         out[col] = _to_float(out, col, src)
     bad = out["step"].isna()
     if bad.any():
