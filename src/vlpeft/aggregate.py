@@ -115,13 +115,13 @@ def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
+    from .grid import load_config
 
     parser = argparse.ArgumentParser(description="Aggregate run records into results tables.")
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--out", default="results/tables")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = load_config(args.config)
     runs = expand(config)
     baselines = [p for p in (Path(f"results/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
     table = write_tables(runs, baselines, f"{args.out}/runs.csv", f"{args.out}/curves.csv",
