@@ -90,6 +90,16 @@ def test_total_batch_the_profiles_processes_cannot_split_is_rejected(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("profile", ["profiles/slurm/config.yaml", "tests/slurm/profile/config.yaml"])
+def test_slurm_jobs_with_several_gpus_stay_on_one_node(profile):
+    """sbatch --gpus=N alone may spread the GPUs over several nodes; the rule runs torchrun --standalone on one.
+    (tests/slurm checks that --nodes=1 reaches sbatch on a real cluster.)"""
+    resources = yaml.safe_load((REPO / profile).read_text())["set-resources"]
+    multi = {rule: r for rule, r in resources.items() if r.get("gpu", 0) > 1}
+    assert "train_run" in multi
+    assert {rule: r.get("nodes") for rule, r in multi.items()} == {rule: 1 for rule in multi}
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     from vlpeft.grid import expand
