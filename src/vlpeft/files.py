@@ -4,11 +4,13 @@ Content digests. A resumed run must be the run its checkpoint started, so the ch
 every input file the run reads (initial weights, subset, prepared records, vocabulary) and a resume compares them.
 Hashing a ~1 GB initial checkpoint at every start of 810 runs would be slow, so each digest is kept in a sidecar
 ``<file>.digest.json`` (sha256, size, mtime_ns, when it was taken). The stage that writes a file records it
-(:func:`record_digest`); a reader (:func:`content_digest`) trusts the sidecar only while the file's size and
-mtime_ns are the recorded ones and the file had not been modified within ``RACY_NS`` before the digest was taken
+(:func:`record_digest`); a reader (:func:`content_digest`) trusts the sidecar only while the file's size, mtime_ns
+and inode are the recorded ones and the file had not been modified within ``RACY_NS`` before the digest was taken
 (as git does for its "racily clean" index entries: a same-size rewrite within one tick of a coarse file-system clock
 keeps the mtime). Otherwise it hashes the file again and rewrites the sidecar. So a file rewritten by hand, by a
-rerun stage or by a copy is hashed again; an untouched one is hashed once. (Clocks are assumed to agree within
+rerun stage or by a copy is hashed again; an untouched one is hashed once. A stage writing a large file waits out
+that window before taking its digest (at most ``RACY_NS``), so that the many runs reading it trust the sidecar from
+the start; small files are simply hashed again by their first reader. (Clocks are assumed to agree within
 ``RACY_NS``: on a network file system whose server clock runs ahead, rewriting a file within that skew of its digest
 could go unnoticed.)
 
@@ -36,6 +38,8 @@ log = logging.getLogger("vlpeft.files")
 DIGEST_SUFFIX = ".digest.json"
 # A digest taken less than this long after the file's last modification is re-checked by the next reader.
 RACY_NS = 2_000_000_000
+# From this size on, record_digest waits until the file is RACY_NS old rather than leave the hashing to its readers.
+LARGE_BYTES = 64 << 20
 LOCK_NAME = ".run.lock"
 _CHUNK = 1 << 22
 
@@ -72,6 +76,10 @@ def record_digest(path: str | Path) -> str:
     A sidecar that cannot be written (read-only directory) is only a warning: readers then hash the file each time.
     """
     path = Path(path)
+    st = path.stat()
+    wait_ns = st.st_mtime_ns + RACY_NS - time.time_ns()
+    if st.st_size >= LARGE_BYTES and wait_ns > 0:
+        time.sleep(wait_ns / 1e9 + 0.01)
     for _ in range(3):
         before = path.stat()
         checked_ns = time.time_ns()
@@ -81,7 +89,8 @@ def record_digest(path: str | Path) -> str:
             break
     else:
         raise RuntimeError(f"{path} kept changing while it was being hashed; is another job writing it?")
-    entry = {"sha256": digest, "size": after.st_size, "mtime_ns": after.st_mtime_ns, "checked_ns": checked_ns}
+    entry = {"sha256": digest, "size": after.st_size, "mtime_ns": after.st_mtime_ns, "inode": after.st_ino,
+             "checked_ns": checked_ns}
     side = sidecar_path(path)
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     try:
@@ -99,7 +108,7 @@ def content_digest(path: str | Path) -> str:
     st = path.stat()  # FileNotFoundError names the path
     try:
         entry = json.loads(sidecar_path(path).read_text())
-        trusted = (entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns
+        trusted = (entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns and entry["inode"] == st.st_ino
                    and entry["checked_ns"] - st.st_mtime_ns > RACY_NS and len(entry["sha256"]) == 64)
     except (OSError, ValueError, KeyError, TypeError):
         trusted = False

@@ -338,7 +338,7 @@ class Trainer:
             "attempts": plain(self.clock_attempt()),
         }
         self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_name(f".checkpoint.pt.{os.getpid()}.tmp")
+        tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")  # one writer: the run lock
         torch.save(state, tmp)
         tmp.replace(self.ckpt_path)
 
@@ -364,6 +364,8 @@ class Trainer:
         if self.rank == 0 and self.ckpt_path.is_file():
             try:
                 state = torch_load(self.ckpt_path, CHECKPOINT_REMEDY)
+                if not isinstance(state, dict):
+                    raise CorruptFileError(f"{self.ckpt_path} holds no checkpoint (a dict): {CHECKPOINT_REMEDY}")
                 reason = self.stale_reason(state)
                 decision = ("restart", {"step": state.get("step"), "reason": reason}) if reason else ("resume", None)
             except (CorruptFileError, UnsafeFileError) as e:

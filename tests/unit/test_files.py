@@ -73,6 +73,32 @@ def test_a_digest_taken_right_after_a_write_is_checked_again(tmp_path, hashed):
     assert len(hashed) == 2
 
 
+def test_a_large_file_is_hashed_once_by_its_stage_even_right_after_writing(tmp_path, hashed, monkeypatch):
+    """The stage waits out the racy window before hashing a large file (an initial checkpoint), so that the runs
+    reading it right away trust the sidecar instead of each hashing 1 GB."""
+    monkeypatch.setattr(files, "RACY_NS", 200_000_000)
+    monkeypatch.setattr(files, "LARGE_BYTES", 1000)
+    path = tmp_path / "mplug_base.pth"
+    path.write_bytes(b"w" * 1000)
+    t0 = time.monotonic()
+    digest = record_digest(path)
+    assert 0.1 < time.monotonic() - t0 < 2
+    assert content_digest(path) == digest and hashed == [path]
+
+
+def test_a_replaced_file_with_its_old_size_and_mtime_is_hashed_again(tmp_path, hashed):
+    """An editor's save (a new file renamed over the old one) is caught by the inode even with mtime restored."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("[PAD]\nfoo\n")
+    _age(path, 10)
+    old, mtime = record_digest(path), path.stat().st_mtime_ns
+    new = tmp_path / "vocab.txt.new"
+    new.write_text("[PAD]\nbar\n")
+    os.utime(new, ns=(mtime, mtime))
+    new.replace(path)
+    assert content_digest(path) != old and len(hashed) == 2
+
+
 def test_a_missing_or_garbled_sidecar_means_hashing(tmp_path, hashed):
     path = tmp_path / "vocab.txt"
     path.write_text("[PAD]\n")
