@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
 
-from ..files import record_digest
+from ..files import read_json, record_digest
 from . import prepare, subsets
 from .images import build_cache
 
@@ -42,7 +41,7 @@ def prepare_pretrain(pretrain_json: str | Path, out: str | Path, seed: int = 0) 
     pre-training does. The latter teaches the model to read its text input, which the VQA prompt relies on.
     """
     rng = random.Random(seed)
-    data = json.loads(Path(pretrain_json).read_text())
+    data = read_json(pretrain_json, "delete it and rerun generate_synthetic_data")
     recs = []
     for r in data:
         image = f"{r['filepath']}/{r['filename']}"
