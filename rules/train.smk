@@ -34,7 +34,8 @@ rule train_run:
         # gpu=0 (local CPU runs): one process. On SLURM the profile sets gpu=4: four processes, one per GPU.
         # `exec`: torchrun replaces the shell, so a SIGTERM (time limit, preemption) reaches a process that passes it
         # on to the ranks and waits for their checkpoint; a plain shell would die at once and take the step with it.
-        "OMP_NUM_THREADS={threads} exec torchrun --standalone"
+        # `--log-dir /dev/null`: no torchelastic_* directory left in $TMPDIR per run (the ranks log to {log}).
+        "OMP_NUM_THREADS={threads} exec torchrun --standalone --log-dir /dev/null"
         " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
         " -m vlpeft.train --config {input.run_config} > {log} 2>&1"
 
@@ -89,6 +90,6 @@ if config["model"]["init"] == "pretrain":
         params:
             run=pretrain_config(),
         shell:
-            "OMP_NUM_THREADS={threads} exec torchrun --standalone"
+            "OMP_NUM_THREADS={threads} exec torchrun --standalone --log-dir /dev/null"
             " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
             " -m vlpeft.train --config {input.run_config} > {log} 2>&1"

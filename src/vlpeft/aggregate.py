@@ -17,13 +17,13 @@ Command line (aggregate whatever exists, e.g. while a study is still running)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from .evaluate import PRIMARY_METRIC
+from .files import CorruptFileError, read_json
 from .grid import Run, expand
 from .plots.style import PAPER_SPLIT
 from .plots.tables import CURVE_COLUMNS as TABLE_CURVE_COLUMNS
@@ -83,7 +83,9 @@ def read_status(run_dir: Path) -> tuple[dict | None, str]:
     for name in ("record.json", "status.json"):
         path = run_dir / name
         if path.is_file():
-            record = json.loads(path.read_text())
+            record = read_json(path, "delete it (and the run's record.json) and rerun that run; Snakemake retrains it")
+            if not isinstance(record, dict):
+                raise CorruptFileError(f"{path} holds no run record (a JSON object): delete it and rerun that run")
             return record, record.get("status", "failed")
     return None, "missing"
 
@@ -102,7 +104,7 @@ def aggregate(runs: list[Run], root: str | Path = ".") -> tuple[pd.DataFrame, pd
 def baseline_table(paths: list[str | Path]) -> pd.DataFrame:
     rows = []
     for path in paths:
-        data = json.loads(Path(path).read_text())
+        data = read_json(path, "delete it and rerun evaluate_baseline")
         metric = PRIMARY_METRIC[data["task"]]
         for split, scores in data["scores"].items():
             rows.append({"task": data["task"], "metric": metric, "split": split, "value": scores[metric]})
@@ -133,13 +135,13 @@ def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
+    from .grid import load_config
 
     parser = argparse.ArgumentParser(description="Aggregate run records into results tables.")
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--out", default="results/tables")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = load_config(args.config)
     runs = expand(config)
     baselines = [p for p in (Path(f"results/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
     table = write_tables(runs, baselines, f"{args.out}/runs.csv", f"{args.out}/curves.csv",

@@ -11,9 +11,11 @@ Four GPUs on one node (what the SLURM rule runs)::
 The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
 loss is normalised by a count over the global batch (captions: target tokens; VQA: questions, each weighing its
 human answers by their share, see ``Trainer.loss_normaliser``), so 1, 2 or 4 processes take the same optimizer steps.
-Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) the run saves a
-checkpoint of the trainable parameters, optimizer, step and RNG, writes a ``preempted`` status and exits 75;
-started again it resumes from there.
+Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) or SIGINT (Ctrl-C; a
+second one interrupts at once) the run saves a checkpoint of the trainable parameters, optimizer, step and every
+rank's RNG, writes a ``preempted`` status and exits 75; started again it resumes from there, unless the checkpoint's
+configuration or the content of an input file differs, in which case it starts over and says why. While it runs, the
+run holds an exclusive lock on its directory (a second start fails, naming the holder).
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
 from .evaluate import PRIMARY_METRIC, Evaluator
+from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, load_safetensors,
+                    record_digest, torch_load)
 from .methods.base import build_method, count_trainable, trainable_parameters
+from .metrics.caption import CIDER_MIN_IMAGES
 from .model.config import preset
 from .model.generation import GenerationConfig
 from .model.mplug import MPlug
@@ -50,6 +55,7 @@ from .tokenizer import Tokenizer
 
 log = logging.getLogger("vlpeft.train")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job should be resubmitted and will resume
+CHECKPOINT_REMEDY = "Delete it to start this run over (it is an interrupted run's resume checkpoint)."
 
 
 class NonFiniteLoss(RuntimeError):
@@ -76,6 +82,49 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def plain(obj):
+    """``obj`` with numpy scalars turned into Python numbers (exactly), so that a checkpoint holds only the plain types
+    ``torch.load(weights_only=True)`` reads."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's RNG states (torch CPU, its own CUDA device, numpy, Python) as tensors and plain types."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def reseed(seed: int, rank: int, step: int) -> int:
+    """Seed every RNG of this process from the run's seed, its rank and the step (a resume that cannot restore the
+    saved states); at step 0 this is the seeding of a fresh start (``seed + rank``)."""
+    s = seed + rank + 1_000_003 * step
+    torch.manual_seed(s)  # CPU and every CUDA device
+    np.random.seed(s % 2**32)
+    random.seed(s)
+    return s
+
+
 def world_info_from_env() -> tuple[int, int, int]:
     """(rank, local rank, world size) from torchrun's variables, falling back to SLURM's, then to 1 process."""
     env = os.environ
@@ -94,11 +143,9 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
     overrides.setdefault("pad_token_id", tokenizer.pad_id)
     model = MPlug(preset(cfg.model_preset, **overrides))
     if cfg.init_format == "vlpeft":
-        from safetensors.torch import load_file
-
         if not cfg.init_weights or not Path(cfg.init_weights).is_file():
             raise FileNotFoundError(f"initial weights not found: {cfg.init_weights}")
-        state = load_file(cfg.init_weights)
+        state = load_safetensors(cfg.init_weights, "Delete it and rerun the stage that wrote it (pretrain_model).")
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if k != "text_decoder.cls.predictions.decoder.weight"]  # tied
         if missing or unexpected:
@@ -140,6 +187,8 @@ class Trainer:
         self.record: dict = {}
         # One entry per start of this run (first start, every resume): where it started and how it ended.
         self.attempts: list[dict] = []
+        # Content digests of the input files (rank 0): part of the checkpoint's identity and of the record.
+        self.inputs: dict[str, dict] = {}
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -172,9 +221,15 @@ class Trainer:
             if abs(sub["ratio"] - cfg.data_ratio) > 1e-12:
                 raise ValueError(f"subset {cfg.subset} is for ratio {sub['ratio']}, the run wants {cfg.data_ratio}")
             items = sub["items"]
+            if not items:
+                raise ValueError(f"subset {cfg.subset} (data ratio {cfg.data_ratio}) has no training pairs: delete it "
+                                 f"and rerun make_subset (are the training records {cfg.records['train']} empty?)")
         else:
             items = list(range(len(train_records))) if cfg.task == "vqa" else [
                 [i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
+            if not items:
+                raise ValueError(f"split train: {cfg.records['train']} has no training pairs; delete it and rerun "
+                                 "its preparation stage")
         items = drop_bad_train_items(cfg.task, train_records, items, images)
         self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
         self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
@@ -208,9 +263,16 @@ class Trainer:
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         self.evaluators = {}
         for split in cfg.eval.splits:
-            recs = drop_bad_records(split, read_jsonl(cfg.records[split]), images)
+            recs = read_jsonl(cfg.records[split])
+            if not recs:
+                raise ValueError(f"split {split}: {cfg.records[split]} has no records to evaluate on; delete it and "
+                                 "rerun its preparation stage")
+            recs = drop_bad_records(split, recs, images)
             if cfg.eval.max_items:
                 recs = recs[: cfg.eval.max_items]
+            if cfg.task == "coco" and len(recs) < CIDER_MIN_IMAGES:
+                raise ValueError(f"split {split}: {len(recs)} image(s) to evaluate on; CIDEr needs at least "
+                                 f"{CIDER_MIN_IMAGES} (raise eval.max_items)")
             self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
                                                cfg.eval.batch_size, list(cfg.eval.metrics), cfg.max_prompt_tokens,
                                                self.rank, self.world)
@@ -252,44 +314,97 @@ class Trainer:
     def ckpt_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
+    def input_digests(self) -> dict[str, dict]:
+        """sha256 of every input file whose content the run depends on (via their digest sidecars, see files.py)."""
+        cfg = self.cfg
+        paths = {"vocab": cfg.vocab, "subset": cfg.subset, "init_weights": cfg.init_weights}
+        paths.update({f"records_{s}": cfg.records[s] for s in ("train", *cfg.eval.splits)})
+        return {name: {"path": str(p), "sha256": content_digest(p)} for name, p in paths.items() if p}
+
+    def _broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def save_checkpoint(self) -> None:
+        """Every rank contributes its own RNG state; rank 0 writes (tensors and plain types only)."""
+        mine = rng_state(self.device)
+        rngs = [mine]
+        if self.world > 1:
+            rngs = [None] * self.world if self.rank == 0 else None
+            dist.gather_object(mine, rngs, dst=0)
         if self.rank != 0:
             return
         state = {
             "digest": self.cfg.digest(),
+            "config": self.cfg.identity(),
+            "inputs": self.inputs,
             "step": self.step,
             "trainable": {k: v.detach().cpu() for k, v in trainable_parameters(self.model).items()},
             "optimizer": self.opt.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "curve": self.curve,
+            "world_size": self.world,
+            "device_type": self.device.type,
+            "rng": rngs,
+            "curve": plain(self.curve),
             "samples_seen": self.samples_seen,
             "train_time": self.train_time,
-            "best": self.record.get("best"),
-            "attempts": self.clock_attempt(),
+            "best": plain(self.record.get("best")),
+            "attempts": plain(self.clock_attempt()),
         }
         self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")
+        tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")  # one writer: the run lock
         torch.save(state, tmp)
         tmp.replace(self.ckpt_path)
 
-    def maybe_resume(self) -> None:
-        if not self.ckpt_path.is_file():
-            return
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        if state["digest"] != self.cfg.digest():
-            raise ValueError(f"{self.ckpt_path} belongs to another configuration (digest {state['digest']}, this run "
-                             f"{self.cfg.digest()}); delete it to start over")
+    def stale_reason(self, state: dict) -> str | None:
+        """Why a checkpoint does not belong to this run (configuration or input contents changed), or None."""
+        reasons = []
+        if state.get("digest") != self.cfg.digest():
+            old, new = state.get("config") or {}, self.cfg.identity()
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            reasons.append(f"its configuration differs ({', '.join(keys) or 'digest ' + str(state.get('digest'))})")
+        old_inputs = state.get("inputs") or {}
+        changed = [f"{name} ({entry['path']})" for name, entry in self.inputs.items()
+                   if (old_inputs.get(name) or {}).get("sha256") != entry["sha256"]]
+        if changed:
+            reasons.append("the content of its input file(s) changed: " + ", ".join(changed))
+        return "; ".join(reasons) or None
+
+    def maybe_resume(self) -> dict:
+        """Resume from the run's checkpoint when it belongs to this run; start over (and say why) when its
+        configuration or the content of an input differs. Rank 0 decides for all ranks. Returns notes for the
+        attempt's record."""
+        decision, state, error = ("none", None), None, None
+        if self.rank == 0 and self.ckpt_path.is_file():
+            try:
+                state = torch_load(self.ckpt_path, CHECKPOINT_REMEDY)
+                if not isinstance(state, dict):
+                    raise CorruptFileError(f"{self.ckpt_path} holds no checkpoint (a dict): {CHECKPOINT_REMEDY}")
+                reason = self.stale_reason(state)
+                decision = ("restart", {"step": state.get("step"), "reason": reason}) if reason else ("resume", None)
+            except (CorruptFileError, UnsafeFileError) as e:
+                decision, error = ("error", str(e)), e
+        kind, detail = self._broadcast(decision)
+        if kind == "error":
+            raise error if error is not None else RuntimeError(f"rank 0 could not read the checkpoint: {detail}")
+        if kind == "none":
+            return {}
+        if kind == "restart":
+            log.warning("starting over: the checkpoint %s (step %s) does not belong to this run: %s", self.ckpt_path,
+                        detail["step"], detail["reason"])
+            if self.rank == 0:
+                self.ckpt_path.unlink()
+            return {"discarded_checkpoint": detail}
+        if state is None:
+            state = torch_load(self.ckpt_path, CHECKPOINT_REMEDY)
         params = trainable_parameters(self.model)
         with torch.no_grad():
             for k, v in state["trainable"].items():
                 params[k].copy_(v)
         self.opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step, self.curve = state["step"], state["curve"]
         self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
         self.record["best"] = state["best"]
@@ -297,7 +412,18 @@ class Trainer:
         for a in self.attempts:
             if a["status"] == "running":  # killed without a clean stop: what it did after this checkpoint is lost
                 a.update(status="killed", end_step=self.step)
+        notes = {}
+        saved = (state.get("world_size"), state.get("device_type"))
+        if saved == (self.world, self.device.type) and len(state.get("rng") or []) == self.world:
+            set_rng_state(state["rng"][self.rank], self.device)
+        else:  # each rank's own stream cannot be restored: a deterministic new start, recorded
+            s = reseed(self.cfg.seed, self.rank, self.step)
+            notes["rng_reseeded"] = (f"checkpoint written by {saved[0]} {saved[1]} process(es), resumed with "
+                                     f"{self.world} {self.device.type} process(es): RNG seeded from seed + rank + "
+                                     f"1000003 x step ({s} on rank {self.rank})")
+            log.warning("%s", notes["rng_reseeded"])
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
+        return notes
 
     # -- one optimizer step -----------------------------------------------------------------------------------
     def loss_normaliser(self, idx: list[int]) -> float:
@@ -365,9 +491,12 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> str:
         cfg = self.cfg
-        self.maybe_resume()
+        if self.rank == 0:
+            self.inputs = self.input_digests()
+        notes = self.maybe_resume()
         self.attempts.append({"start_step": self.step, "started_at": _now(), "status": "running",
-                              "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
+                              "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                              **notes})
         eval_at = set(eval_steps(cfg.schedule.kind, self.total_steps, cfg.eval.interval, len(self.data),
                                  cfg.total_batch_size))
         log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
@@ -444,6 +573,7 @@ class Trainer:
             "error": error,
             "config": cfg.to_dict(),
             "config_digest": cfg.digest(),
+            "inputs": self.inputs,
             "git": git_state(),
             "environment": environment(),
             "world_size": self.world,
@@ -497,13 +627,17 @@ def main(argv: list[str] | None = None) -> int:
     fmt = f"%(asctime)s [rank {trainer.rank}] %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
-    def on_signal(signum, _frame):
-        trainer.stop_signal = signal.Signals(signum).name
-        log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGUSR1, on_signal)
+    install_signal_handlers(trainer)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    # One training per run directory: rank 0 holds the lock until it exits (the kernel releases it after a crash).
+    # A second start touches nothing of the first's (no log, no status).
+    lock = RunLock(cfg.out_dir)
+    if trainer.rank == 0:
+        try:
+            lock.acquire()
+        except RunLockedError as e:
+            log.error("%s", e)
+            return 1
     # The run's own log, appended across attempts: Snakemake replaces the rule's log file at each attempt, and the
     # story of a preempted or killed attempt must survive its retry.
     file_log = logging.FileHandler(Path(cfg.out_dir) / "train.log", mode="a")
@@ -515,6 +649,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         logging.getLogger().removeHandler(file_log)
         file_log.close()
+        lock.release()
+
+
+def install_signal_handlers(trainer: Trainer) -> None:
+    """SIGTERM/SIGUSR1 (SLURM) and SIGINT (Ctrl-C) ask the run to checkpoint and exit at the next step boundary; a
+    second SIGINT interrupts at once (the run then records a failure)."""
+
+    def on_signal(signum, _frame):
+        trainer.stop_signal = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(signum, on_signal)
 
 
 def _run(trainer: Trainer) -> int:
@@ -531,11 +680,12 @@ def _run(trainer: Trainer) -> int:
             tmp = Path(cfg.save_model + ".tmp")
             save_file(state, str(tmp))
             tmp.replace(cfg.save_model)
+            record_digest(cfg.save_model)  # the runs starting from these weights read their digest from the sidecar
         elif status == "success" and trainer.rank == 0:
             trainer.method.merge(trainer.model)
             trainer.method.save(trainer.model, Path(cfg.out_dir) / "trained.safetensors")
         trainer.finalize(status)
-    except Exception as e:  # a failed run leaves a record saying why, then fails the job
+    except (Exception, KeyboardInterrupt) as e:  # a failed run leaves a record saying why, then fails the job
         log.error("run failed: %s", e)
         trainer.finalize("failed", f"{type(e).__name__}: {e}")
         raise

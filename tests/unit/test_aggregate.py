@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -216,6 +217,22 @@ def test_status_file_without_status_counts_as_failed(runs: list[Run], tmp_path: 
     assert (record, status) == ({"error": "killed"}, "failed")
 
 
+@pytest.mark.parametrize("name", ["record.json", "status.json"])
+def test_a_truncated_record_names_the_file_and_what_to_do(runs: list[Run], tmp_path: Path, name: str) -> None:
+    """One damaged record among hundreds: the error says which one (not a bare JSONDecodeError)."""
+    for run in runs[:3]:
+        (tmp_path / run.dir).mkdir(parents=True)
+        (tmp_path / run.dir / "status.json").write_text(json.dumps(_record(run, 0)))
+    path = tmp_path / runs[1].dir / name
+    path.write_text(json.dumps(_record(runs[1], 0))[:40])
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not valid JSON") + ".*delete it .* rerun that run"):
+        aggregate.aggregate(runs, tmp_path)
+    baseline = tmp_path / "coco.json"
+    baseline.write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape(f"{baseline} is not valid JSON") + ".*rerun evaluate_baseline"):
+        aggregate.baseline_table([baseline])
+
+
 def test_baseline_table(tmp_path: Path) -> None:
     coco, vqa = tmp_path / "coco.json", tmp_path / "vqa.json"
     coco.write_text(json.dumps({"task": "coco", "init_weights": "x",
@@ -269,6 +286,7 @@ def test_command_line_refuses_duplicate_seeds(tmp_path: Path) -> None:
     config["seeds"] = [0, 1, 0]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueError, match=r"^seeds: duplicate values \[0, 1, 0\]$"):
+    # (the schema's uniqueItems says it first, naming the file and the key)
+    with pytest.raises(ValueError, match=r"config\.yaml: seeds: \[0, 1, 0\] has non-unique elements$"):
         aggregate.main(["--config", str(path), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

@@ -146,6 +146,19 @@ def test_cache_round_trip_equals_direct_decoding(image_root: Path, tmp_path: Pat
         cached.get("val2014/zzz.jpg")
 
 
+def test_damaged_cache_or_index_names_the_file_and_what_to_do(image_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"images_{S}.npy"
+    build_cache(image_root, PATHS, S, out)
+    index = Path(str(out) + ".index.json")
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match=f"image cache {out} cannot be read .*rerun cache_images"):
+        ImageStore(image_root, S, cache=out)
+    index.write_text('{"size": 8, "paths": ["tr')
+    with pytest.raises(ValueError, match=f"{index} is not valid JSON .*rerun cache_images"):
+        ImageStore(image_root, S, cache=out)
+
+
 def test_cache_of_another_size_is_refused(image_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "images_16.npy"
     build_cache(image_root, PATHS, 16, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -457,3 +458,38 @@ def test_other_schema_errors(runs: pd.DataFrame) -> None:
     # "True"/"False" text (as a CSV without dtype inference gives) is accepted.
     ok = validate_runs(runs.assign(classifier=runs["classifier"].map(str)))
     assert ok["classifier"].sum() == runs["classifier"].sum()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe\x9c binary \x00", b"\n\n"], ids=["empty", "binary", "blank"])
+@pytest.mark.parametrize("loader", [load_runs, load_curves, load_baseline])
+def test_unreadable_table_names_the_file_and_what_to_do(tmp_path: Path, content: bytes, loader) -> None:
+    path = tmp_path / "table.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*rerun the aggregation"):
+        loader(path)
+
+
+@pytest.mark.parametrize(
+    ("task", "column", "value"),
+    [("coco", "best_val", -3.5), ("coco", "test_at_best_val", 1000.5), ("vqa", "best_val", 100.01),
+     ("vqa", "final_val", -0.1), ("vqa", "test_at_best_val", math.inf)],
+)
+def test_impossible_metric_values_are_refused(runs: pd.DataFrame, curves: pd.DataFrame, baseline: pd.DataFrame,
+                                              task: str, column: str, value: float) -> None:
+    metric = METRIC[task]
+    bad = runs.copy()
+    i = bad.index[(bad["task"] == task) & (bad["status"] == "success")][0]
+    bad.loc[i, column] = value
+    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column {column!r}") +
+                       f".*{re.escape(repr(bad.loc[i, 'run_id']))}"):
+        validate_runs(bad)
+    bad = curves.copy()  # (COCO curves only; a point of another task's curve is refused just the same)
+    bad.loc[0, ["task", "metric", "value"]] = [task, metric, value]
+    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column 'value'")):
+        tables.validate_curves(bad)
+    bad = baseline.copy()
+    bad.loc[bad.index[bad["task"] == task][0], "value"] = value
+    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column 'value'")):
+        tables.validate_baseline(bad)
+    for df, check in ((runs, validate_runs), (curves, tables.validate_curves), (baseline, tables.validate_baseline)):
+        check(df)  # the real-looking tables pass

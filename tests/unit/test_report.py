@@ -179,7 +179,8 @@ def decreasing(task: str, method: str, si: int, ri: int, clf: bool, seed: int, b
     """Everything falls with data ratio and size; + classifier does the opposite of the paper; embedding wins."""
     layer = method in LAYER_COMPOSITION
     cls = -1.0 if (task == "vqa" or method == "prompt") else 1.0
-    return 100 - 2 * ri - si + (cls if clf else 0.0) - (20 if layer else 0) + _noise(method, si, ri, clf, task)
+    # (from 90: an accuracy above 100 is refused by the tables' validators)
+    return 90 - 2 * ri - si + (cls if clf else 0.0) - (20 if layer else 0) + _noise(method, si, ri, clf, task)
 
 
 def test_decreasing_trends_not_supported() -> None:
@@ -230,7 +231,7 @@ def test_claim3d_beats_full_with_seeds() -> None:
     )
     table = claims_table(runs, n_boot=N_BOOT, seed=0)
     assert verdict(table, "3d") == SUPPORTED
-    low = runs.assign(paper_metric=np.where(runs["method"] == "full", 200.0, runs["paper_metric"]))
+    low = runs.assign(paper_metric=np.where(runs["method"] == "full", 100.0, runs["paper_metric"]))  # (accuracy <= 100)
     assert verdict(claims_table(low, n_boot=N_BOOT, seed=0), "3d") == NOT_SUPPORTED
 
 
