@@ -287,7 +287,7 @@ def test_metric_column_is_chosen_and_named(tmp_path) -> None:
         full=lambda task, ratio, seed: 55.0 + 0.1 * seed,
         full_seeds=(0, 1, 2),
     )
-    runs["test_at_best_val"] = np.where(runs["method"] == "full", 200.0, runs["paper_metric"] - 1.0)
+    runs["test_at_best_val"] = np.where(runs["method"] == "full", 100.0, runs["paper_metric"] - 1.0)
     assert verdict(claims_table(runs, n_boot=N_BOOT, seed=0), "3d") == SUPPORTED
     assert verdict(claims_table(runs, n_boot=N_BOOT, seed=0, value="test_at_best_val"), "3d") == NOT_SUPPORTED
     runs.to_csv(tmp_path / "runs.csv", index=False)
