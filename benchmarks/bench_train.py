@@ -61,7 +61,7 @@ def cpu_part(steps: int) -> None:
             path = root / f"cfg{nproc}.yaml"
             path.write_text(yaml.safe_dump(cfg))
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone",
+            proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--log-dir", os.devnull,
                                "--nproc_per_node", str(nproc), "-m", "vlpeft.train",
                                    "--config", str(path)], capture_output=True, text=True, env=env, check=False)
             if proc.returncode:

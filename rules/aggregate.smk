@@ -33,5 +33,7 @@ rule write_report:
         "results/logs/aggregate/write_report.log",
     conda:
         "../envs/vlpeft.yaml"
+    params:
+        metric=reported_metric(),
     script:
         "../workflow/scripts/write_report.py"

@@ -3,8 +3,23 @@ import vlpeft.cost as cost
 import vlpeft.grid as grid
 from snakemake.utils import validate
 
+
+def processes(rule):
+    """Processes per job of a torchrun rule: the gpu resource the profile (or --set-resources) gives it, else 1;
+    None when it is not a plain number."""
+    gpu = workflow.resource_settings.overwrite_resources.get(rule, {}).get("gpu")
+    gpu = getattr(gpu, "value", gpu)
+    if gpu is None:
+        return 1
+    return max(1, gpu) if isinstance(gpu, int) else None
+
+
 validate(config, schema="../workflow/schemas/config.schema.yaml")
-grid.check_config(config)
+grid.check_config(
+    config,
+    train_processes=processes("train_run"),
+    pretrain_processes=processes("pretrain_model"),
+)
 
 RUNS = grid.run_table(config)
 TASKS = list(config["tasks"])
@@ -175,10 +190,16 @@ FIG_TASK = {"fig3": "coco", "fig4": "vqa"}
 FIG_CURVE_METHOD = {stem: method for method, stem in CURVE_STEMS.items()}
 
 
+def reported_metric():
+    """The runs.csv column the figures and the claims report show (a params value: changing it redraws them)."""
+    return config.get("reported_metric", "paper_metric")
+
+
 def figure_params(wildcards):
     return {
         "task": FIG_TASK.get(wildcards.stem),
         "method": FIG_CURVE_METHOD.get(wildcards.stem),
+        "metric": reported_metric(),
     }
 
 

@@ -36,7 +36,7 @@ rule train_run:
         # the profile sets gpu=4: torchrun starts four processes, one per GPU.
         # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run (torchrun passes
         # it on to the ranks) and it checkpoints; a plain shell would die at once and take the step with it.
-        "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --nproc_per_node {resources.gpu}';"
+        "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}';"
         " else launch=python; fi;"
         " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
 
@@ -91,6 +91,6 @@ if config["model"]["init"] == "pretrain":
         params:
             run=pretrain_config(),
         shell:
-            "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --nproc_per_node {resources.gpu}';"
+            "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}';"
             " else launch=python; fi;"
             " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"

@@ -1,7 +1,13 @@
 """Run records -> the tidy tables every figure and the claims report are drawn from.
 
-``runs.csv``: one row per run of the grid, including failed, preempted and missing runs (metrics empty);
-``curves.csv``: the validation curves, long format; ``baseline.csv``: the untuned pre-trained model's scores.
+``runs.csv``: one row per run of the grid, including failed, preempted and missing runs (metrics empty). Its metric
+columns: ``paper_metric`` (what the paper reports: the best Karpathy-test CIDEr over the evaluations for COCO, the
+best validation accuracy for VQAv2), ``best_val`` and ``best_step`` (the evaluation chosen on validation),
+``test_at_best_val`` (the test score there: the selection-honest number) and ``final_val``. Its parameter counts:
+``trainable_params`` (what trains; prefix-tuning: prefix + reparametrising MLP) and ``trainable_params_merged``
+(what is left after merging; prefix-tuning: the prefix tensors alone);
+``curves.csv``: the val and test scores at every evaluation, long format, with ``step``, ``epoch`` and the run's
+``schedule`` kind; ``baseline.csv``: the untuned pre-trained model's scores.
 
 Command line (aggregate whatever exists, e.g. while a study is still running)::
 
@@ -11,14 +17,15 @@ Command line (aggregate whatever exists, e.g. while a study is still running)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from .evaluate import PRIMARY_METRIC
+from .files import CorruptFileError, read_json
 from .grid import Run, expand
+from .plots.style import PAPER_SPLIT
 from .plots.tables import CURVE_COLUMNS as TABLE_CURVE_COLUMNS
 from .plots.tables import RUN_COLUMNS as TABLE_RUN_COLUMNS
 
@@ -41,21 +48,32 @@ def run_row(run: Run, record: dict | None, status: str) -> dict:
         return row
     for key in ("trainable_params", "total_params", "data_size", "samples_seen", "gpu_hours", "wall_time_s"):
         row[key] = record.get(key)
+    row["trainable_params_merged"] = record.get("merged_params")
     if status == "success":
         best = record.get("best") or {}
         row["best_val"], row["best_step"], row["test_at_best_val"] = best.get("val"), best.get("step"), best.get("test")
-        vals = [p["val"][row["metric"]] for p in record.get("curve", []) if "val" in p]
+        curve = record.get("curve", [])
+        vals = [p["val"][row["metric"]] for p in curve if "val" in p]
         row["final_val"] = vals[-1] if vals else math.nan
+        # The paper's number: the best score over the evaluations on the split it reports (COCO: Karpathy test,
+        # VQAv2: validation), each split maximised on its own.
+        split = PAPER_SPLIT[run.task]
+        reported = [p[split][row["metric"]] for p in curve if row["metric"] in p.get(split, {})]
+        row["paper_metric"] = max(reported) if reported else math.nan
     return row
 
 
 def curve_rows(run: Run, record: dict) -> list[dict]:
+    """One row per evaluation and split; ``schedule`` (steps / epochs) says which of ``step`` and ``epoch`` is the
+    natural x axis (epoch-based runs evaluate at every epoch end)."""
     metric = PRIMARY_METRIC[run.task]
+    kind = record["config"]["schedule"]["kind"]
     rows = []
     for point in record.get("curve", []):
         for split in ("val", "test"):
             if split in point and metric in point[split]:
-                rows.append({**_identity(run), "step": point["step"], "split": split, "metric": metric,
+                rows.append({**_identity(run), "schedule": kind, "step": point["step"],
+                             "epoch": point.get("epoch", math.nan), "split": split, "metric": metric,
                              "value": point[split][metric]})
     return rows
 
@@ -65,7 +83,9 @@ def read_status(run_dir: Path) -> tuple[dict | None, str]:
     for name in ("record.json", "status.json"):
         path = run_dir / name
         if path.is_file():
-            record = json.loads(path.read_text())
+            record = read_json(path, "delete it (and the run's record.json) and rerun that run; Snakemake retrains it")
+            if not isinstance(record, dict):
+                raise CorruptFileError(f"{path} holds no run record (a JSON object): delete it and rerun that run")
             return record, record.get("status", "failed")
     return None, "missing"
 
@@ -84,7 +104,7 @@ def aggregate(runs: list[Run], root: str | Path = ".") -> tuple[pd.DataFrame, pd
 def baseline_table(paths: list[str | Path]) -> pd.DataFrame:
     rows = []
     for path in paths:
-        data = json.loads(Path(path).read_text())
+        data = read_json(path, "delete it and rerun evaluate_baseline")
         metric = PRIMARY_METRIC[data["task"]]
         for split, scores in data["scores"].items():
             rows.append({"task": data["task"], "metric": metric, "split": split, "value": scores[metric]})
@@ -115,13 +135,13 @@ def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
+    from .grid import load_config
 
     parser = argparse.ArgumentParser(description="Aggregate run records into results tables.")
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--out", default="results/tables")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = load_config(args.config)
     runs = expand(config)
     baselines = [p for p in (Path(f"results/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
     table = write_tables(runs, baselines, f"{args.out}/runs.csv", f"{args.out}/curves.csv",

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    import yaml
+    from .grid import counts, load_config
 
-    from .grid import counts
-
-    config = yaml.safe_load(Path(args.config).read_text())
-    table = counts(config)
+    table = counts(load_config(args.config))
     tasks = sorted({t for t, _ in table})
     methods = sorted({m for _, m in table})
     print(f"{'method':<18}" + "".join(f"{t:>8}" for t in tasks) + f"{'total':>8}")

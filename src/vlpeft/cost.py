@@ -5,7 +5,8 @@
 Per run of the grid (``vlpeft.grid``):
 
 - samples: training samples = optimizer steps x global batch (the run's schedule over its subset's size);
-  evaluation samples = evaluations (every ``eval.interval`` steps and at the end) x items of the evaluated splits;
+  evaluation samples = evaluations (``vlpeft.schedule.eval_steps``: every ``eval.interval`` steps or at every
+  epoch end, and after the last step) x items of the evaluated splits;
 - FLOPs per sample, counted by ``torch.utils.flop_counter`` on the run's real architecture (its size, method,
   size knob and classifier flag; on the meta device for the base model, so nothing is allocated): one training step
   (forward and
@@ -276,12 +277,6 @@ class RunCost:
         return self.train_samples * self.train_flops_per_sample + self.eval_samples * self.eval_flops_per_sample
 
 
-def evaluations(total_steps: int, interval: int) -> int:
-    """How many times a run evaluates: every ``interval`` steps and at the end (``interval`` 0: at the end)."""
-    interval = interval or total_steps
-    return total_steps // interval + (1 if total_steps % interval else 0)
-
-
 def store_active(config: dict) -> bool:
     return bool((config["data"].get("feature_store") or {}).get("activate", False))
 
@@ -302,7 +297,7 @@ def run_costs(config: dict, root: str | os.PathLike = ".") -> list[RunCost]:
 def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
     from .grid import expand, resolve
     from .methods.scope import trains_visual_encoder
-    from .schedule import steps_for
+    from .schedule import eval_steps, steps_for
 
     vit = vit_forward_flops(mc)
     sizes = {t: split_sizes(config, t, root)[0] for t in config["tasks"]}
@@ -330,7 +325,7 @@ def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
             flops = (tr + vit, tr, evf + vit, evf)
         rows.append(RunCost(run.run_id, run.task, run.method,
                             store_active(config) and not trains_visual_encoder(run.method, d["method_options"]),
-                            steps * d["total_batch_size"], evaluations(steps, ev["interval"]) * items, *flops))
+                            steps * d["total_batch_size"], len(eval_steps(sc["kind"], steps, ev["interval"], n_train, d["total_batch_size"])) * items, *flops))
     return rows
 
 

@@ -9,15 +9,20 @@ reruns only those.
 from __future__ import annotations
 
 import copy
+import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from .data.subsets import check_ratio
 from .methods.scope import trains_visual_encoder
-from .runconfig import TASKS, RunConfig
+from .runconfig import TASKS, RunConfig, check_batch, check_eval, check_prompts, check_schedule, check_seed
 
 METHODS = ("prompt", "prefix", "lora", "serial_adapter", "parallel_adapter", "full")
 RESULTS = "results"
+# The workflow's JSON schema (rules/common.smk validates against it too), in the repository checkout.
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+log = logging.getLogger("vlpeft.grid")
 
 
 def fmt_ratio(ratio: float) -> str:
@@ -53,9 +58,33 @@ def _check_unique(key: str, values: list) -> None:
         raise ValueError(f"{key}: duplicate values {values}")
 
 
-def check_config(config: dict) -> None:
-    """Checks beyond the JSON schema: names, ranges and the schema's unique lists, with the offending key path in
-    the message."""
+def method_options(config: dict, method: str, size: int | None, classifier: bool) -> dict:
+    """A run's method options: the method's ``options`` plus the grid's size, classifier flag and targets."""
+    options = dict((config["methods"].get(method) or {}).get("options") or {})
+    if method != "full":
+        options["size"] = size
+        options["classifier"] = classifier
+    if "targets" in config and method != "full":
+        options.setdefault("targets", list(config["targets"]))
+    return options
+
+
+def _check_method_options(method: str, options: dict) -> None:
+    from .methods.base import build_method  # (imports torch: once per check)
+
+    try:
+        build_method(method, **options)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"methods.{method}: {e}") from None
+
+
+def check_config(config: dict, train_processes: int | None = 1, pretrain_processes: int | None = 1) -> None:
+    """Checks beyond the JSON schema, with the offending key path in the message: names, ranges, the schema's unique
+    lists, and every value a run would refuse (so that a bad config fails before the DAG is built, not in each job).
+
+    ``train_processes``/``pretrain_processes``: processes per training job (the profile's ``gpu`` resource of
+    ``train_run``/``pretrain_model``), which the global batch must split evenly into; ``None`` skips that check.
+    """
     for task, tcfg in config["tasks"].items():
         if task not in TASKS:
             raise ValueError(f"tasks.{task}: unknown task; expected one of {list(TASKS)}")
@@ -64,8 +93,13 @@ def check_config(config: dict) -> None:
                 check_ratio(r)
             except ValueError as e:
                 raise ValueError(f"tasks.{task}.ratios[{i}]: {e}") from None
+            if float(fmt_ratio(r)) != float(r):  # two such ratios would share one run directory
+                raise ValueError(f"tasks.{task}.ratios[{i}]: {r!r} is not what its run path ratio{fmt_ratio(r)} "
+                                 "reads back; use at most 6 significant digits")
         _check_unique(f"tasks.{task}.ratios", tcfg["ratios"])
         _check_unique(f"tasks.{task}.eval.splits", tcfg.get("eval", {}).get("splits", []))
+        check_schedule(tcfg["schedule"], f"tasks.{task}.schedule")
+        check_eval(task, tcfg["eval"], f"tasks.{task}.eval")
     for method, mcfg in config["methods"].items():
         if method not in METHODS:
             raise ValueError(f"methods.{method}: unknown method; expected one of {list(METHODS)}")
@@ -86,8 +120,59 @@ def check_config(config: dict) -> None:
                 raise ValueError(f"methods.{method}.{task}.sizes: duplicate sizes {sizes}")
             if not per_task.get("lr") or per_task["lr"] <= 0:
                 raise ValueError(f"methods.{method}.{task}.lr: a positive learning rate is required")
+            _check_method_options(method, method_options(config, method, sizes[0] if sizes else None, False))
     for key in ("targets", "classifier", "seeds"):
         _check_unique(key, config.get(key, []))
+    for i, seed in enumerate(config["seeds"]):
+        check_seed(seed, f"seeds[{i}]")
+    check_prompts(config["prompts"], "prompts")
+    train = config["train"]
+    note = " (processes per training job: the gpu resource the profile sets for train_run)"
+    if train_processes is not None:
+        try:
+            check_batch(train["total_batch_size"], train["per_device_batch_size"], "train.total_batch_size",
+                        train_processes)
+        except ValueError as e:
+            raise ValueError(f"{e}{note if train_processes > 1 else ''}") from None
+    if config["model"]["init"] == "pretrain":
+        pre = config["model"].get("pretrain")
+        missing = [k for k in ("steps", "lr", "total_batch_size", "per_device_batch_size") if k not in (pre or {})]
+        if missing:
+            raise ValueError(f"model.pretrain: init 'pretrain' needs {missing}")
+        if pretrain_processes is not None:
+            check_batch(pre["total_batch_size"], pre["per_device_batch_size"], "model.pretrain.total_batch_size",
+                        pretrain_processes)
+
+
+def load_config(path: str | Path) -> dict:
+    """A study config file, checked as the workflow checks it (JSON schema, then :func:`check_config`), for the
+    command-line tools that read one (``vlpeft grid``, ``python -m vlpeft.aggregate``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid YAML ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds no study config (a YAML mapping)")
+    if SCHEMA.is_file():
+        import jsonschema
+
+        try:
+            jsonschema.validate(config, yaml.safe_load(SCHEMA.read_text()))
+        except jsonschema.ValidationError as e:
+            key = ".".join(map(str, e.absolute_path)) or "(top level)"
+            raise ValueError(f"{path}: {key}: {e.message}") from None
+    else:  # an installed package without the repository: the package's own checks only
+        log.warning("schema %s not found: %s is checked by vlpeft.grid.check_config only", SCHEMA, path)
+    try:
+        check_config(config)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return config
 
 
 def expand(config: dict) -> list[Run]:
@@ -105,6 +190,11 @@ def expand(config: dict) -> list[Run]:
                     for cls in flags:
                         for seed in config["seeds"]:
                             runs.append(Run(task, method, size, float(ratio), cls, int(seed)))
+    seen: dict[str, Run] = {}
+    for run in runs:  # two cells in one run directory would silently lose one of them
+        if run.run_id in seen:
+            raise ValueError(f"two runs of the grid share the run directory {run.dir}: {seen[run.run_id]} and {run}")
+        seen[run.run_id] = run
     return runs
 
 
@@ -172,12 +262,7 @@ def resolve(config: dict, run: Run) -> dict:
     schedule = copy.deepcopy(tcfg["schedule"])
     if schedule.pop("warmup_per_ratio", False):
         schedule["warmup_steps"] = max(1, round(schedule["warmup_steps"] * run.ratio))
-    options = dict(mcfg.get("options") or {})
-    if run.method != "full":
-        options["size"] = run.size
-        options["classifier"] = run.classifier
-    if "targets" in config and run.method != "full":
-        options.setdefault("targets", list(config["targets"]))
+    options = method_options(config, run.method, run.size, run.classifier)
     d = {
         "run_id": run.run_id,
         "task": run.task,
@@ -195,6 +280,7 @@ def resolve(config: dict, run: Run) -> dict:
         "init_weights": init_weights_path(config),
         "init_format": "vlpeft",  # the slim checkpoint or the pre-trained model (init_weights_path)
         "lr": float(mcfg[run.task]["lr"]) if run.task in mcfg else 1.0,  # (baseline: no training)
+        "part_lr": {k: float(v) for k, v in (mcfg.get(run.task, {}).get("part_lr") or {}).items()},
         "out_dir": run.dir,
         "weight_decay": float(train["weight_decay"]),
         "total_batch_size": int(train["total_batch_size"]),

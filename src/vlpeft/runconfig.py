@@ -4,12 +4,159 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import string
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
+from .metrics.caption import CIDER_MIN_IMAGES, SUPPORTED_METRICS
+
 TASKS = ("coco", "vqa")
+MODEL_PARTS = ("visual_encoder", "text_encoder", "fusion_encoder", "text_decoder")
+EVAL_SPLITS = ("val", "test")
+SELECTION_SPLIT = "val"  # the split model selection, the tables and the figures read (best_val)
+MAX_SEED = 2**32 - 1  # numpy's limit, and what the schema allows
+PROMPT_FIELDS = {"caption_prompt": (), "vqa_prompt": ("question",)}  # the fields each template is formatted with
+
+
+def _describe(hint) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _type_ok(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return isinstance(value, (tuple, list)) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, dict):
+        return isinstance(value, hint)
+    return not is_dataclass(hint) or isinstance(value, hint)
+
+
+@lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def check_types(obj) -> None:
+    """Every field of the dataclass ``obj`` has its annotated type; the error names the field (not a later
+    ``'<=' not supported between 'str' and 'int'``)."""
+    for name, hint in _hints(type(obj)).items():
+        value = getattr(obj, name)
+        if not _type_ok(value, hint):
+            raise ValueError(f"{name}: expected {_describe(hint)}, got {value!r}")
+
+
+def check_schedule(sc: dict, where: str) -> None:
+    """A schedule has what its kind needs (``where``: the key path for messages)."""
+    kind = sc.get("kind", "steps")
+    if kind not in ("steps", "epochs"):
+        raise ValueError(f"{where}.kind: must be steps or epochs, got {kind!r}")
+    need = "steps" if kind == "steps" else "epochs"
+    if sc.get(need) is None or sc[need] <= 0:
+        raise ValueError(f"{where}.{need}: a schedule of kind {kind!r} needs {need} > 0, got {sc.get(need)!r}")
+    for key in ("warmup_steps", "start_lr", "end_lr"):
+        if sc.get(key) is not None and sc[key] < 0:
+            raise ValueError(f"{where}.{key}: must not be negative, got {sc[key]!r}")
+
+
+def check_eval(task: str, ev: dict, where: str) -> None:
+    """Evaluation settings every run of ``task`` can honour, and that the tables and figures can read."""
+    splits = list(ev.get("splits", EVAL_SPLITS))
+    unknown = [s for s in splits if s not in EVAL_SPLITS]
+    if unknown:
+        raise ValueError(f"{where}.splits: unknown split(s) {unknown}; expected some of {list(EVAL_SPLITS)}")
+    if SELECTION_SPLIT not in splits:
+        raise ValueError(f"{where}.splits: must include {SELECTION_SPLIT!r} (model selection, the tables and the "
+                         f"figures read it), got {splits}")
+    metrics = list(ev.get("metrics", ()))
+    if task == "coco":
+        unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
+        if unknown:
+            raise ValueError(f"{where}.metrics: unknown metric(s) {unknown}; known: {list(SUPPORTED_METRICS)}")
+        if metrics and "CIDEr" not in metrics:
+            raise ValueError(f"{where}.metrics: must include CIDEr, the task's primary metric (or be empty: CIDEr "
+                             f"alone), got {metrics}")
+        if ev.get("max_items") is not None and ev["max_items"] < CIDER_MIN_IMAGES:
+            raise ValueError(f"{where}.max_items: CIDEr needs at least {CIDER_MIN_IMAGES} images, got "
+                             f"{ev['max_items']}")
+    elif metrics:
+        raise ValueError(f"{where}.metrics: VQA is scored by its accuracy alone; leave the list empty, got {metrics}")
+    for key, low in (("num_beams", 1), ("min_new_tokens", 0), ("max_new_tokens", 1), ("batch_size", 1),
+                     ("interval", 0)):
+        if key in ev and ev[key] < low:
+            raise ValueError(f"{where}.{key}: must be at least {low}, got {ev[key]!r}")
+    if ev.get("min_new_tokens", 0) > ev.get("max_new_tokens", 1):
+        raise ValueError(f"{where}.min_new_tokens: {ev['min_new_tokens']} is more than max_new_tokens "
+                         f"{ev['max_new_tokens']}")
+
+
+def check_prompts(prompts: dict, where: str) -> None:
+    """Prompt templates name only the fields they are formatted with (``{question}`` in the VQA prompt)."""
+    unknown = sorted(set(prompts) - set(PROMPT_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown prompt(s) {unknown}; expected {sorted(PROMPT_FIELDS)}")
+    template = prompts.get("vqa_prompt")
+    if template is None:
+        return
+    if not isinstance(template, str):
+        raise ValueError(f"{where}.vqa_prompt: expected a string, got {template!r}")
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"{where}.vqa_prompt: {template!r} is not a valid template ({e}); write a literal brace as "
+                         "{{ or }}") from None
+    bad = sorted(names - set(PROMPT_FIELDS["vqa_prompt"]))
+    if bad:
+        raise ValueError(f"{where}.vqa_prompt: unknown field(s) {bad} in {template!r}; the only field is {{question}} "
+                         "(write a literal brace as {{ or }})")
+    if "question" not in names:
+        raise ValueError(f"{where}.vqa_prompt: {template!r} does not contain {{question}}")
+
+
+def check_seed(seed, where: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{where}: a seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+
+
+def check_batch(total: int, per_device: int, where: str, processes: int = 1) -> None:
+    """The global batch splits evenly into ``processes`` x per-device micro-batches (x gradient accumulation)."""
+    if total % (processes * per_device):
+        by = f"{processes} processes x " if processes > 1 else ""
+        raise ValueError(f"{where}: {total} is not a multiple of {by}per_device_batch_size {per_device}")
+
+
+def _nested(cls, key: str, value):
+    """``cls(**value)`` for a nested section of the run config, with errors that name ``key``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: expected a mapping, got {value!r}")
+    unknown = sorted(set(value) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown run config key(s): {[f'{key}.{k}' for k in unknown]}")
+    try:
+        return cls(**value)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(f"{key}.") else f"{key}.{msg}") from None
 
 
 @dataclass(frozen=True)
@@ -21,10 +168,15 @@ class ScheduleConfig:
     start_lr: float = 0.0
     end_lr: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_schedule(asdict(self), "schedule")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
-    interval: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    interval: int = 0  # step-based schedules: steps between evaluations, 0 = only at the end; epoch-based: 0 (they
+    # evaluate at every epoch end, see schedule.eval_steps)
     splits: tuple[str, ...] = ("val", "test")
     num_beams: int = 5
     min_new_tokens: int = 1
@@ -32,6 +184,9 @@ class EvalConfig:
     batch_size: int = 32
     metrics: tuple[str, ...] = ()
     max_items: int | None = None  # evaluate on the first N records of a split (None = all)
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
 
 @dataclass(frozen=True)
@@ -51,7 +206,7 @@ class RunConfig:
     model_overrides: dict
     init_weights: str | None
     init_format: str  # "vlpeft" (safetensors of our model), "official" (mplug_base.pth), "none"
-    lr: float
+    lr: float  # peak learning rate (of every trainable parameter outside the parts of part_lr)
     out_dir: str
     weight_decay: float = 0.05
     total_batch_size: int = 256
@@ -70,8 +225,12 @@ class RunConfig:
     save_model: str | None = None  # also write the full model (pre-training) as safetensors here
     num_workers: int = 0
     feature_store: str | None = None  # stored ViT features read instead of images (a run whose ViT is frozen)
+    # Peak learning rate per model part (a top-level module: visual_encoder, text_encoder, fusion_encoder,
+    # text_decoder), e.g. mPLUG's full fine-tuning gives the ViT lr2 = 5e-6; same schedule shape as ``lr``.
+    part_lr: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {list(TASKS)}")
         if not 0 < self.data_ratio <= 1:
@@ -86,6 +245,18 @@ class RunConfig:
             raise ValueError(f"precision must be auto or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for part, lr in self.part_lr.items():
+            if part not in MODEL_PARTS:
+                raise ValueError(f"part_lr: unknown model part {part!r}; expected one of {list(MODEL_PARTS)}")
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+                raise ValueError(f"part_lr.{part} must be a positive learning rate, got {lr!r}")
+        if self.schedule.kind == "epochs" and self.eval.interval:
+            raise ValueError(f"eval.interval must be 0 for an epoch-based schedule (it evaluates at every epoch end), "
+                             f"got {self.eval.interval}")
+        check_seed(self.seed, "seed")
+        check_batch(self.total_batch_size, self.per_device_batch_size, "total_batch_size")
+        check_eval(self.task, asdict(self.eval), "eval")
+        check_prompts(self.prompts, "prompts")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,12 +264,16 @@ class RunConfig:
         d["eval"]["metrics"] = list(self.eval.metrics)
         return d
 
-    def digest(self) -> str:
-        """Identity of the run's settings (checkpoints of another configuration are refused)."""
+    def identity(self) -> dict:
+        """The settings that make the run what it is: everything but where it writes and how fast it goes."""
         d = self.to_dict()
         for volatile in ("log_every", "threads", "num_workers", "out_dir", "save_model", "device"):
             d.pop(volatile, None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def digest(self) -> str:
+        """Identity of the run's settings (a checkpoint of another configuration is not resumed)."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -107,11 +282,18 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown run config key(s): {unknown}")
         d = dict(d)
-        d["schedule"] = ScheduleConfig(**d.get("schedule", {}))
-        ev = dict(d.get("eval", {}))
-        ev["splits"] = tuple(ev.get("splits", ("val", "test")))
-        ev["metrics"] = tuple(ev.get("metrics", ()))
-        d["eval"] = EvalConfig(**ev)
+        missing = sorted(f.name for f in fields(cls)
+                         if f.name not in d and f.default is MISSING and f.default_factory is MISSING)
+        if missing:
+            raise ValueError(f"run config lacks the key(s) {missing}")
+        d["schedule"] = _nested(ScheduleConfig, "schedule", d.get("schedule", {}))
+        ev = d.get("eval", {})
+        if isinstance(ev, dict):
+            ev = dict(ev)
+            for key in ("splits", "metrics"):
+                if isinstance(ev.get(key), list):
+                    ev[key] = tuple(ev[key])
+        d["eval"] = _nested(EvalConfig, "eval", ev)
         return cls(**d)
 
     @classmethod
@@ -119,7 +301,16 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"run config not found: {path}")
-        return cls.from_dict(yaml.safe_load(path.read_text()))
+        try:
+            d = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid YAML ({e}); delete it and rerun write_run_config") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} holds no run config (a YAML mapping), got {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

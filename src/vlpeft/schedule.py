@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the paper's Table II: linear warm-up, then cosine decay.
+"""Learning-rate schedules of the paper's Table II: linear warm-up, then cosine decay; and when a run evaluates.
 
 COCO: 4000 steps, warm-up from 0 to the peak over 400 steps, cosine to 0.
 VQAv2: 10 epochs, warm-up from 1e-6 to the peak over ``800 x data ratio`` steps, cosine to 1e-6.
@@ -58,3 +58,28 @@ def steps_for(kind: str, data_size: int, total_batch_size: int, steps: int | Non
         # Rounded first: 1.1 * 100 / 2 is 55.000000000000007 in floating point, which must give 55 steps, not 56.
         return max(1, math.ceil(round(epochs * data_size / total_batch_size, 9)))
     raise ValueError(f"unknown schedule kind {kind!r}; expected 'steps' or 'epochs'")
+
+
+def eval_steps(kind: str, total_steps: int, interval: int = 0, data_size: int | None = None,
+               total_batch_size: int | None = None) -> list[int]:
+    """Optimizer steps after which a run evaluates (1-based: after step ``s`` the model has taken ``s`` steps).
+
+    Epoch-based schedules evaluate at every epoch end, the step whose global batch holds the epoch's last sample
+    (``ceil(e * data_size / batch)``), so every data ratio gets the same number of evaluations (10 for the paper's
+    VQAv2) and "best over training" is a maximum over as many draws whatever the ratio. Step-based schedules
+    evaluate every ``interval`` steps (0: only at the end). Both always evaluate after the last step.
+    """
+    if kind == "epochs":
+        if not data_size or not total_batch_size:
+            raise ValueError("an epoch-based schedule needs the data size and the total batch size")
+        if interval:
+            raise ValueError(f"an epoch-based schedule evaluates at every epoch end: eval interval must be 0, "
+                             f"got {interval}")
+        ends, e = [], 1
+        while (end := -(-e * data_size // total_batch_size)) < total_steps:
+            ends.append(end)
+            e += 1
+        return [*dict.fromkeys(ends), total_steps]
+    if kind != "steps":
+        raise ValueError(f"unknown schedule kind {kind!r}; expected 'steps' or 'epochs'")
+    return [*range(interval, total_steps, interval), total_steps] if interval else [total_steps]

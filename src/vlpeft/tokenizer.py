@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .files import record_digest
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -24,7 +26,11 @@ class Tokenizer:
             raise FileNotFoundError(f"vocabulary file not found: {path}")
         self.vocab_path = path
         # Checked before BertWordPieceTokenizer, which raises a bare TypeError without [CLS] or [SEP].
-        tokens = {line.rstrip() for line in path.read_text(encoding="utf-8").splitlines()}
+        try:
+            tokens = {line.rstrip() for line in path.read_text(encoding="utf-8").splitlines()}
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not a text vocabulary ({e}); delete it and rerun the stage that wrote it "
+                             "(train_vocab or fetch_vocab)") from None
         missing = [t for t in SPECIAL_TOKENS[:4] if t not in tokens]
         if missing:
             raise ValueError(f"{path} lacks special token(s) {missing}: not a BERT vocabulary")
@@ -83,4 +89,5 @@ def train_vocab(texts: list[str], out_path: str | Path, vocab_size: int = 400) -
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("".join(f"{t}\n" for t in vocab))
     tmp.replace(out)
+    record_digest(out)  # the runs reading it take its content digest from the sidecar
     return out

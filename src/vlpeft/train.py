@@ -9,10 +9,13 @@ Four GPUs on one node (what the SLURM rule runs)::
     torchrun --standalone --nproc_per_node 4 -m vlpeft.train --config .../run_config.yaml
 
 The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
-loss is normalised by the global number of target tokens, so 1, 2 or 4 processes take the same optimizer steps.
-Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) the run saves a
-checkpoint of the trainable parameters, optimizer, step and RNG, writes a ``preempted`` status and exits 75;
-started again it resumes from there.
+loss is normalised by a count over the global batch (captions: target tokens; VQA: questions, each weighing its
+human answers by their share, see ``Trainer.loss_normaliser``), so 1, 2 or 4 processes take the same optimizer steps.
+Only rank 0 writes. On SIGTERM/SIGUSR1 (SLURM's warning before a time limit or preemption) or SIGINT (Ctrl-C; a
+second one interrupts at once) the run saves a checkpoint of the trainable parameters, optimizer, step and every
+rank's RNG, writes a ``preempted`` status and exits 75; started again it resumes from there, unless the checkpoint's
+configuration or the content of an input file differs, in which case it starts over and says why. While it runs, the
+run holds an exclusive lock on its directory (a second start fails, naming the holder).
 """
 
 from __future__ import annotations
@@ -38,17 +41,21 @@ from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
 from .evaluate import PRIMARY_METRIC, Evaluator
+from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, record_digest,
+                    torch_load)
 from .methods.base import build_method, count_trainable, trainable_parameters
+from .metrics.caption import CIDER_MIN_IMAGES
 from .model.config import for_tokenizer, preset
 from .model.generation import GenerationConfig
 from .model.mplug import MPlug
 from .records import environment, git_state, write_json
 from .runconfig import RunConfig
-from .schedule import Schedule, steps_for
+from .schedule import Schedule, eval_steps, steps_for
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("vlpeft.train")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job should be resubmitted and will resume
+CHECKPOINT_REMEDY = "Delete it to start this run over (it is an interrupted run's resume checkpoint)."
 
 
 class NonFiniteLoss(RuntimeError):
@@ -75,6 +82,49 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def plain(obj):
+    """``obj`` with numpy scalars turned into Python numbers (exactly), so that a checkpoint holds only the plain types
+    ``torch.load(weights_only=True)`` reads."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's RNG states (torch CPU, its own CUDA device, numpy, Python) as tensors and plain types."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def reseed(seed: int, rank: int, step: int) -> int:
+    """Seed every RNG of this process from the run's seed, its rank and the step (a resume that cannot restore the
+    saved states); at step 0 this is the seeding of a fresh start (``seed + rank``)."""
+    s = seed + rank + 1_000_003 * step
+    torch.manual_seed(s)  # CPU and every CUDA device
+    np.random.seed(s % 2**32)
+    random.seed(s)
+    return s
+
+
 def world_info_from_env() -> tuple[int, int, int]:
     """(rank, local rank, world size) from torchrun's variables, falling back to SLURM's, then to 1 process."""
     env = os.environ
@@ -94,7 +144,8 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
 
         if not cfg.init_weights:
             raise FileNotFoundError("initial weights not found: init_weights is not set")
-        model = load_mapped(mcfg, cfg.init_weights)
+        model = load_mapped(mcfg, cfg.init_weights,
+                            remedy="Delete it and rerun the stage that wrote it (pretrain_model or convert_checkpoint).")
         meta = read_metadata(cfg.init_weights)
         log.info("initial weights: %s memory-mapped (converted from %s)", cfg.init_weights,
                  meta.get("source", "training"))
@@ -108,12 +159,22 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
     return model
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, part_lr: dict | None = None) -> list[dict]:
+    """AdamW groups: decay on weight matrices; none on biases and norms (1-D parameters). The trainable parameters
+    of each model part named in ``part_lr`` (a top-level module) get groups of their own, tagged with that
+    ``part`` (``None``: the rest), so that they can follow their own peak learning rate."""
+    part_lr = part_lr or {}
+    split: dict[tuple, list] = {}
     for name, p in trainable_parameters(model).items():
-        (no_decay if p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        part = name.split(".")[0] if name.split(".")[0] in part_lr else None
+        decays = not (p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias"))
+        split.setdefault((part, decays), []).append(p)
+    groups = [{"params": split.get((None, True), []), "weight_decay": weight_decay, "part": None},
+              {"params": split.get((None, False), []), "weight_decay": 0.0, "part": None}]
+    for part in part_lr:
+        groups += [{"params": split[(part, d)], "weight_decay": weight_decay if d else 0.0, "part": part}
+                   for d in (True, False) if (part, d) in split]
+    return groups
 
 
 class Trainer:
@@ -126,6 +187,8 @@ class Trainer:
         self.record: dict = {}
         # One entry per start of this run (first start, every resume): where it started and how it ended.
         self.attempts: list[dict] = []
+        # Content digests of the input files (rank 0): part of the checkpoint's identity and of the record.
+        self.inputs: dict[str, dict] = {}
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -162,9 +225,15 @@ class Trainer:
             if abs(sub["ratio"] - cfg.data_ratio) > 1e-12:
                 raise ValueError(f"subset {cfg.subset} is for ratio {sub['ratio']}, the run wants {cfg.data_ratio}")
             items = sub["items"]
+            if not items:
+                raise ValueError(f"subset {cfg.subset} (data ratio {cfg.data_ratio}) has no training pairs: delete it "
+                                 f"and rerun make_subset (are the training records {cfg.records['train']} empty?)")
         else:
             items = list(range(len(train_records))) if cfg.task == "vqa" else [
                 [i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
+            if not items:
+                raise ValueError(f"split train: {cfg.records['train']} has no training pairs; delete it and rerun "
+                                 "its preparation stage")
         items = drop_bad_train_items(cfg.task, train_records, items, images)
         self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
         self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
@@ -190,13 +259,26 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.method == "full")
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.part_lr), lr=cfg.lr,
+                                     betas=(0.9, 0.999))
+        # One schedule per group: the same shape (warm-up, cosine, start and end rates), each group's own peak.
+        self.group_schedules = [
+            self.schedule if g["part"] is None else Schedule(self.total_steps, self.schedule.warmup_steps,
+                                                             cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
+            for g in self.opt.param_groups]
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         self.evaluators = {}
         for split in cfg.eval.splits:
-            recs = drop_bad_records(split, read_jsonl(cfg.records[split]), images)
+            recs = read_jsonl(cfg.records[split])
+            if not recs:
+                raise ValueError(f"split {split}: {cfg.records[split]} has no records to evaluate on; delete it and "
+                                 "rerun its preparation stage")
+            recs = drop_bad_records(split, recs, images)
             if cfg.eval.max_items:
                 recs = recs[: cfg.eval.max_items]
+            if cfg.task == "coco" and len(recs) < CIDER_MIN_IMAGES:
+                raise ValueError(f"split {split}: {len(recs)} image(s) to evaluate on; CIDEr needs at least "
+                                 f"{CIDER_MIN_IMAGES} (raise eval.max_items)")
             self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
                                                cfg.eval.batch_size, list(cfg.eval.metrics), cfg.max_prompt_tokens,
                                                self.rank, self.world)
@@ -249,44 +331,97 @@ class Trainer:
     def ckpt_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
+    def input_digests(self) -> dict[str, dict]:
+        """sha256 of every input file whose content the run depends on (via their digest sidecars, see files.py)."""
+        cfg = self.cfg
+        paths = {"vocab": cfg.vocab, "subset": cfg.subset, "init_weights": cfg.init_weights}
+        paths.update({f"records_{s}": cfg.records[s] for s in ("train", *cfg.eval.splits)})
+        return {name: {"path": str(p), "sha256": content_digest(p)} for name, p in paths.items() if p}
+
+    def _broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def save_checkpoint(self) -> None:
+        """Every rank contributes its own RNG state; rank 0 writes (tensors and plain types only)."""
+        mine = rng_state(self.device)
+        rngs = [mine]
+        if self.world > 1:
+            rngs = [None] * self.world if self.rank == 0 else None
+            dist.gather_object(mine, rngs, dst=0)
         if self.rank != 0:
             return
         state = {
             "digest": self.cfg.digest(),
+            "config": self.cfg.identity(),
+            "inputs": self.inputs,
             "step": self.step,
             "trainable": {k: v.detach().cpu() for k, v in trainable_parameters(self.model).items()},
             "optimizer": self.opt.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "curve": self.curve,
+            "world_size": self.world,
+            "device_type": self.device.type,
+            "rng": rngs,
+            "curve": plain(self.curve),
             "samples_seen": self.samples_seen,
             "train_time": self.train_time,
-            "best": self.record.get("best"),
-            "attempts": self.clock_attempt(),
+            "best": plain(self.record.get("best")),
+            "attempts": plain(self.clock_attempt()),
         }
         self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")
+        tmp = self.ckpt_path.with_name(".checkpoint.pt.tmp")  # one writer: the run lock
         torch.save(state, tmp)
         tmp.replace(self.ckpt_path)
 
-    def maybe_resume(self) -> None:
-        if not self.ckpt_path.is_file():
-            return
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        if state["digest"] != self.cfg.digest():
-            raise ValueError(f"{self.ckpt_path} belongs to another configuration (digest {state['digest']}, this run "
-                             f"{self.cfg.digest()}); delete it to start over")
+    def stale_reason(self, state: dict) -> str | None:
+        """Why a checkpoint does not belong to this run (configuration or input contents changed), or None."""
+        reasons = []
+        if state.get("digest") != self.cfg.digest():
+            old, new = state.get("config") or {}, self.cfg.identity()
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            reasons.append(f"its configuration differs ({', '.join(keys) or 'digest ' + str(state.get('digest'))})")
+        old_inputs = state.get("inputs") or {}
+        changed = [f"{name} ({entry['path']})" for name, entry in self.inputs.items()
+                   if (old_inputs.get(name) or {}).get("sha256") != entry["sha256"]]
+        if changed:
+            reasons.append("the content of its input file(s) changed: " + ", ".join(changed))
+        return "; ".join(reasons) or None
+
+    def maybe_resume(self) -> dict:
+        """Resume from the run's checkpoint when it belongs to this run; start over (and say why) when its
+        configuration or the content of an input differs. Rank 0 decides for all ranks. Returns notes for the
+        attempt's record."""
+        decision, state, error = ("none", None), None, None
+        if self.rank == 0 and self.ckpt_path.is_file():
+            try:
+                state = torch_load(self.ckpt_path, CHECKPOINT_REMEDY)
+                if not isinstance(state, dict):
+                    raise CorruptFileError(f"{self.ckpt_path} holds no checkpoint (a dict): {CHECKPOINT_REMEDY}")
+                reason = self.stale_reason(state)
+                decision = ("restart", {"step": state.get("step"), "reason": reason}) if reason else ("resume", None)
+            except (CorruptFileError, UnsafeFileError) as e:
+                decision, error = ("error", str(e)), e
+        kind, detail = self._broadcast(decision)
+        if kind == "error":
+            raise error if error is not None else RuntimeError(f"rank 0 could not read the checkpoint: {detail}")
+        if kind == "none":
+            return {}
+        if kind == "restart":
+            log.warning("starting over: the checkpoint %s (step %s) does not belong to this run: %s", self.ckpt_path,
+                        detail["step"], detail["reason"])
+            if self.rank == 0:
+                self.ckpt_path.unlink()
+            return {"discarded_checkpoint": detail}
+        if state is None:
+            state = torch_load(self.ckpt_path, CHECKPOINT_REMEDY)
         params = trainable_parameters(self.model)
         with torch.no_grad():
             for k, v in state["trainable"].items():
                 params[k].copy_(v)
         self.opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step, self.curve = state["step"], state["curve"]
         self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
         self.record["best"] = state["best"]
@@ -294,35 +429,57 @@ class Trainer:
         for a in self.attempts:
             if a["status"] == "running":  # killed without a clean stop: what it did after this checkpoint is lost
                 a.update(status="killed", end_step=self.step)
+        notes = {}
+        saved = (state.get("world_size"), state.get("device_type"))
+        if saved == (self.world, self.device.type) and len(state.get("rng") or []) == self.world:
+            set_rng_state(state["rng"][self.rank], self.device)
+        else:  # each rank's own stream cannot be restored: a deterministic new start, recorded
+            s = reseed(self.cfg.seed, self.rank, self.step)
+            notes["rng_reseeded"] = (f"checkpoint written by {saved[0]} {saved[1]} process(es), resumed with "
+                                     f"{self.world} {self.device.type} process(es): RNG seeded from seed + rank + "
+                                     f"1000003 x step ({s} on rank {self.rank})")
+            log.warning("%s", notes["rng_reseeded"])
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
+        return notes
 
     # -- one optimizer step -----------------------------------------------------------------------------------
+    def loss_normaliser(self, idx: list[int]) -> float:
+        """The divisor of the summed (weighted) token losses of global batch ``idx``: a count over the whole global
+        batch, from the text alone, so that 1, 2 or 4 processes and any accumulation take the same step.
+
+        Captions: the target tokens (the mean over tokens, as mPLUG's captioning loss). VQA: the questions, as
+        ALBEF, BLIP and official mPLUG (``(weights * per-answer token sums).sum() / batch size``): each question's
+        answers weigh 1 in all, so the loss is the mean over questions of the answer-weighted sequence loss.
+        """
+        if self.cfg.task == "vqa":
+            return float(len(idx))
+        limit = self.cfg.max_target_tokens
+        return float(sum(len(self.tok.encode(text)[:limit]) - 1 for i in idx for text, _ in self.data.targets(i)))
+
     def train_step(self) -> float:
-        cfg = self.cfg
-        for g in self.opt.param_groups:
-            g["lr"] = self.schedule.lr(self.step)
+        for g, schedule in zip(self.opt.param_groups, self.group_schedules):
+            g["lr"] = schedule.lr(self.step)
         if self._batches is None or self._batches_step != self.step:
             self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)
-        # Normalise by the global batch's target tokens (from the text alone, no image decoding): the same gradient
-        # for any world size and accumulation.
-        n_tokens = sum(len(self.tok.encode(self.data.target(i))[: cfg.max_target_tokens]) - 1 for i in idx)
+        norm = self.loss_normaliser(idx)
         total = 0.0
         for a in range(self.accum):
             batch = move(next(self._batches), self.device)
             sync = a == self.accum - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync and self.world > 1 else nullcontext()
             with ctx, self.autocast:
-                loss_sum = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
-                                    batch["target_mask"], reduction="none").sum()
-                loss = loss_sum * self.world / n_tokens  # DDP averages over ranks
+                per_target = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
+                                      batch["target_mask"], reduction="none", target_counts=batch["target_counts"])
+                loss_sum = (per_target * batch["target_weights"]).sum()
+                loss = loss_sum * self.world / norm  # DDP averages over ranks
             loss.backward()
             total += loss_sum.item()
         if self.world > 1:
             t = torch.tensor([total], device=self.device)
             dist.all_reduce(t)
             total = t.item()
-        mean_loss = total / n_tokens
+        mean_loss = total / norm
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"loss is {mean_loss} at step {self.step}: stopping (lower the learning rate?)")
         self.opt.step()
@@ -333,7 +490,7 @@ class Trainer:
         return mean_loss
 
     def evaluate(self) -> None:
-        point = {"step": self.step, "samples_seen": self.samples_seen}
+        point = {"step": self.step, "samples_seen": self.samples_seen, "epoch": self.samples_seen / len(self.data)}
         for split, ev in self.evaluators.items():
             with self.autocast:
                 scores, _ = ev(self.model, self.device)
@@ -351,11 +508,14 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> str:
         cfg = self.cfg
-        self.maybe_resume()
+        if self.rank == 0:
+            self.inputs = self.input_digests()
+        notes = self.maybe_resume()
         self.attempts.append({"start_step": self.step, "started_at": _now(), "status": "running",
-                              "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
-        interval = cfg.eval.interval or self.total_steps
-        ckpt_every = cfg.checkpoint_every or interval
+                              "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                              **notes})
+        eval_at = set(eval_steps(cfg.schedule.kind, self.total_steps, cfg.eval.interval, len(self.data),
+                                 cfg.total_batch_size))
         log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
                  "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
                  cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
@@ -375,9 +535,10 @@ class Trainer:
                 log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
                          loss, self.schedule.lr(self.step - 1), rate, eta)
                 t_last, s_last = now, self.step
-            if self.step % interval == 0 or self.step == self.total_steps:
+            if self.step in eval_at:
                 self.evaluate()
-            if self.step % ckpt_every == 0 and self.step < self.total_steps:
+            due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else self.step in eval_at
+            if due and self.step < self.total_steps:
                 self.save_checkpoint()
         return "success"
 
@@ -429,6 +590,7 @@ class Trainer:
             "error": error,
             "config": cfg.to_dict(),
             "config_digest": cfg.digest(),
+            "inputs": self.inputs,
             "git": git_state(),
             "environment": environment(),
             "world_size": self.world,
@@ -436,6 +598,11 @@ class Trainer:
             "trainable_params": getattr(self, "n_trainable", None),
             "total_params": getattr(self, "n_total", None),
             "closed_form_params": self.method.closed_form_count(self.model.config) if hasattr(self, "method") else None,
+            "method_info": self.method.record_info() if hasattr(self, "method") else None,
+            # What remains trainable once training-only structure is merged away (prefix-tuning: the prefix tensors
+            # without the reparametrising MLP); the same as trainable_params for every other method.
+            "merged_params": (self.method.merged_count(self.model.config) if hasattr(self.method, "merged_count")
+                              else getattr(self, "n_trainable", None)) if hasattr(self, "method") else None,
             "data_size": len(self.data) if hasattr(self, "data") else None,
             "total_steps": getattr(self, "total_steps", None),
             "steps_done": getattr(self, "step", 0),
@@ -477,13 +644,17 @@ def main(argv: list[str] | None = None) -> int:
     fmt = f"%(asctime)s [rank {trainer.rank}] %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
-    def on_signal(signum, _frame):
-        trainer.stop_signal = signal.Signals(signum).name
-        log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGUSR1, on_signal)
+    install_signal_handlers(trainer)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    # One training per run directory: rank 0 holds the lock until it exits (the kernel releases it after a crash).
+    # A second start touches nothing of the first's (no log, no status).
+    lock = RunLock(cfg.out_dir)
+    if trainer.rank == 0:
+        try:
+            lock.acquire()
+        except RunLockedError as e:
+            log.error("%s", e)
+            return 1
     # The run's own log, appended across attempts: Snakemake replaces the rule's log file at each attempt, and the
     # story of a preempted or killed attempt must survive its retry.
     file_log = logging.FileHandler(Path(cfg.out_dir) / "train.log", mode="a")
@@ -495,6 +666,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         logging.getLogger().removeHandler(file_log)
         file_log.close()
+        lock.release()
+
+
+def install_signal_handlers(trainer: Trainer) -> None:
+    """SIGTERM/SIGUSR1 (SLURM) and SIGINT (Ctrl-C) ask the run to checkpoint and exit at the next step boundary; a
+    second SIGINT interrupts at once (the run then records a failure)."""
+
+    def on_signal(signum, _frame):
+        trainer.stop_signal = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(signum, on_signal)
 
 
 def _run(trainer: Trainer) -> int:
@@ -507,11 +693,12 @@ def _run(trainer: Trainer) -> int:
 
             trainer.method.merge(trainer.model)
             save_weights(trainer.model, cfg.save_model)
+            record_digest(cfg.save_model)  # the runs starting from these weights read their digest from the sidecar
         elif status == "success" and trainer.rank == 0:
             trainer.method.merge(trainer.model)
             trainer.method.save(trainer.model, Path(cfg.out_dir) / "trained.safetensors")
         trainer.finalize(status)
-    except Exception as e:  # a failed run leaves a record saying why, then fails the job
+    except (Exception, KeyboardInterrupt) as e:  # a failed run leaves a record saying why, then fails the job
         log.error("run failed: %s", e)
         trainer.finalize("failed", f"{type(e).__name__}: {e}")
         raise

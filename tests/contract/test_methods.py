@@ -304,6 +304,29 @@ def test_lora_unmerge_restores_the_weights() -> None:
         torch.testing.assert_close(p, before[n], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("rank", [2, 32])
+def test_lora_update_is_eq_13_unless_alpha_is_given(rank: int) -> None:
+    """The study's eq. 13: W_q + B A with no alpha/r factor, at every rank; Hu et al.'s alpha/r on request."""
+    from vlpeft.methods.lora import LoRALinear
+
+    torch.manual_seed(0)
+    base = nn.Linear(16, 16)
+    x = torch.randn(3, 16)
+    for alpha, scaling in ((None, 1.0), (16.0, 16.0 / rank)):
+        lora = LoRALinear(copy.deepcopy(base), rank, alpha)
+        nn.init.normal_(lora.lora_B.weight)
+        with torch.no_grad():
+            expected = base(x) + scaling * x @ (lora.lora_B.weight @ lora.lora_A.weight).T
+            torch.testing.assert_close(lora(x), expected, rtol=1e-5, atol=1e-5)
+    assert build_method("lora", size=rank).record_info() == {"scaling": 1.0,
+                                                              "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}
+    assert build_method("lora", size=rank, alpha=16.0).record_info()["scaling"] == 16.0 / rank
+    model, _ = attached("lora", {"size": rank})
+    assert {m.scaling for m in model.modules() if isinstance(m, LoRALinear)} == {1.0}
+    with pytest.raises(ValueError, match="alpha must be a positive number or null"):
+        build_method("lora", size=rank, alpha=0.0)
+
+
 # -- save / load ------------------------------------------------------------------------------------------------
 @cases
 def test_save_load_roundtrip(name: str, options: dict, tmp_path) -> None:

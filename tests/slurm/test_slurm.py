@@ -4,8 +4,8 @@ start_cluster.sh brings up munge, mariadb + slurmdbd, slurmctld and slurmd with 
 the whole mini study (tests/workflow/configs/tiny.yaml) with ``--profile tests/slurm/profile`` (the executor
 plugin, real ``sbatch``, ``sacct`` status checks). Each training run is one SLURM job with 2 GPUs running
 ``torchrun --nproc_per_node 2`` (two CPU processes over gloo). Checked afterwards: the run's tables, figures and
-report; in the accounting database every job COMPLETED and each training job had gres/gpu=2; each training log
-reports 2 processes. A second test runs one long training run under a 1-minute SLURM time limit: SLURM's SIGTERM
+report; in the accounting database every job COMPLETED and each training job had gres/gpu=2 on one node (sbatch
+received --nodes=1); each training log reports 2 processes. A second test runs one long training run under a 1-minute SLURM time limit: SLURM's SIGTERM
 makes the ranks checkpoint, Snakemake's retry resumes from that checkpoint, and the run record lists the attempts.
 The cluster is stopped in the fixture's teardown.
 
@@ -182,10 +182,10 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     # Accounting: every job of this run COMPLETED; one 2-GPU job per training run; local rules stayed local.
     sacct = subprocess.run(
         ["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "--name", run_uuid,
-         "-o", "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300,SubmitLine%5000"],
+         "-o", "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300,NNodes,SubmitLine%5000"],
         check=False, env=env, capture_output=True, text=True, timeout=60)
     assert sacct.returncode == 0, f"sacct failed: {sacct.stderr}"
-    jobs = [dict(zip(["id", "state", "exit", "elapsed", "tres", "comment", "submit"], line.split("|", 6)))
+    jobs = [dict(zip(["id", "state", "exit", "elapsed", "tres", "comment", "nodes", "submit"], line.split("|", 7)))
             for line in sacct.stdout.splitlines() if line.strip()]
     print("sacct:\n" + "\n".join(" ".join(list(j.values())[:6]) for j in jobs))
     assert jobs, f"sacct shows no jobs named {run_uuid}"
@@ -202,6 +202,9 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
                 f"training job {j['id']} ({run_id}) did not get {GPUS_PER_TRAINING_JOB} GPUs: {j['tres']}")
             # The profile's early-warning signal (slurm_extra) reached sbatch.
             assert "--signal=TERM@300" in j["submit"].split(), f"training job {j['id']}: {j['submit'][:500]}"
+            # One node per training job (torchrun --standalone): the profile's nodes: 1 reached sbatch.
+            assert "--nodes=1" in j["submit"].split() and j["nodes"] == "1", (
+                f"training job {j['id']} not pinned to one node ({j['nodes']} nodes): {j['submit'][:500]}")
     slurm_rules = {re.sub(r"^rule_|_wildcards_.*$", "", c) for c in by_comment}
     assert "train_run" in slurm_rules
     assert not slurm_rules & LOCAL_RULES, f"local rules submitted to SLURM: {slurm_rules & LOCAL_RULES}"

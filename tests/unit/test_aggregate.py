@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -36,10 +37,11 @@ def _scores(task: str, value: float) -> dict:
 def _record(run: Run, i: int, status: str = "success") -> dict:
     """A record like ``train.py``'s ``finalize`` writes: the best validation score is at step 2, not the last one."""
     base = 10.0 + i
+    n = 40 if run.ratio == 1.0 else 20
     curve = [
-        {"step": 0, "samples_seen": 0, "val": _scores(run.task, base), "test": _scores(run.task, base - 1)},
-        {"step": 2, "samples_seen": 16, "val": _scores(run.task, base + 5), "test": _scores(run.task, base + 4)},
-        {"step": 4, "samples_seen": 32, "val": _scores(run.task, base + 1), "test": _scores(run.task, base + 3)},
+        {"step": s, "samples_seen": 8 * s, "epoch": 8 * s / n, "val": _scores(run.task, base + dv),
+         "test": _scores(run.task, base + dt)}
+        for s, dv, dt in ((0, 0, -1), (2, 5, 4), (4, 1, 3))
     ]
     if i == NO_TEST_AT_START:
         del curve[0]["test"]
@@ -48,8 +50,10 @@ def _record(run: Run, i: int, status: str = "success") -> dict:
         "status": status,
         "error": None if status == "success" else "RuntimeError: boom",
         "trainable_params": 1000 * (i + 1),
+        "merged_params": 500 * (i + 1),
         "total_params": 5_000_000,
-        "data_size": 40 if run.ratio == 1.0 else 20,
+        "config": {"schedule": {"kind": "steps" if run.task == "coco" else "epochs"}},
+        "data_size": n,
         "samples_seen": 32,
         "curve": curve,
         "best": {"step": 2, "val": base + 5, "test": base + 4, "metric": METRIC[run.task]},
@@ -106,7 +110,9 @@ def test_successful_rows(runs: list[Run], aggregated) -> None:
         assert row["metric"] == METRIC[run.task]
         assert (row["best_val"], row["best_step"], row["test_at_best_val"]) == (base + 5, 2, base + 4)
         assert row["final_val"] == base + 1  # the last evaluation, not the best one
+        assert row["paper_metric"] == (base + 4 if run.task == "coco" else base + 5)
         assert (row["trainable_params"], row["total_params"]) == (1000 * (i + 1), 5_000_000)
+        assert row["trainable_params_merged"] == 500 * (i + 1)
         assert (row["data_size"], row["samples_seen"]) == (40 if run.ratio == 1.0 else 20, 32)
         assert (row["gpu_hours"], row["wall_time_s"]) == (0.0, 60.0 + i)
 
@@ -115,13 +121,36 @@ def test_unsuccessful_rows_have_no_metrics(runs: list[Run], aggregated) -> None:
     table, _ = aggregated
     for i in (FAILED, PREEMPTED):
         row = table.iloc[i]
-        for col in ("best_val", "best_step", "test_at_best_val", "final_val"):
+        for col in ("paper_metric", "best_val", "best_step", "test_at_best_val", "final_val"):
             assert math.isnan(row[col]), (i, col)
         assert row["trainable_params"] == 1000 * (i + 1)  # cost columns are kept from the status file
     row = table.iloc[MISSING]
     assert row["run_id"] == runs[MISSING].run_id and row["metric"] == "CIDEr"
     for col in ("trainable_params", "total_params", "data_size", "best_val", "final_val", "wall_time_s"):
         assert math.isnan(row[col]), col
+
+
+@pytest.mark.parametrize("task", ["coco", "vqa"])
+def test_metric_columns_when_best_val_and_best_test_steps_differ(task: str) -> None:
+    """Validation peaks at step 2, test at step 6: ``best_val`` and ``test_at_best_val`` come from step 2,
+    ``paper_metric`` is COCO's best test score (step 6) and VQAv2's best validation score (step 2)."""
+    run = Run(task, "lora", 2, 1.0, False, 0)
+    metric = METRIC[task]
+    val, test = [10.0, 15.0, 12.0, 11.0], [9.0, 11.0, 13.0, 14.0]
+    curve = [{"step": 2 * k, "val": {metric: v}, "test": {metric: t}} for k, (v, t) in enumerate(zip(val, test))]
+    record = {"curve": curve, "best": {"step": 2, "val": 15.0, "test": 11.0, "metric": metric},
+              "config": {"schedule": {"kind": "steps"}}}
+    row = aggregate.run_row(run, record, "success")
+    assert (row["best_val"], row["best_step"], row["test_at_best_val"], row["final_val"]) == (15.0, 2, 11.0, 11.0)
+    assert row["paper_metric"] == (14.0 if task == "coco" else 15.0)
+    # Without test evaluations COCO has no paper metric (VQAv2's needs none).
+    no_test = {**record, "curve": [{k: v for k, v in p.items() if k != "test"} for p in curve]}
+    paper = aggregate.run_row(run, no_test, "success")["paper_metric"]
+    assert math.isnan(paper) if task == "coco" else paper == 15.0
+
+
+def run_size(run: Run) -> int:
+    return 40 if run.ratio == 1.0 else 20
 
 
 def test_curves_rows_for_val_and_test(runs: list[Run], aggregated) -> None:
@@ -137,6 +166,8 @@ def test_curves_rows_for_val_and_test(runs: list[Run], aggregated) -> None:
         val = mine.loc[mine["split"] == "val"]
         test = mine.loc[mine["split"] == "test"]
         assert val["step"].tolist() == [0, 2, 4]
+        assert val["epoch"].tolist() == [0.0, 16 / run_size(run), 32 / run_size(run)]
+        assert set(mine["schedule"]) == {"steps" if run.task == "coco" else "epochs"}
         assert val["value"].tolist() == [base, base + 5, base + 1]
         if i == NO_TEST_AT_START:
             assert test["step"].tolist() == [2, 4]
@@ -184,6 +215,22 @@ def test_status_file_without_status_counts_as_failed(runs: list[Run], tmp_path: 
     (d / "status.json").write_text(json.dumps({"error": "killed"}))
     record, status = aggregate.read_status(d)
     assert (record, status) == ({"error": "killed"}, "failed")
+
+
+@pytest.mark.parametrize("name", ["record.json", "status.json"])
+def test_a_truncated_record_names_the_file_and_what_to_do(runs: list[Run], tmp_path: Path, name: str) -> None:
+    """One damaged record among hundreds: the error says which one (not a bare JSONDecodeError)."""
+    for run in runs[:3]:
+        (tmp_path / run.dir).mkdir(parents=True)
+        (tmp_path / run.dir / "status.json").write_text(json.dumps(_record(run, 0)))
+    path = tmp_path / runs[1].dir / name
+    path.write_text(json.dumps(_record(runs[1], 0))[:40])
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not valid JSON") + ".*delete it .* rerun that run"):
+        aggregate.aggregate(runs, tmp_path)
+    baseline = tmp_path / "coco.json"
+    baseline.write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape(f"{baseline} is not valid JSON") + ".*rerun evaluate_baseline"):
+        aggregate.baseline_table([baseline])
 
 
 def test_baseline_table(tmp_path: Path) -> None:
@@ -239,6 +286,7 @@ def test_command_line_refuses_duplicate_seeds(tmp_path: Path) -> None:
     config["seeds"] = [0, 1, 0]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueError, match=r"^seeds: duplicate values \[0, 1, 0\]$"):
+    # (the schema's uniqueItems says it first, naming the file and the key)
+    with pytest.raises(ValueError, match=r"config\.yaml: seeds: \[0, 1, 0\] has non-unique elements$"):
         aggregate.main(["--config", str(path), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -274,6 +275,15 @@ def test_pickle_that_would_run_code_is_refused_without_running(tmp_path: Path):
     with pytest.raises(ValueError, match="not a plain checkpoint"):
         load_official(MPlug(TINY), path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["mplug_base.pth", "w.safetensors"])
+def test_damaged_checkpoint_names_the_file_and_what_to_do(tmp_path: Path, name: str):
+    path = tmp_path / name
+    for content in (b"", b"PK\x03\x04\x14\x00 cut short", b"\x10\x00\x00\x00\x00\x00\x00\x00{"):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*Delete it and download it again"):
+            load_official_state_dict(path)
 
 
 def test_state_dict_locations(tmp_path: Path):

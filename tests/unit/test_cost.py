@@ -12,6 +12,7 @@ import yaml
 from vlpeft import cost
 from vlpeft.grid import expand
 from vlpeft.model.config import preset
+from vlpeft.schedule import eval_steps
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = preset("tiny", vocab_size=96)
@@ -65,7 +66,7 @@ def test_samples_and_store_use_of_the_paper_runs(paper):
     vqa = rows["vqa/lora/size8_ratio1/seed0"]
     steps = -(-10 * 605_100 // 256)
     assert vqa.train_samples == steps * 256
-    assert vqa.eval_samples == (steps // 2000 + 1) * (26_700 + 26_300)
+    assert vqa.eval_samples == 10 * (26_700 + 26_300)  # every epoch end (10 epochs)
     assert coco.store and vqa.store
     full = rows["coco/full/sizeall_ratio1/seed0"]
     assert not full.store and full.train_flops_per_sample == full.train_flops_per_sample_store
@@ -143,9 +144,9 @@ def test_job_minutes_from_the_written_predictions(tmp_path, paper):
 
 
 def test_evaluations_and_cost_inputs(paper):
-    assert cost.evaluations(4000, 500) == 8
-    assert cost.evaluations(23637, 2000) == 12
-    assert cost.evaluations(60, 0) == 1
+    assert len(eval_steps("steps", 4000, 500)) == 8
+    assert len(eval_steps("epochs", 23637, 0, 605_100, 256)) == 10
+    assert len(eval_steps("steps", 60, 0)) == 1
     stripped = cost.cost_inputs(paper)
     assert {m["coco"]["lr"] for m in stripped["methods"].values()} == {1.0}
     assert paper["methods"]["lora"]["coco"]["lr"] != 1.0  # the study config itself is untouched

@@ -7,6 +7,7 @@ import io
 import itertools
 import logging
 import random
+import re
 import tarfile
 import threading
 import time
@@ -442,3 +443,31 @@ def test_unpack_rejects_non_archive(tmp_path: Path) -> None:
     junk.write_bytes(b"not an archive")
     with pytest.raises(UnpackError, match="neither"):
         unpack(junk, tmp_path / "out")
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+@pytest.mark.parametrize("planted", ["train2014", "train2014/COCO_train2014_000000000003.jpg"])
+def test_unpack_never_writes_through_a_symlink_already_in_the_destination(tmp_path: Path, kind: str,
+                                                                          planted: str) -> None:
+    """A link planted inside the destination (a directory or a file the archive holds) would make extraction write
+    outside it: refused before anything is written."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "COCO_train2014_000000000003.jpg").write_bytes(b"precious")
+    dest = tmp_path / "coco"
+    (dest / "train2014").mkdir(parents=True)
+    if planted == "train2014":
+        (dest / "train2014").rmdir()
+        (dest / "train2014").symlink_to(outside)
+    else:
+        (dest / planted).symlink_to(outside / "COCO_train2014_000000000003.jpg")
+    if kind == "zip":
+        archive = _make_zip(tmp_path / "train2014.zip", IMAGES)
+    else:
+        infos = [tarfile.TarInfo(name) for name in IMAGES]
+        archive = _make_tar(tmp_path / "train2014.tar.gz", infos, IMAGES)
+    with pytest.raises(UnpackError, match=re.escape(f"{dest / planted} is a symbolic link (to {outside}")):
+        unpack(archive, dest, expected_files=6)
+    assert sorted(p.name for p in outside.iterdir()) == ["COCO_train2014_000000000003.jpg"]
+    assert (outside / "COCO_train2014_000000000003.jpg").read_bytes() == b"precious"
+    assert not (dest / f".unpacked-{archive.name}").exists()

@@ -156,16 +156,23 @@ def test_resolve_method_options(paper: dict) -> None:
     runs = grid.expand(paper)
     targets = ["text_encoder", "fusion_encoder", "text_decoder"]
     lora = grid.resolve(paper, _find(runs, task="coco", method="lora", size=8, ratio=0.1, classifier=True))
-    assert lora["method_options"] == {"alpha": 16.0, "size": 8, "classifier": True, "targets": targets}
+    assert lora["method_options"] == {"alpha": None, "size": 8, "classifier": True, "targets": targets}
     prefix = grid.resolve(paper, _find(runs, task="vqa", method="prefix", size=128, ratio=0.4, classifier=False))
     assert prefix["method_options"] == {"reparam_hidden": 512, "size": 128, "classifier": False, "targets": targets}
     full = grid.resolve(paper, _find(runs, task="coco", method="full", ratio=1.0))
     assert full["method_options"] == {}
-    assert paper["methods"]["lora"]["options"] == {"alpha": 16.0}  # not mutated by resolve
+    # Full fine-tuning as mPLUG fine-tunes: the task's rate on the text side, lr2 = 5e-6 for the ViT.
+    assert (full["lr"], full["part_lr"]) == (1e-5, {"visual_encoder": 5e-6})
+    full_vqa = grid.resolve(paper, _find(runs, task="vqa", method="full", ratio=1.0))
+    assert (full_vqa["lr"], full_vqa["part_lr"]) == (3e-5, {"visual_encoder": 5e-6})
+    assert lora["part_lr"] == {} and lora["lr"] == 5e-6
+    assert paper["methods"]["lora"]["options"] == {"alpha": None}  # not mutated by resolve
 
 
 def test_resolve_targets_come_from_the_config(config: dict) -> None:
     config["targets"] = ["visual_encoder", "text_decoder"]
+    for method in ("prompt", "prefix", "parallel_adapter"):  # text-side methods: they refuse the ViT (tested below)
+        del config["methods"][method]
     run = _find(grid.expand(config), task="vqa", method="lora", size=2, ratio=0.1, classifier=False)
     assert grid.resolve(config, run)["method_options"]["targets"] == ["visual_encoder", "text_decoder"]
 
@@ -270,6 +277,75 @@ def test_check_config_errors_name_the_key_path(config: dict, mutate, message: st
         grid.expand(config)
 
 
+# Configs that passed validation and then failed every run (or silently lost runs) before issue 15.
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set("tasks.coco.eval.metrics", ["BLEU-4", "ROUGE-L"]),
+         "tasks.coco.eval.metrics: must include CIDEr, the task's primary metric"),
+        (_set("tasks.vqa.eval.metrics", ["CIDEr"]), "tasks.vqa.eval.metrics: VQA is scored by its accuracy alone"),
+        (_set("tasks.coco.eval.splits", ["test"]), "tasks.coco.eval.splits: must include 'val'"),
+        (_set("tasks.coco.ratios", [0.1234561, 0.1234562]),
+         "tasks.coco.ratios[0]: 0.1234561 is not what its run path ratio0.123456 reads back"),
+        (_set("prompts.vqa_prompt", "Question: {question} ({answer_type}) Answer: "),
+         "prompts.vqa_prompt: unknown field(s) ['answer_type']"),
+        (_set("prompts.vqa_prompt", "Question: {question} {} Answer: "), "prompts.vqa_prompt: unknown field(s) ['']"),
+        (_set("prompts.vqa_prompt", "Question: {question"), "prompts.vqa_prompt: 'Question: {question' is not a valid"),
+        (_set("seeds", [0, 2**32]), "seeds[1]: a seed must be an integer in 0..4294967295, got 4294967296"),
+        (_set("seeds", [-1]), "seeds[0]: a seed must be an integer in 0..4294967295, got -1"),
+        (_set("train.per_device_batch_size", 48),
+         "train.total_batch_size: 256 is not a multiple of per_device_batch_size 48"),
+        (_set("methods.lora.options", {"alpah": 16.0}), "methods.lora: unknown option(s) ['alpah'] for method 'lora'"),
+        (_set("methods.prefix.options", {"reparam_hidden": 0}), "methods.prefix: reparam_hidden must be positive"),
+        (_set("targets", ["visual_encoder", "text_decoder"]),
+         "methods.prompt: method 'prompt' does not support target(s) ['visual_encoder']"),
+        (_drop("tasks.coco.schedule.steps"),
+         "tasks.coco.schedule.steps: a schedule of kind 'steps' needs steps > 0, got None"),
+        (_drop("tasks.vqa.schedule.epochs"),
+         "tasks.vqa.schedule.epochs: a schedule of kind 'epochs' needs epochs > 0, got None"),
+        (_set("tasks.coco.eval.min_new_tokens", 30), "tasks.coco.eval.min_new_tokens: 30 is more than max_new_tokens"),
+        (_set("tasks.coco.eval.max_items", 1), "tasks.coco.eval.max_items: CIDEr needs at least 2 images, got 1"),
+        (_drop("model.pretrain"), None),  # only needed with init: pretrain (next case)
+    ],
+)
+def test_configs_that_would_fail_every_run_are_refused_naming_the_key(config: dict, mutate, message) -> None:
+    mutate(config)
+    if message is None:
+        grid.check_config(config)
+        config["model"]["init"] = "pretrain"
+        message = "model.pretrain: init 'pretrain' needs ['steps', 'lr', 'total_batch_size', 'per_device_batch_size']"
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        grid.check_config(config)
+
+
+def test_total_batch_must_split_over_the_profiles_processes(config: dict) -> None:
+    grid.check_config(config, train_processes=4)  # 256 = 4 x 64
+    with pytest.raises(ValueError, match=re.escape(
+            "train.total_batch_size: 256 is not a multiple of 3 processes x per_device_batch_size 64 (processes per "
+            "training job: the gpu resource the profile sets for train_run)")):
+        grid.check_config(config, train_processes=3)
+    tiny = _load("tiny")  # pre-training: 32 = 1 x 32, not 2 x 32
+    with pytest.raises(ValueError, match=r"^model\.pretrain\.total_batch_size: 32 is not a multiple of 2 processes"):
+        grid.check_config(tiny, pretrain_processes=2)
+
+
+def test_grid_command_checks_the_config_like_the_workflow(config: dict, tmp_path: Path, capsys) -> None:
+    from vlpeft.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["grid", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.split()[-1] == "810"
+    for mutate, message in ((_set("methods.lora.options", {"alpah": 16.0}), "methods.lora: unknown option(s)"),
+                            (_set("train.total_batch_size", "256"), "train.total_batch_size: '256' is not of type"),
+                            (_set("seeds", [2**32]), "seeds.0: 4294967296 is greater than the maximum")):
+        bad = copy.deepcopy(config)
+        mutate(bad)
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+            main(["grid", "--config", str(path)])
+
+
 def test_check_config_accepts_the_shipped_configs() -> None:
     for name in CONFIGS:
         grid.check_config(_load(name))
@@ -335,6 +411,43 @@ def test_run_config_digest(run_config: RunConfig, field: str, value, changes: bo
     assert other != run_config
     assert (other.digest() != run_config.digest()) is changes
     assert re.fullmatch(r"[0-9a-f]{16}", other.digest())
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(total_batch_size="256"), "total_batch_size: expected an integer, got '256'"),
+        (lambda d: d.update(lr="3e-4"), "lr: expected a number, got '3e-4'"),
+        (lambda d: d.update(seed=True), "seed: expected an integer, got True"),
+        (lambda d: d.update(method_options=["size", 8]), "method_options: expected a mapping, got ['size', 8]"),
+        (lambda d: d["schedule"].update(epochs="10"), "schedule.epochs: expected a number or null, got '10'"),
+        (lambda d: d["schedule"].update(kind="steps"), "schedule.steps: a schedule of kind 'steps' needs steps > 0"),
+        (lambda d: d["schedule"].update(warmup="x"), "unknown run config key(s): ['schedule.warmup']"),
+        (lambda d: d["eval"].update(max_new_tokens="10"), "eval.max_new_tokens: expected an integer, got '10'"),
+        (lambda d: d["eval"].update(splits="val"), "eval.splits: expected a list of strings, got 'val'"),
+        (lambda d: d["eval"].update(splits=["test"]), "eval.splits: must include 'val'"),
+        (lambda d: d["eval"].update(min_new_tokens=11), "eval.min_new_tokens: 11 is more than max_new_tokens 10"),
+        (lambda d: d.update(per_device_batch_size=48), "total_batch_size: 256 is not a multiple of per_device_batch"),
+        (lambda d: d.update(seed=2**32), "seed: a seed must be an integer in 0..4294967295"),
+        (lambda d: d["prompts"].update(vqa_prompt="{question} {image}"), "prompts.vqa_prompt: unknown field(s)"),
+        (lambda d: d.pop("lr"), "run config lacks the key(s) ['lr']"),
+    ],
+)
+def test_run_config_given_directly_names_the_bad_key(run_config: RunConfig, tmp_path: Path, edit, message) -> None:
+    """``python -m vlpeft.train --config X`` checks what the grid checks, naming the key (and the file)."""
+    from vlpeft.train import main
+
+    d = run_config.to_dict()
+    edit(d)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        RunConfig.from_dict(d)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: {message}")):
+        main(["--config", str(path)])
+    path.write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        RunConfig.load(path)
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,19 @@ def test_cache_round_trip_equals_direct_decoding(image_root: Path, tmp_path: Pat
         cached.get("val2014/zzz.jpg")
 
 
+def test_damaged_cache_or_index_names_the_file_and_what_to_do(image_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"images_{S}.npy"
+    build_cache(image_root, PATHS, S, out)
+    index = Path(str(out) + ".index.json")
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match=f"image cache {out} cannot be read .*rerun cache_images"):
+        ImageStore(image_root, S, cache=out)
+    index.write_text('{"size": 8, "paths": ["tr')
+    with pytest.raises(ValueError, match=f"{index} is not valid JSON .*rerun cache_images"):
+        ImageStore(image_root, S, cache=out)
+
+
 def test_cache_of_another_size_is_refused(image_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "images_16.npy"
     build_cache(image_root, PATHS, 16, out)
@@ -206,7 +219,7 @@ def test_records_of_bad_images_are_dropped_from_training_and_evaluation(
     assert coco_items == [[1, 1], [1, 0]]
     assert val == [vqa[0], vqa[2]]
     data = TrainSet("vqa", vqa, vqa_items, store, {})
-    assert [data.target(i) for i in range(len(data))] == ["three", "one"]
+    assert [data.targets(i) for i in range(len(data))] == [[("three", 1.0)], [("one", 1.0)]]
     assert all(data[i]["image"].any() for i in range(len(data)))
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == [

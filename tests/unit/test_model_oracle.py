@@ -1,6 +1,6 @@
 """Our blocks against independent implementations with the same weights: transformers' BERT and CLIP vision.
 
-transformers 5.x traps (shared/reference/environment.md): the decoder runs with ``use_cache=False`` and no cache
+transformers 5.x traps: the decoder runs with ``use_cache=False`` and no cache
 object; eager attention is requested so the reference is the plain softmax formula.
 """
 

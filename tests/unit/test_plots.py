@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,12 @@ def _run(task: str, method: str, clf: bool, size: float, ratio: float, seed: int
         "data_ratio": ratio,
         "seed": seed,
         "trainable_params": params,
+        "trainable_params_merged": params,
         "total_params": 350_000_000,
         "data_size": int(N_TRAIN[task] * ratio),
         "samples_seen": 1_024_000,
         "metric": METRIC[task],
+        "paper_metric": value + 2 if ok else math.nan,
         "best_val": value if ok else math.nan,
         "best_step": 3000 if ok else math.nan,
         "test_at_best_val": value - 1 if ok else math.nan,
@@ -94,27 +97,30 @@ def make_runs() -> pd.DataFrame:
 
 
 def make_curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Validation curves (5 points each) of every successful COCO run."""
+    """Validation and test curves (5 points each) of every successful COCO run."""
     rows = []
     ok = runs.loc[(runs["task"] == "coco") & (runs["status"] == "success")]
     for r in ok.itertuples():
         for step in range(0, 1001, 250):
-            value = r.best_val * (1 - math.exp(-(step + 50) / 300)) + 0.1 * r.seed
-            rows.append(
-                {
-                    "run_id": r.run_id,
-                    "task": r.task,
-                    "method": r.method,
-                    "classifier": r.classifier,
-                    "size": r.size,
-                    "data_ratio": r.data_ratio,
-                    "seed": r.seed,
-                    "step": step,
-                    "split": "val",
-                    "metric": r.metric,
-                    "value": value,
-                }
-            )
+            for split, best in (("val", r.best_val), ("test", r.paper_metric)):
+                value = best * (1 - math.exp(-(step + 50) / 300)) + 0.1 * r.seed
+                rows.append(
+                    {
+                        "run_id": r.run_id,
+                        "task": r.task,
+                        "method": r.method,
+                        "classifier": r.classifier,
+                        "size": r.size,
+                        "data_ratio": r.data_ratio,
+                        "seed": r.seed,
+                        "schedule": "steps",
+                        "step": step,
+                        "epoch": step / 1000,
+                        "split": split,
+                        "metric": r.metric,
+                        "value": value,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -198,6 +204,25 @@ def test_fig4_vqa(runs: pd.DataFrame) -> None:
     assert all(len(series_lines(ax)) == 6 for ax in fig.axes)
 
 
+@pytest.mark.parametrize("value", ["paper_metric", "test_at_best_val"])
+def test_figures_draw_the_metric_column_they_name(runs: pd.DataFrame, value: str) -> None:
+    ok = runs.loc[(runs["status"] == "success") & (runs["task"] == "coco")]
+    fig = fig_task_grid(runs, "coco", value=value)
+    (line,) = [x for x in series_lines(fig.axes[0]) if x.get_label() == "2"]  # prompt-tuning, p = 2, vs ratio
+    cells = ok.loc[(ok["method"] == "prompt") & ~ok["classifier"] & (ok["size"] == 2)].sort_values("data_ratio")
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), cells[value].to_numpy())
+    assert value in fig.get_suptitle()
+    assert value in fig_cost(runs, value=value).get_suptitle()
+
+
+def test_default_metric_is_the_papers(runs: pd.DataFrame) -> None:
+    """COCO: the best Karpathy-test CIDEr; VQAv2: the best validation accuracy (paper, Section IV-C)."""
+    assert "paper_metric" in tables.VALUE_COLUMNS and style.DEFAULT_VALUE == "paper_metric"
+    assert "paper_metric, the paper's: best Karpathy-test CIDEr" in fig_task_grid(runs, "coco").get_suptitle()
+    assert "paper_metric, the paper's: best validation VQA accuracy" in fig_task_grid(runs, "vqa").get_suptitle()
+    assert fig_cost(runs).get_suptitle().startswith("paper_metric: the paper's metric")
+
+
 def test_fig_task_grid_without_task_data(runs: pd.DataFrame) -> None:
     only_coco = runs.loc[runs["task"] == "coco"]
     with pytest.raises(ValueError, match="no successful vqa runs: nothing to plot"):
@@ -255,10 +280,29 @@ def test_fig_val_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
     assert not any(c.__class__.__name__ == "FillBetweenPolyCollection" for c in fig.axes[0].collections)
 
 
+def test_epoch_based_curves_are_drawn_against_epochs(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
+    vqa = curves.loc[curves["method"] == "lora"].assign(task="vqa", schedule="epochs", epoch=curves["step"] / 250 + 1)
+    fig = fig_val_curves(vqa, "lora", "vqa", value="best_val")
+    assert fig.axes[-1].get_xlabel() == "epoch"
+    assert {float(x) for line in series_lines(fig.axes[0]) for x in line.get_xdata()} == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert fig_val_curves(curves, "lora", "coco").axes[-1].get_xlabel() == "training step"
+
+
+def test_fig_val_curves_follow_the_metric_column(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
+    """By default the COCO curves are the Karpathy-test ones, whose best point is the paper_metric of Figs. 3-5;
+    ``best_val`` draws the validation curves. The title names the split and the column."""
+    for value, split in (("paper_metric", "test"), ("best_val", "val")):
+        fig = fig_val_curves(curves, "lora", "coco", runs=runs, value=value)
+        sel = curves.loc[(curves["method"] == "lora") & (curves["split"] == split) & (curves["data_ratio"] == 0.01)]
+        drawn = sorted(float(y) for line in series_lines(fig.axes[0]) for y in line.get_ydata())
+        assert drawn == pytest.approx(sorted(sel.groupby(["size", "classifier", "step"])["value"].mean()))
+        assert f"{split} CIDEr at every evaluation" in fig.get_suptitle() and value in fig.get_suptitle()
+
+
 def test_fig_val_curves_leaves_out_failed_runs_and_rejects_unknown(curves: pd.DataFrame, runs: pd.DataFrame) -> None:
     # Mark every prefix run failed: its curves must not be drawn.
     failed = runs.assign(status=np.where(runs["method"] == "prefix", "failed", runs["status"]))
-    with pytest.raises(ValueError, match="no val curves for prefix on coco"):
+    with pytest.raises(ValueError, match="no test curves for prefix on coco"):
         fig_val_curves(curves, "prefix", "coco", runs=failed)
     with pytest.raises(ValueError, match="unknown method"):
         fig_val_curves(curves, "bitfit")
@@ -323,6 +367,16 @@ def test_cli_regenerates_every_figure(
     assert list(saved) == stems
     assert len(saved["fig3"].axes) == 10 and len(saved["fig5"].axes) == 2
     assert style.METHOD_LABELS["serial_adapter"] in saved["fig9_serial_adapter"].get_suptitle()
+
+
+def test_cli_metric_option(runs: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    saved: dict[str, Figure] = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: saved.update({Path(stem).name: fig}) or [])
+    runs.loc[runs["task"] == "coco"].to_csv(tmp_path / "runs.csv", index=False)
+    assert figures.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path), "--metric",
+                         "test_at_best_val"]) == 0
+    assert list(saved) == ["fig3", "fig5", "fig5_gpu_hours"]
+    assert all("test_at_best_val" in fig.get_suptitle() for fig in saved.values())
 
 
 def test_cli_without_curves_skips_figs_6_to_10(
@@ -404,3 +458,38 @@ def test_other_schema_errors(runs: pd.DataFrame) -> None:
     # "True"/"False" text (as a CSV without dtype inference gives) is accepted.
     ok = validate_runs(runs.assign(classifier=runs["classifier"].map(str)))
     assert ok["classifier"].sum() == runs["classifier"].sum()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe\x9c binary \x00", b"\n\n"], ids=["empty", "binary", "blank"])
+@pytest.mark.parametrize("loader", [load_runs, load_curves, load_baseline])
+def test_unreadable_table_names_the_file_and_what_to_do(tmp_path: Path, content: bytes, loader) -> None:
+    path = tmp_path / "table.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*rerun the aggregation"):
+        loader(path)
+
+
+@pytest.mark.parametrize(
+    ("task", "column", "value"),
+    [("coco", "best_val", -3.5), ("coco", "test_at_best_val", 1000.5), ("vqa", "best_val", 100.01),
+     ("vqa", "final_val", -0.1), ("vqa", "test_at_best_val", math.inf)],
+)
+def test_impossible_metric_values_are_refused(runs: pd.DataFrame, curves: pd.DataFrame, baseline: pd.DataFrame,
+                                              task: str, column: str, value: float) -> None:
+    metric = METRIC[task]
+    bad = runs.copy()
+    i = bad.index[(bad["task"] == task) & (bad["status"] == "success")][0]
+    bad.loc[i, column] = value
+    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column {column!r}") +
+                       f".*{re.escape(repr(bad.loc[i, 'run_id']))}"):
+        validate_runs(bad)
+    bad = curves.copy()  # (COCO curves only; a point of another task's curve is refused just the same)
+    bad.loc[0, ["task", "metric", "value"]] = [task, metric, value]
+    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column 'value'")):
+        tables.validate_curves(bad)
+    bad = baseline.copy()
+    bad.loc[bad.index[bad["task"] == task][0], "value"] = value
+    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column 'value'")):
+        tables.validate_baseline(bad)
+    for df, check in ((runs, validate_runs), (curves, tables.validate_curves), (baseline, tables.validate_baseline)):
+        check(df)  # the real-looking tables pass

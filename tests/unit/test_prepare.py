@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -264,6 +265,88 @@ def test_jsonl_round_trip_and_missing_file(tmp_path: Path) -> None:
     assert len(path.read_text().splitlines()) == 2
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.jsonl"))):
         prepare.read_jsonl(tmp_path / "none.jsonl")
+
+
+# -- inputs that would train on wrong or no data ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["images"][4].update(cocoid=d["images"][1]["cocoid"]),
+         "images[4] repeats the cocoid {cocoid} of images[1]; image ids must be unique"),
+        (lambda d: d["images"][1]["sentences"][2].update(raw=["a", "list"]),
+         "images[1].sentences[2] (cocoid {cocoid}): the caption is not a string: ['a', 'list']"),
+        (lambda d: d["images"][1]["sentences"][0].update(raw=None),
+         "images[1].sentences[0] (cocoid {cocoid}): the caption is not a string: None"),
+    ],
+)
+def test_duplicate_image_ids_and_non_string_captions_are_refused(copy: Path, tmp_path: Path, mutate,
+                                                                 message: str) -> None:
+    path = copy / "dataset_coco.json"
+    data = json.loads(path.read_text())
+    cocoid = data["images"][1]["cocoid"]
+    mutate(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: {message.format(cocoid=cocoid)}")):
+        stages.prepare_captions(path, _outs(tmp_path, "coco"))
+    assert not (tmp_path / "coco").exists()
+
+
+@pytest.mark.parametrize("kind", ["questions", "annotations"])
+def test_duplicate_question_ids_are_refused_naming_both_places(copy: Path, tmp_path: Path, kind: str) -> None:
+    files = _qfiles(copy) if kind == "questions" else _afiles(copy)
+    data = json.loads(files[1].read_text())
+    first = json.loads(files[0].read_text())[kind][2]
+    data[kind][1]["question_id"] = first["question_id"]  # the val file repeats a train question's id
+    files[1].write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{files[1]}: {kind}[1] repeats question_id {first['question_id']} (first in {files[0]} {kind}[2])")):
+        stages.prepare_vqa(copy / "dataset_coco.json", _qfiles(copy), _afiles(copy), _outs(tmp_path, "vqa"))
+
+
+def test_non_string_questions_and_answers_are_refused(copy: Path, tmp_path: Path) -> None:
+    for kind, files, mutate, message in (
+            ("questions", _qfiles(copy), lambda q: q.update(question=7), "the question is not a string: 7"),
+            ("annotations", _afiles(copy), lambda a: a["answers"][3].update(answer=2), "an answer is not a string: 2")):
+        original = files[0].read_text()
+        data = json.loads(original)
+        mutate(data[kind][0])
+        files[0].write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=re.escape(f"{files[0]}: {kind}[0] (question_id ") + ".*" +
+                           re.escape(message)):
+            stages.prepare_vqa(copy / "dataset_coco.json", _qfiles(copy), _afiles(copy), _outs(tmp_path, "vqa"))
+        files[0].write_text(original)
+
+
+def test_an_empty_split_is_refused_naming_it(copy: Path, tmp_path: Path) -> None:
+    path = copy / "dataset_coco.json"
+    data = json.loads(path.read_text())
+    data["images"] = [img for img in data["images"] if img["split"] != "val"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape("COCO Caption (Karpathy) images: split(s) ['val'] have no records; "
+                                                   f"{path} assigns nothing to them")):
+        stages.prepare_captions(path, _outs(tmp_path, "coco"))
+    with pytest.raises(ValueError, match=re.escape("VQAv2 QA pairs: split(s) ['val'] have no records")):
+        stages.prepare_vqa(path, _qfiles(copy), _afiles(copy), _outs(tmp_path, "vqa"))
+    assert not (tmp_path / "coco").exists() and not (tmp_path / "vqa").exists()
+
+
+@pytest.mark.parametrize("tail", [b'{"a": 2, "b": [', b"\xff\xfe\x00"], ids=["truncated", "binary"])
+def test_unreadable_jsonl_names_the_file_the_line_and_what_to_do(tmp_path: Path, tail: bytes) -> None:
+    path = tmp_path / "train.jsonl"
+    prepare.write_jsonl([{"a": 1}], path)
+    path.write_bytes(path.read_bytes() + tail)
+    with pytest.raises(ValueError, match=re.escape(f"{path}, line 2: not a JSON record") +
+                       ".*delete it and rerun the stage that wrote it"):
+        prepare.read_jsonl(path)
+
+
+def test_written_records_carry_their_content_digest(tmp_path: Path) -> None:
+    from vlpeft.files import content_digest, sidecar_path
+
+    path = tmp_path / "r.jsonl"
+    prepare.write_jsonl([{"a": 1}], path)
+    entry = json.loads(sidecar_path(path).read_text())
+    assert entry["sha256"] == content_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- pre-training corpus ---------------------------------------------------------------------------------------------

@@ -59,10 +59,12 @@ def make_runs(
                 "data_ratio": ratio,
                 "seed": seed,
                 "trainable_params": params + (23_000_000 if clf else 0),
+                "trainable_params_merged": params + (23_000_000 if clf else 0),
                 "total_params": 350_000_000,
                 "data_size": int(N_TRAIN[task] * ratio),
                 "samples_seen": 1_024_000,
                 "metric": METRIC[task],
+                "paper_metric": v,
                 "best_val": v,
                 "best_step": 1000,
                 "test_at_best_val": v,
@@ -177,7 +179,8 @@ def decreasing(task: str, method: str, si: int, ri: int, clf: bool, seed: int, b
     """Everything falls with data ratio and size; + classifier does the opposite of the paper; embedding wins."""
     layer = method in LAYER_COMPOSITION
     cls = -1.0 if (task == "vqa" or method == "prompt") else 1.0
-    return 100 - 2 * ri - si + (cls if clf else 0.0) - (20 if layer else 0) + _noise(method, si, ri, clf, task)
+    # (from 90: an accuracy above 100 is refused by the tables' validators)
+    return 90 - 2 * ri - si + (cls if clf else 0.0) - (20 if layer else 0) + _noise(method, si, ri, clf, task)
 
 
 def test_decreasing_trends_not_supported() -> None:
@@ -228,7 +231,7 @@ def test_claim3d_beats_full_with_seeds() -> None:
     )
     table = claims_table(runs, n_boot=N_BOOT, seed=0)
     assert verdict(table, "3d") == SUPPORTED
-    low = runs.assign(best_val=np.where(runs["method"] == "full", 200.0, runs["best_val"]))
+    low = runs.assign(paper_metric=np.where(runs["method"] == "full", 100.0, runs["paper_metric"]))  # (accuracy <= 100)
     assert verdict(claims_table(low, n_boot=N_BOOT, seed=0), "3d") == NOT_SUPPORTED
 
 
@@ -236,7 +239,7 @@ def test_only_successful_runs_count_and_seed_reproducible() -> None:
     runs = make_runs(paper_like, tasks=("coco",))
     broken = runs.copy()
     broken.loc[:3, "status"] = "failed"
-    broken.loc[:3, "best_val"] = np.nan
+    broken.loc[:3, ["best_val", "paper_metric"]] = np.nan
     a = claims_table(broken, n_boot=N_BOOT, seed=1)
     b = claims_table(broken, n_boot=N_BOOT, seed=1)
     pd.testing.assert_frame_equal(a, b)
@@ -246,11 +249,12 @@ def test_only_successful_runs_count_and_seed_reproducible() -> None:
 
 def test_report_markdown(paper_table: pd.DataFrame) -> None:
     runs = make_runs(paper_like, full=lambda task, ratio, seed: 118.0 if task == "coco" else 60.0)
-    runs.loc[0, ["status", "best_val"]] = ["preempted", np.nan]
-    runs.loc[1, ["status", "best_val"]] = ["missing", np.nan]
+    runs.loc[0, ["status", "best_val", "paper_metric"]] = ["preempted", np.nan, np.nan]
+    runs.loc[1, ["status", "best_val", "paper_metric"]] = ["missing", np.nan, np.nan]
     baseline = pd.DataFrame([{"task": "coco", "metric": "CIDEr", "split": "val", "value": 90.0}])
     text = claims_report(runs, baseline=baseline, n_boot=N_BOOT, seed=0)
-    assert text.startswith("# Claims report")
+    assert text.startswith("# Claims report (metric: `paper_metric`)")
+    assert "Metric column: `paper_metric` (the paper's metric: best Karpathy-test CIDEr (COCO)" in text
     for claim in report.CLAIM_TEXT:
         assert f"| {claim} |" in text
     for heading in ("## Summary", "## Claim 1", "## Claim 2", "## Claim 3", "## Claim 4", "## Runs not used (2)"):
@@ -271,3 +275,25 @@ def test_bad_input_errors() -> None:
         claims_report(runs.drop(columns=["seed"]))
     with pytest.raises(ValueError, match="value column"):
         claims_table(runs, value="cider")
+
+
+def test_metric_column_is_chosen_and_named(tmp_path) -> None:
+    """The claims are tested on ``paper_metric`` by default and on ``test_at_best_val`` when asked (the command line
+    and the function): a full fine-tuning level that only the selection-honest column puts on top flips claim 3d."""
+    runs = make_runs(
+        lambda task, method, si, ri, clf, seed, block: 60.0 + si + (1.0 if clf else 0.0) + 0.1 * seed,
+        tasks=("vqa",),
+        seeds=(0, 1, 2),
+        full=lambda task, ratio, seed: 55.0 + 0.1 * seed,
+        full_seeds=(0, 1, 2),
+    )
+    runs["test_at_best_val"] = np.where(runs["method"] == "full", 100.0, runs["paper_metric"] - 1.0)
+    assert verdict(claims_table(runs, n_boot=N_BOOT, seed=0), "3d") == SUPPORTED
+    assert verdict(claims_table(runs, n_boot=N_BOOT, seed=0, value="test_at_best_val"), "3d") == NOT_SUPPORTED
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    for args, column in (([], "paper_metric"), (["--metric", "test_at_best_val"], "test_at_best_val")):
+        out = tmp_path / f"{column}.md"
+        assert report.main(["--runs", str(tmp_path / "runs.csv"), "--n-boot", "50", "--out", str(out), *args]) == 0
+        text = out.read_text()
+        assert text.startswith(f"# Claims report (metric: `{column}`)")
+        assert f"Metric column: `{column}`" in text

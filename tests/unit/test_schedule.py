@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from vlpeft.schedule import Schedule, steps_for
+from vlpeft.schedule import Schedule, eval_steps, steps_for
 
 PEAK = 3e-4
 
@@ -140,3 +140,29 @@ def test_steps_for_steps_ignores_the_data() -> None:
 def test_steps_for_bad_values(args: tuple, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         steps_for(*args, **kwargs)
+
+
+# -- when a run evaluates ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.1, 0.2, 0.4, 0.8, 1.0])
+def test_epoch_based_runs_evaluate_at_every_epoch_end_whatever_the_ratio(ratio: float) -> None:
+    """VQAv2 (605.1K training questions, batch 256, 10 epochs): 10 evaluations at every ratio; the old every-2000
+    steps gave 2 at 10 % and 12 at 100 %."""
+    n = round(605_102 * ratio)
+    total = steps_for("epochs", n, 256, epochs=10)
+    steps = eval_steps("epochs", total, 0, n, 256)
+    assert len(steps) == 10 and steps[-1] == total
+    # Epoch e ends in the step whose global batch holds sample e * n - 1 (0-based).
+    assert steps == [(e * n - 1) // 256 + 1 for e in range(1, 11)]
+
+
+def test_eval_steps_by_hand() -> None:
+    assert eval_steps("epochs", 5, 0, 12, 8) == [2, 3, 5]  # epochs end in samples 12, 24, 36: steps 2, 3, 5
+    assert eval_steps("epochs", 3, 0, 120, 8) == [3]  # 0.2 epochs: only the end
+    assert eval_steps("epochs", 4, 0, 3, 8) == [1, 2, 3, 4]  # 10 epochs of 3 samples in 4 steps: no duplicates
+    assert eval_steps("steps", 4000, 500) == [500, 1000, 1500, 2000, 2500, 3000, 3500, 4000]
+    assert eval_steps("steps", 60, 25) == [25, 50, 60]
+    assert eval_steps("steps", 60, 0) == [60]
+    with pytest.raises(ValueError, match="eval interval must be 0"):
+        eval_steps("epochs", 10, 5, 100, 8)
+    with pytest.raises(ValueError, match="needs the data size"):
+        eval_steps("epochs", 10, 0)

@@ -140,3 +140,22 @@ def test_make_subset_refuses_unknown_task_and_bad_ratio(tmp_path: Path) -> None:
 def test_missing_subset_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.json"))):
         subsets.read_subset(tmp_path / "none.json")
+
+
+@pytest.mark.parametrize("task", ["coco", "vqa"])
+def test_no_training_pairs_means_no_subset(tmp_path: Path, task: str) -> None:
+    """An empty prepared training split would give an empty subset, then a run of zero steps (or a crash)."""
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.jsonl'} has no training pairs to draw the "
+                                                   "ratio 0.1 subset from")):
+        stages.make_subset(task, tmp_path / "train.jsonl", 0.1, seed=0, out=tmp_path / "s.json")
+    with pytest.raises(ValueError, match="no items"):
+        subsets.subset(0, 0.5, 0)
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_unreadable_subset_file_names_the_file_and_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "ratio0.1.json"
+    path.write_text('{"task": "vqa", "items": [1, 2')
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not valid JSON") + ".*rerun make_subset"):
+        subsets.read_subset(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import yaml
 from vlpeft.data import stages
 from vlpeft.data.prepare import read_jsonl
 from vlpeft.data.subsets import read_subset
+from vlpeft.files import CorruptFileError, UnsafeFileError
 from vlpeft.runconfig import RunConfig
 from vlpeft.train import EXIT_PREEMPTED, Trainer, param_groups, world_info_from_env
 
@@ -61,6 +63,27 @@ def test_gradient_accumulation_and_weight_decay_groups(tiny_study, tmp_path):
         _trainer(tiny_study, tmp_path, task="vqa", total_batch_size=8, per_device_batch_size=3)
 
 
+def test_full_fine_tuning_gives_the_vit_its_own_learning_rate(tiny_study, tmp_path):
+    """mPLUG's recipe: the ViT at lr2, the rest at the task's rate, both on the task's schedule. Adam's first step
+    moves each weight by about its group's rate (m / sqrt(v) = +-1), so the median change shows the rate used."""
+    t = _trainer(tiny_study, tmp_path, method="full", lr=1e-3, part_lr={"visual_encoder": 2e-4},
+                 schedule={"kind": "steps", "steps": 6, "warmup_steps": 0}, model_overrides=NO_DROPOUT)
+    assert sorted({str(g["part"]) for g in t.opt.param_groups}) == ["None", "visual_encoder"]
+    vit = {id(p) for p in t.model.visual_encoder.parameters()}
+    for g in t.opt.param_groups:
+        assert all((id(p) in vit) == (g["part"] == "visual_encoder") for p in g["params"])
+    before = _params(t)
+    t.train_step()
+    assert [g["lr"] for g in t.opt.param_groups] == [1e-3, 1e-3, 2e-4, 2e-4]
+    after = _params(t)
+    for name, lr in (("visual_encoder.blocks.0.mlp.fc1.weight", 2e-4),
+                     ("text_decoder.bert.encoder.layer.0.output.dense.weight", 1e-3)):
+        moved = (after[name] - before[name]).abs()
+        assert moved[moved > 0].median().item() == pytest.approx(lr, rel=0.05), name
+    with pytest.raises(ValueError, match="part_lr: unknown model part 'vit'"):
+        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, part_lr={"vit": 1e-5}))
+
+
 def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path):
     over = {"model_overrides": NO_DROPOUT, "task": "vqa"}
     a = _trainer(tiny_study, tmp_path / "a", per_device_batch_size=8, **over)
@@ -71,6 +94,27 @@ def test_accumulation_gives_the_same_step_as_one_big_batch(tiny_study, tmp_path)
     pa, pb = _params(a), _params(b)
     for k in pa:
         torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=1e-5)
+
+
+def test_vqa_loss_weights_every_human_answer_by_its_share(tiny_study, tmp_path):
+    """The first step's loss by hand: per question of the global batch, each distinct human answer's summed token
+    cross-entropy (the model run on that answer alone) times #annotators giving it / 10; summed, divided by the
+    number of questions (ALBEF, BLIP, official mPLUG)."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", model_overrides=NO_DROPOUT)
+    idx = t.global_batch(0)
+    expected, several = 0.0, 0
+    with torch.no_grad():
+        for i in idx:
+            item, answers = t.data[i], t.data.records[t.data.items[i]]["answers"]
+            several += len(set(answers)) > 1
+            for answer in dict.fromkeys(answers):
+                b = t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
+                                "weights": [1.0]}])
+                ce = t.model(b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"],
+                             reduction="none")[0]
+                expected += answers.count(answer) / 10 * ce.item()
+    assert several > 0  # annotators disagree on some questions of the batch
+    assert t.train_step() == pytest.approx(expected / len(idx), rel=1e-5)
 
 
 def test_only_trainable_parameters_change(tiny_study, tmp_path):
@@ -147,19 +191,180 @@ def test_training_set_of_only_bad_images_is_refused(tiny_study, tmp_path):
         _trainer(tiny_study, tmp_path, task="vqa", **_images_with_bad(tiny_study, tmp_path, bad))
 
 
+def test_empty_subset_or_split_is_refused_naming_it(tiny_study, tmp_path):
+    empty = tmp_path / "ratio0.5.json"
+    empty.write_text(json.dumps({"task": "vqa", "ratio": 0.5, "seed": 0, "size": 0, "items": []}))
+    with pytest.raises(ValueError, match=re.escape(f"subset {empty} (data ratio 0.5) has no training pairs")):
+        _trainer(tiny_study, tmp_path, task="vqa", subset=str(empty))
+    (tmp_path / "val.jsonl").write_text("")
+    records = {s: str(tiny_study / f"prep/vqa/{s}.jsonl") for s in ("train", "test")}
+    with pytest.raises(ValueError, match=re.escape(f"split val: {tmp_path / 'val.jsonl'} has no records to evaluate")):
+        _trainer(tiny_study, tmp_path, task="vqa", records={**records, "val": str(tmp_path / "val.jsonl")})
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path):
     with pytest.raises(RuntimeError, match="device: cuda"):
         _trainer(tiny_study, tmp_path, device="cuda")
 
 
-def test_checkpoint_of_another_configuration_is_refused(tiny_study, tmp_path):
+def _cut(study, run_dir: Path, step: int = 2, **kw) -> None:
+    """A run of ``study`` preempted after ``step`` steps: its checkpoint is in ``run_dir``."""
+    t = Trainer(RunConfig.from_dict(make_run_config(study, run_dir, **kw)))
+    t.setup()
+    signal_after(t, step)
+    assert t.run() == "preempted"
+
+
+def test_checkpoint_of_another_configuration_starts_over_and_says_why(tiny_study, tmp_path, caplog):
+    over = {"task": "vqa", "eval": {"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2}}
+    _cut(tiny_study, tmp_path / "run", **over)
+    other = _trainer(tiny_study, tmp_path, lr=5e-3, **over)
+    with caplog.at_level(logging.WARNING, logger="vlpeft.train"):
+        assert other.run() == "success"
+    assert "starting over" in caplog.text and "its configuration differs (lr)" in caplog.text
+    (attempt,) = other.finalize("success")["attempts"]
+    assert attempt["start_step"] == 0 and attempt["discarded_checkpoint"]["step"] == 2
+    assert attempt["discarded_checkpoint"]["reason"] == "its configuration differs (lr)"
+
+
+def _study_copy(study: Path, tmp_path: Path) -> Path:
+    """The tiny study's files a run reads, copied so that a test may rewrite them (images stay shared)."""
+    root = tmp_path / "study"
+    for rel in ("prep/vqa", "subsets/vqa"):
+        shutil.copytree(study / rel, root / rel)
+    shutil.copy(study / "vocab.txt", root / "vocab.txt")
+    for rel in ("raw", "images_64.npy", "images_64.npy.index.json"):
+        (root / rel).symlink_to(study / rel)
+    return root
+
+
+def _rewrite_subset(root: Path) -> None:
+    path = root / "subsets/vqa/ratio0.5.json"
+    sub = json.loads(path.read_text())
+    sub["items"] = sub["items"][1:]
+    path.write_text(json.dumps(sub))
+
+
+def _rewrite_records(root: Path) -> None:
+    path = root / "prep/vqa/train.jsonl"
+    records = read_jsonl(path)
+    records[0]["answer"] = "zebra"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _rewrite_init_weights(root: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(root / "init.safetensors")
+    state["text_encoder.embeddings.word_embeddings.weight"] += 0.01
+    save_file(state, root / "init.safetensors")
+
+
+@pytest.mark.parametrize(("name", "rewrite"), [("subset", _rewrite_subset), ("records_train", _rewrite_records),
+                                               ("init_weights", _rewrite_init_weights), ("unchanged", None)])
+def test_resume_after_an_input_file_changed_starts_over_and_says_why(tiny_study, tmp_path, caplog, name, rewrite):
+    """The checkpoint records the content digests of the run's inputs: rewriting one (same path, same config)
+    starts the run over with the reason in the log and the record; rewriting it with the same bytes resumes."""
+    from safetensors.torch import save_file
+
+    root = _study_copy(tiny_study, tmp_path)
+    init = _trainer(root, tmp_path / "init", task="vqa", method="full", method_options={}).model
+    save_file({k: v.contiguous() for k, v in init.state_dict().items()
+               if k != "text_decoder.cls.predictions.decoder.weight"}, root / "init.safetensors")
+    over = {"task": "vqa", "init_weights": str(root / "init.safetensors"), "init_format": "vlpeft",
+            "eval": {"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2}}
+    _cut(root, tmp_path / "run", **over)
+    if rewrite is not None:
+        rewrite(root)
+    else:  # the same bytes written again: a new mtime, the same content
+        path = root / "subsets/vqa/ratio0.5.json"
+        path.write_bytes(path.read_bytes())
+    second = _trainer(root, tmp_path, **over)
+    with caplog.at_level(logging.WARNING, logger="vlpeft.train"):
+        assert second.run() == "success"
+    record = second.finalize("success")
+    if rewrite is None:
+        assert [(a["start_step"], a["status"]) for a in record["attempts"]] == [(0, "preempted"), (2, "success")]
+        assert "starting over" not in caplog.text
+        return
+    (attempt,) = record["attempts"]
+    path = {"subset": root / "subsets/vqa/ratio0.5.json", "records_train": root / "prep/vqa/train.jsonl",
+            "init_weights": root / "init.safetensors"}[name]
+    reason = f"the content of its input file(s) changed: {name} ({path})"
+    assert attempt["start_step"] == 0 and attempt["discarded_checkpoint"] == {"step": 2, "reason": reason}
+    assert f"does not belong to this run: {reason}" in caplog.text
+    assert record["inputs"][name]["path"] == str(path) and len(record["inputs"][name]["sha256"]) == 64
+
+
+class _Payload:
+    """Unpickling this runs ``os.mkdir(marker)``: what a planted checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_planted_checkpoint_that_would_run_code_is_refused_and_never_runs(tiny_study, tmp_path):
+    t = _trainer(tiny_study, tmp_path, task="vqa")
+    marker = tmp_path / "payload-ran"
+    t.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"digest": "0" * 16, "step": 3, "payload": _Payload(marker)}, t.ckpt_path)
+    with pytest.raises(UnsafeFileError, match="refusing to load .*checkpoint.pt: it is not a plain checkpoint"):
+        t.run()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x00\xff binary"], ids=["empty", "zip", "binary"])
+def test_unreadable_checkpoint_names_the_file_and_what_to_do(tiny_study, tmp_path, content):
+    t = _trainer(tiny_study, tmp_path, task="vqa")
+    t.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    t.ckpt_path.write_bytes(content)
+    with pytest.raises(CorruptFileError, match=re.escape(str(t.ckpt_path)) + ".*Delete it to start this run over"):
+        t.run()
+
+
+def test_unreadable_initial_weights_name_the_file(tiny_study, tmp_path):
+    bad = tmp_path / "init.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(CorruptFileError, match=re.escape(str(bad)) + ".*rerun the stage that wrote it"):
+        _trainer(tiny_study, tmp_path, init_weights=str(bad), init_format="vlpeft")
+
+
+def test_checkpoint_holds_plain_types_and_every_ranks_rng(tiny_study, tmp_path):
     t = _trainer(tiny_study, tmp_path, task="vqa")
     t.train_step()
     t.save_checkpoint()
-    other = _trainer(tiny_study, tmp_path, task="vqa", lr=5e-3)
-    with pytest.raises(ValueError, match="another configuration"):
-        other.maybe_resume()
+    state = torch.load(t.ckpt_path, weights_only=True)  # nothing but tensors and plain containers
+    assert state["world_size"] == 1 and state["device_type"] == "cpu" and len(state["rng"]) == 1
+    assert torch.equal(state["rng"][0]["torch"], torch.get_rng_state())
+
+
+def test_resume_with_another_world_size_reseeds_and_says_so(tiny_study, tmp_path, caplog):
+    """A checkpoint of 2 processes resumed by 1: rank 0 cannot take over two streams, so every RNG starts
+    deterministically from the seed (seed + rank + 1000003 x step), in the log and the record."""
+    over = {"task": "vqa", "eval": {"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2}}
+    _cut(tiny_study, tmp_path / "run", **over)
+    path = tmp_path / "run/checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state.update(world_size=2, rng=state["rng"] * 2)
+    torch.save(state, path)
+    runs = []
+    for _ in range(2):
+        shutil.copy(path, tmp_path / "ckpt.pt")
+        t = _trainer(tiny_study, tmp_path, **over)
+        with caplog.at_level(logging.WARNING, logger="vlpeft.train"):
+            assert t.run() == "success"
+        runs.append(t)
+        shutil.copy(tmp_path / "ckpt.pt", path)
+    attempts = runs[0].finalize("success")["attempts"]
+    note = attempts[-1]["rng_reseeded"]
+    assert note.startswith("checkpoint written by 2 cpu process(es), resumed with 1 cpu process(es)")
+    assert f"({0 + 0 + 1_000_003 * 2} on rank 0)" in note and note in caplog.text
+    p0, p1 = _params(runs[0]), _params(runs[1])
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)  # deterministic
 
 
 def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
@@ -212,7 +417,9 @@ def test_a_killed_attempt_is_recorded_when_the_run_resumes(tiny_study, tmp_path)
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path, signame):
+    """SLURM's SIGTERM, and Ctrl-C's SIGINT alike: checkpoint at the next step, a preempted status, exit 75."""
     cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa",
                           schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
                           eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
@@ -225,32 +432,33 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path):
     while "step 3/" not in (tmp_path / "log.txt").read_text():
         assert proc.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     assert proc.wait(timeout=120) == EXIT_PREEMPTED
     status = json.loads((tmp_path / "run/status.json").read_text())
     assert status["status"] == "preempted" and status["steps_done"] >= 3
-    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
     assert state["step"] == status["steps_done"]
-    assert state["attempts"][-1]["status"] == "preempted" and state["attempts"][-1]["signal"] == "SIGTERM"
+    assert state["attempts"][-1]["status"] == "preempted" and state["attempts"][-1]["signal"] == signame
     # The run directory keeps its own log, which a retry appends to.
-    assert "received SIGTERM" in (tmp_path / "run/train.log").read_text()
+    assert f"received {signame}" in (tmp_path / "run/train.log").read_text()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_two_processes_equal_one(tiny_study, tmp_path, method):
-    """torchrun with 2 gloo processes takes the same optimizer steps as 1 process (same global batch); full
-    fine-tuning includes weights the forward never uses, which DDP must tolerate."""
+@pytest.mark.parametrize(("method", "nprocs"), [("lora", (1, 2, 4)), ("full", (1, 2))])
+def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
+    """torchrun with 2 (and 4) gloo processes takes the same optimizer steps as 1 process (same global batch, VQA's
+    weighted multi-answer loss normalised over the global batch); full fine-tuning includes weights the forward
+    never uses, which DDP must tolerate."""
     results = {}
-    for nproc in (1, 2):
+    for nproc in nprocs:
         cfg = make_run_config(tiny_study, tmp_path / f"run{nproc}", task="vqa", model_overrides=NO_DROPOUT,
                               method=method, method_options={} if method == "full" else {"size": 2},
                               eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
-        cfg["per_device_batch_size"] = 4 if nproc == 1 else 2
+        cfg["per_device_batch_size"] = 4 // nproc
         path = tmp_path / f"cfg{nproc}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone",
+        proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--log-dir", os.devnull,
                                "--nproc_per_node", str(nproc), "-m", "vlpeft.train",
                                "--config", str(path)], capture_output=True, text=True, timeout=600, env=env,
                               check=False)
@@ -259,11 +467,104 @@ def test_two_processes_equal_one(tiny_study, tmp_path, method):
         from safetensors.torch import load_file
 
         results[nproc]["weights"] = load_file(tmp_path / f"run{nproc}/trained.safetensors")
-    assert results[1]["world_size"] == 1 and results[2]["world_size"] == 2
-    assert results[1]["gradient_accumulation"] == 2 and results[2]["gradient_accumulation"] == 2
-    for k, v in results[1]["weights"].items():
-        torch.testing.assert_close(v, results[2]["weights"][k], atol=1e-5, rtol=1e-4)
-    assert results[1]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[2]["curve"][-1]["val"]["accuracy"])
+    for nproc in nprocs:
+        assert results[nproc]["world_size"] == nproc and results[nproc]["gradient_accumulation"] == 2
+        for k, v in results[1]["weights"].items():
+            torch.testing.assert_close(v, results[nproc]["weights"][k], atol=1e-5, rtol=1e-4)
+        assert results[nproc]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[1]["curve"][-1]["val"]["accuracy"])
+
+
+def test_epoch_based_run_evaluates_at_every_epoch_end(tiny_study, tmp_path):
+    """2.5 epochs of the 36 training questions in global batches of 8: the epochs end in steps 5 and 9, the run in
+    step 12."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", schedule={"kind": "epochs", "epochs": 2.5, "warmup_steps": 1},
+                 eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    assert len(t.data) == 36 and t.total_steps == 12
+    assert t.run() == "success"
+    assert [p["step"] for p in t.curve] == [5, 9, 12]
+    assert [p["epoch"] for p in t.curve] == pytest.approx([40 / 36, 72 / 36, 96 / 36])
+    with pytest.raises(ValueError, match="eval.interval must be 0 for an epoch-based schedule"):
+        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, task="vqa",
+                                            schedule={"kind": "epochs", "epochs": 3}))
+
+
+def test_prefix_record_carries_both_counts(tiny_study, tmp_path):
+    """Prefix-tuning trains through its reparametrising MLP and keeps only the prefix tensors: both counts."""
+    t = _trainer(tiny_study, tmp_path, task="vqa", method="prefix", method_options={"size": 4, "reparam_hidden": 8})
+    rec = t.finalize("failed", "stopped by the test")
+    mc = t.model.config
+    assert rec["merged_params"] == (mc.text_layers + mc.fusion_layers + mc.decoder_layers) * 2 * 4 * mc.hidden_size
+    assert rec["trainable_params"] == rec["closed_form_params"] > rec["merged_params"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_ranks(cfg: dict, tmp_path: Path, name: str, nproc: int) -> list[subprocess.Popen]:
+    """``nproc`` training processes over gloo, started as torchrun would start them (its environment variables)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = _free_port()
+    procs = []
+    for rank in range(nproc):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "OMP_NUM_THREADS": "1"}
+        log = open(tmp_path / f"{name}.rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(subprocess.Popen([sys.executable, "-m", "vlpeft.train", "--config", str(path)], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _wait(procs: list[subprocess.Popen], tmp_path: Path, name: str) -> list[int]:
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = "".join((tmp_path / f"{name}.rank{r}.log").read_text()[-2000:] for r in range(len(procs)))
+    assert all(c in (0, EXIT_PREEMPTED) for c in codes), logs
+    return codes
+
+
+@pytest.mark.slow
+def test_each_rank_resumes_its_own_rng_and_another_world_size_reseeds(tiny_study, tmp_path):
+    """Two ranks with dropout, preempted and resumed, train exactly as without the interruption (each rank gets its
+    own RNG stream back, not rank 0's); resumed by one process instead, the run reseeds and records why."""
+    from safetensors.torch import load_file
+
+    def cfg(run: str) -> dict:
+        return make_run_config(tiny_study, tmp_path / run, task="vqa", schedule={"kind": "steps", "steps": 60},
+                               eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+                               per_device_batch_size=2, log_every=1)
+
+    # (independent runs side by side: the test waits for process start-up twice instead of four times)
+    ref = _start_ranks(cfg("ref"), tmp_path, "ref", 2)
+    cut = _start_ranks(cfg("cut"), tmp_path, "cut", 2)
+    deadline = time.time() + 240
+    while "step 3/" not in (tmp_path / "cut.rank0.log").read_text():
+        assert all(p.poll() is None for p in cut) and time.time() < deadline, (tmp_path / "cut.rank0.log").read_text()
+        time.sleep(0.05)
+    cut[1].send_signal(signal.SIGTERM)  # one rank's signal stops both at the same step
+    assert _wait(cut, tmp_path, "cut") == [EXIT_PREEMPTED] * 2
+    state = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and 3 <= state["step"] < 60
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    shutil.copytree(tmp_path / "cut", tmp_path / "one")
+
+    resume = _start_ranks(cfg("cut"), tmp_path, "resume", 2)
+    one = _start_ranks(cfg("one"), tmp_path, "one", 1)  # 1 process x 2 x 4 accumulation
+    assert _wait(ref, tmp_path, "ref") == [0, 0] and _wait(resume, tmp_path, "resume") == [0, 0]
+    ref, resumed = (load_file(tmp_path / f"{run}/trained.safetensors") for run in ("ref", "cut"))
+    for k in ref:
+        torch.testing.assert_close(resumed[k], ref[k], rtol=0, atol=1e-7, msg=k)
+
+    assert _wait(one, tmp_path, "one") == [0]
+    record = json.loads((tmp_path / "one/record.json").read_text())
+    note = record["attempts"][-1]["rng_reseeded"]
+    assert note.startswith("checkpoint written by 2 cpu process(es), resumed with 1 cpu process(es)")
+    assert note in (tmp_path / "one/train.log").read_text()
 
 
 def test_record_fields(tiny_study, tmp_path):
@@ -278,9 +579,10 @@ def test_record_fields(tiny_study, tmp_path):
                 "wall_time_s", "gpu_hours", "samples_per_s", "samples_seen", "status", "peak_rss_bytes"):
         assert key in rec, key
     assert rec["status"] == "success"
-    assert rec["trainable_params"] == rec["closed_form_params"]
+    assert rec["trainable_params"] == rec["closed_form_params"] == rec["merged_params"]
     assert rec["samples_seen"] == 6 * 8
     assert [p["step"] for p in rec["curve"]] == [3, 6]
     assert rec["best"]["metric"] == "accuracy"
+    assert rec["method_info"] == {"scaling": 1.0, "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}  # LoRA, no alpha
     assert not (tmp_path / "run/checkpoint.pt").exists()
     assert (tmp_path / "run/trained.safetensors").is_file()

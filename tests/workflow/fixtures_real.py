@@ -58,6 +58,7 @@ def build(root: Path, n_train: int = 24, n_val: int = 4, n_test: int = 4, seed: 
     from vlpeft.data import synthetic
     from vlpeft.model.checkpoint import make_synthetic_official_checkpoint
     from vlpeft.model.config import preset
+    from vlpeft.files import sidecar_path
     from vlpeft.tokenizer import Tokenizer, train_vocab
 
     raw, serve = root / "raw", root / "serve"
@@ -83,6 +84,7 @@ def build(root: Path, n_train: int = 24, n_val: int = 4, n_test: int = 4, seed: 
 
     # bert-base-uncased's vocab.txt, here a WordPiece vocabulary of the synthetic texts (same format).
     train_vocab(synthetic.corpus(raw), serve / "vocab.txt")
+    sidecar_path(serve / "vocab.txt").unlink()  # (a download server has no digest sidecar)
     fx.vocab_size = Tokenizer(serve / "vocab.txt").vocab_size
 
     # mplug_base.pth: the official pre-training key layout (raw names, CLIP text tower, momentum copies, queues) at

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests/workflow/configs/tiny.yaml"
 IMAGE_ZIPS = ("train2014.zip", "val2014.zip")
 # Targets: the tables, the report and the figures this grid can draw. Not `all`: it asks for figs 6-10 of every PEFT
-# method, and a curve figure of a method outside the grid fails ("no val curves for prompt on coco").
+# method, and a curve figure of a method outside the grid fails ("no test curves for prompt on coco").
 FIGURES = ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig8_lora")
 TARGETS = ("results/tables/runs.csv", "results/tables/curves.csv", "results/report.md",
            *(f"results/figures/{stem}.{ext}" for stem in FIGURES for ext in ("pdf", "png")))

@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests/workflow/configs/tiny.yaml"
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+           **(env or {})}
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory",
            str(workdir), "--configfile", str(configfile), *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, check=False)
@@ -65,9 +67,10 @@ def test_dry_run_of_the_paper_grid_lists_every_run(tmp_path):
         (lambda c: c["methods"].update(dora={"coco": {"sizes": [1], "lr": 1.0}}), "dora"),
         (lambda c: c["tasks"].update(nlvr={}), "nlvr"),
         (lambda c: c["train"].update(device="gpu"), "device"),
+        (lambda c: c["methods"]["full"]["coco"].update(part_lr={"vit": 1e-5}), "vit"),
     ],
     ids=["unknown-key", "wrong-type", "ratio-out-of-range", "duplicate-size", "unknown-method", "unknown-task",
-         "unknown-device"],
+         "unknown-device", "unknown-part"],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, edit, message):
     config = yaml.safe_load(TINY.read_text())
@@ -78,14 +81,38 @@ def test_bad_config_is_rejected_before_anything_runs(tmp_path, edit, message):
     assert not (tmp_path / "results").exists()
 
 
+def test_total_batch_the_profiles_processes_cannot_split_is_rejected(tmp_path):
+    """train_run's gpu resource (the profile's set-resources) is the number of torchrun processes per job: a global
+    batch they cannot split evenly fails before the DAG is built, not in every training job."""
+    proc = snakemake(tmp_path, TINY, "-n", "--set-resources", "train_run:gpu=3")
+    assert proc.returncode != 0
+    assert ("train.total_batch_size: 8 is not a multiple of 3 processes x per_device_batch_size 4"
+            in proc.stderr + proc.stdout)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("profile", ["profiles/slurm/config.yaml", "tests/slurm/profile/config.yaml"])
+def test_slurm_jobs_with_several_gpus_stay_on_one_node(profile):
+    """sbatch --gpus=N alone may spread the GPUs over several nodes; the rule runs torchrun --standalone on one.
+    (tests/slurm checks that --nodes=1 reaches sbatch on a real cluster.)"""
+    resources = yaml.safe_load((REPO / profile).read_text())["set-resources"]
+    multi = {rule: r for rule, r in resources.items() if r.get("gpu", 0) > 1}
+    assert "train_run" in multi
+    assert {rule: r.get("nodes") for rule, r in multi.items()} == {rule: 1 for rule in multi}
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     from vlpeft.grid import expand
 
     config = yaml.safe_load(TINY.read_text())
     cfg_path = write_config(tmp_path / "tiny.yaml", config)
-    proc = snakemake(tmp_path, cfg_path, "--profile", str(REPO / "profiles/local"), timeout=1500)
+    tmpdir = tmp_path / "tmp"  # the jobs' temporary directory: runs must leave nothing there (torchelastic_*)
+    tmpdir.mkdir()
+    proc = snakemake(tmp_path, cfg_path, "--profile", str(REPO / "profiles/local"), timeout=1500,
+                     env={"TMPDIR": str(tmpdir)})
     assert proc.returncode == 0, proc.stderr[-5000:]
+    assert not sorted(p.name for p in tmpdir.glob("torchelastic_*"))
 
     runs = pd.read_csv(tmp_path / "results/tables/runs.csv")
     assert len(runs) == len(expand(config))
@@ -100,6 +127,14 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
 
     proc = snakemake(tmp_path, cfg_path, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+    # The reported metric is a params value of the figure and report rules: changing it redraws exactly those.
+    proc = snakemake(tmp_path, write_config(tmp_path / "other_metric.yaml", {**config,
+                                                                            "reported_metric": "test_at_best_val"}),
+                     "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r for r, _ in scheduled(proc.stdout)} == {"write_report", "plot_task_grid", "plot_cost",
+                                                       "plot_val_curves", "all"}
 
     config["methods"]["lora"]["coco"]["lr"] = 2.0e-3
     cfg_path = write_config(tmp_path / "tiny.yaml", config)
@@ -119,10 +154,11 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
     """The reviewers' path touches no data, checkpoints or training rules."""
     runs = pd.DataFrame([
         {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
-         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s, "total_params": 10**6,
-         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "best_val": 50 + s + r,
-         "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0, "wall_time_s": 5.0,
-         "status": "success"}
+         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s,
+         "trainable_params_merged": 100 * s, "total_params": 10**6,
+         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "paper_metric": 51 + s + r,
+         "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
+         "wall_time_s": 5.0, "status": "success"}
         for s in (2, 8) for r in (0.1, 1.0)
     ])
     runs.to_csv(tmp_path / "runs.csv", index=False)

@@ -9,5 +9,5 @@ from vlpeft.plots.tables import load_baseline, load_curves, load_runs  # noqa: E
 
 curves = load_curves(snakemake.input.curves) if "curves" in snakemake.input.keys() else None
 fig = build_figure(snakemake.wildcards.stem, load_runs(snakemake.input.runs), curves,
-                   load_baseline(snakemake.input.baseline))
+                   load_baseline(snakemake.input.baseline), snakemake.params.fig["metric"])
 save_figure(fig, Path(snakemake.output.pdf).with_suffix(""))

@@ -52,9 +52,22 @@ def drop_bad_records(split: str, records: list[dict], images: ImageStore) -> lis
     return _drop_bad(split, "records", records, lambda r: r["image"], images)
 
 
+def answer_targets(answers: list[str]) -> list[tuple[str, float]]:
+    """Every distinct human answer of a question with its share of the answers, in order of first appearance.
+
+    The generative VQA objective of ALBEF, BLIP and official mPLUG, which the study follows ("following [3], [4]"):
+    an answer given by 6 of 10 annotators is a target of weight 0.6. The weights of a question sum to 1.
+    """
+    counts: dict[str, int] = {}
+    for a in answers:
+        counts[a] = counts.get(a, 0) + 1
+    return [(a, n / len(answers)) for a, n in counts.items()]
+
+
 class TrainSet(Dataset):
-    """(image, prompt, target) for the subset's pairs. ``items`` are record indices (VQA) or
-    [record index, reference index] pairs (captions)."""
+    """(image, prompt, weighted targets) for the subset's pairs. ``items`` are record indices (VQA: a question with
+    all its human answers as targets, see ``answer_targets``) or [record index, reference index] pairs (captions: one
+    reference, weight 1)."""
 
     def __init__(self, task: str, records: list[dict], items: list, images: ImageStore, prompts: dict) -> None:
         self.task, self.records, self.items, self.images, self.prompts = task, records, items, images, prompts
@@ -62,24 +75,21 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def target(self, i: int) -> str:
-        """The target text of pair ``i`` (no image decoding)."""
+    def targets(self, i: int) -> list[tuple[str, float]]:
+        """The (target text, weight) pairs of item ``i`` (no image decoding)."""
         item = self.items[i]
         if self.task == "coco":
-            return self.records[item[0]]["references"][item[1]]
-        return self.records[item]["answer"]
+            return [(self.records[item[0]]["references"][item[1]], 1.0)]
+        r = self.records[item]
+        # A record without the human answers (hand-made) trains on its one answer.
+        return answer_targets(r["answers"]) if r.get("answers") else [(r["answer"], 1.0)]
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
-        if self.task == "coco":
-            rec, ref = item
-            r = self.records[rec]
-            target = r["references"][ref]
-        else:
-            r = self.records[item]
-            target = r["answer"]
+        r = self.records[item[0] if self.task == "coco" else item]
+        texts, weights = zip(*self.targets(i))
         return {"image": self.images.get(r["image"]), "prompt": prompt_for(self.task, r, **self.prompts),
-                "target": target}
+                "targets": list(texts), "weights": list(weights)}
 
 
 class EvalSet(Dataset):
@@ -98,6 +108,9 @@ class EvalSet(Dataset):
 
 
 class Collator:
+    """Images, prompts and (training) the targets of every sample, flattened: ``target_ids`` has one row per target,
+    ``target_counts[i]`` says how many rows belong to sample ``i`` and ``target_weights`` gives each row's weight."""
+
     def __init__(self, tokenizer: Tokenizer, max_prompt: int, max_target: int) -> None:
         self.tok, self.max_prompt, self.max_target = tokenizer, max_prompt, max_target
 
@@ -106,8 +119,11 @@ class Collator:
         # uint8 pixels [B, S, S, 3] from an ImageStore, or float32 ViT features [B, T, D] from a FeatureStore
         out = {"images": to_tensor(visual) if visual.ndim == 4 else torch.from_numpy(visual)}
         out["prompt_ids"], out["prompt_mask"] = self.tok.batch([b["prompt"] for b in batch], self.max_prompt)
-        if "target" in batch[0]:
-            out["target_ids"], out["target_mask"] = self.tok.batch([b["target"] for b in batch], self.max_target)
+        if "targets" in batch[0]:
+            texts = [t for b in batch for t in b["targets"]]
+            out["target_ids"], out["target_mask"] = self.tok.batch(texts, self.max_target)
+            out["target_weights"] = torch.tensor([w for b in batch for w in b["weights"]], dtype=torch.float32)
+            out["target_counts"] = torch.tensor([len(b["targets"]) for b in batch], dtype=torch.long)
         if "id" in batch[0]:
             out["ids"] = [b["id"] for b in batch]
         return out

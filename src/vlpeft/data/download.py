@@ -704,6 +704,27 @@ def _tar_members(tf: tarfile.TarFile, archive: Path) -> list[tuple[str, bool]]:
     return members
 
 
+def _refuse_existing_links(dest_dir: Path, members: list[tuple[str, bool]], archive: Path,
+                           own_links: frozenset[str] = frozenset()) -> None:
+    """Refuse to write through a symbolic link that already exists inside ``dest_dir``: extraction would follow it
+    and write outside (a planted ``train2014 -> /home/user`` or ``a.jpg -> ~/.bashrc``). A tar's own link members
+    may be replaced (``own_links``); links above ``dest_dir`` itself (a data disk) are the user's choice."""
+    seen: set[str] = set()
+    for name, _ in members:
+        parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+        for k in range(1, len(parts) + 1):
+            rel = "/".join(parts[:k])
+            if rel in seen:
+                continue
+            seen.add(rel)
+            path = dest_dir / rel
+            if path.is_symlink() and not (k == len(parts) and rel in own_links):
+                raise UnpackError(
+                    f"refusing to unpack {archive}: {path} is a symbolic link (to {os.readlink(path)}) that member "
+                    f"{name!r} would be written through; remove the link or unpack into a clean directory"
+                )
+
+
 def _is_tar_name(name: str) -> bool:
     return name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz"))
 
@@ -724,8 +745,8 @@ def unpack(
     as interrupted and is redone (files are overwritten); with it the call returns at once, even if the archive has
     since been deleted to save space. A marker for a different archive size (a re-downloaded archive) is ignored.
 
-    Every member is checked before anything is written: absolute paths, ``..`` components, links pointing outside
-    and device files are refused.
+    Every member is checked before anything is written: absolute paths, ``..`` components, links pointing outside,
+    device files, and symbolic links already inside ``dest_dir`` that a member would be written through are refused.
 
     Args:
         archive: The archive file.
@@ -763,10 +784,13 @@ def unpack(
     if not _is_tar_name(archive.name) and zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             members = _zip_members(zf, archive)
+            _refuse_existing_links(dest_dir, members, archive)
             zf.extractall(dest_dir)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive, "r:*") as tf:
             members = _tar_members(tf, archive)
+            links = frozenset(m.name.rstrip("/") for m in tf.getmembers() if m.issym() or m.islnk())
+            _refuse_existing_links(dest_dir, members, archive, links)
             try:
                 tf.extractall(dest_dir, **extract_kwargs)
             except tarfile.TarError as exc:

@@ -169,6 +169,7 @@ def extract_for_study(spec: dict, record_files: list[str | Path], out: str | Pat
     # The model as a run builds it (build_model): the run-only fields are placeholders.
     cfg = RunConfig.from_dict({"run_id": "features", "task": "coco", "method": "full", "method_options": {},
                                "data_ratio": 1.0, "records": {}, "subset": None, "lr": 1.0,
+                               "schedule": {"kind": "steps", "steps": 1},
                                "out_dir": str(Path(out).parent), **{k: spec[k] for k in FEATURE_KEYS}})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..files import CorruptFileError, read_json
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 log = logging.getLogger("vlpeft.images")
@@ -80,10 +82,15 @@ class ImageStore:
         self.row: dict[str, int] = {}
         self.bad: frozenset[str] = frozenset()
         if cache:
-            index = json.loads(Path(str(cache) + ".index.json").read_text())
+            index = read_json(str(cache) + ".index.json", "delete the image cache and its index and rerun "
+                              "cache_images")
             if index["size"] != size:
                 raise ValueError(f"image cache {cache} holds {index['size']} px images, the model wants {size} px")
-            self.array = np.load(cache, mmap_mode="r")
+            try:
+                self.array = np.load(cache, mmap_mode="r")
+            except (ValueError, OSError) as e:  # truncated or not a .npy file
+                raise CorruptFileError(f"image cache {cache} cannot be read ({e}): delete it and its index and rerun "
+                                       "cache_images") from None
             self.row = {p: i for i, p in enumerate(index["paths"])}
             self.bad = frozenset(index["bad"])
 

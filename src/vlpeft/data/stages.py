@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
 
+from ..files import read_json, record_digest
 from . import prepare, subsets
 from .images import build_cache
 
@@ -16,6 +16,7 @@ log = logging.getLogger("vlpeft.data")
 def prepare_captions(karpathy_json: str | Path, out: dict[str, str | Path], expected: dict | None = None) -> dict:
     """Karpathy split file -> caption records for train (train + restval), val and test."""
     recs = prepare.caption_records(prepare.read_karpathy(karpathy_json))
+    prepare.check_nonempty(recs, karpathy_json, "COCO Caption (Karpathy) images")
     prepare.check_counts(recs, expected, "COCO Caption (Karpathy) images")
     for split, path in out.items():
         prepare.write_jsonl(recs[prepare.check_split(split)], path)
@@ -25,6 +26,7 @@ def prepare_captions(karpathy_json: str | Path, out: dict[str, str | Path], expe
 def prepare_vqa(karpathy_json: str | Path, question_files: list, annotation_files: list,
                 out: dict[str, str | Path], expected: dict | None = None) -> dict:
     recs = prepare.vqa_records(prepare.read_karpathy(karpathy_json), question_files, annotation_files)
+    prepare.check_nonempty(recs, f"{karpathy_json} with {[str(f) for f in annotation_files]}", "VQAv2 QA pairs")
     prepare.check_counts(recs, expected, "VQAv2 QA pairs")
     for split, path in out.items():
         prepare.write_jsonl(recs[prepare.check_split(split)], path)
@@ -39,7 +41,7 @@ def prepare_pretrain(pretrain_json: str | Path, out: str | Path, seed: int = 0) 
     pre-training does. The latter teaches the model to read its text input, which the VQA prompt relies on.
     """
     rng = random.Random(seed)
-    data = json.loads(Path(pretrain_json).read_text())
+    data = read_json(pretrain_json, "delete it and rerun generate_synthetic_data")
     recs = []
     for r in data:
         image = f"{r['filepath']}/{r['filename']}"
@@ -58,11 +60,15 @@ def make_subset(task: str, train_records: str | Path, ratio: float, seed: int, o
     recs = prepare.read_jsonl(train_records)
     if task == "coco":
         pairs = subsets.caption_pairs(recs)
-        items = [list(pairs[i]) for i in subsets.subset(len(pairs), ratio, seed)]
     elif task == "vqa":
-        items = subsets.subset(len(recs), ratio, seed)
+        pairs = recs
     else:
         raise ValueError(f"unknown task {task!r}")
+    if not pairs:
+        raise ValueError(f"{train_records} has no training pairs to draw the ratio {ratio} subset from; delete it and "
+                         "rerun the preparation that wrote it")
+    chosen = subsets.subset(len(pairs), ratio, seed)
+    items = [list(pairs[i]) for i in chosen] if task == "coco" else chosen
     subsets.write_subset(out, task, ratio, seed, items)
     return len(items)
 
@@ -98,4 +104,5 @@ def extract_files(sources: list[str | Path], outputs: list[str | Path]) -> None:
         else:
             raise FileNotFoundError(f"{out.name} is in none of {[str(s) for s in sources]}")
         tmp.replace(out)
+        record_digest(out)  # runs reading it (vocabulary, initial weights) take its digest from the sidecar
         log.info("wrote %s", out)

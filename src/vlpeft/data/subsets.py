@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 
+from ..files import read_json, record_digest
+
 
 def check_ratio(ratio: float) -> float:
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
@@ -25,6 +27,8 @@ def caption_pairs(records: list[dict]) -> list[tuple[int, int]]:
 def subset(n_items: int, ratio: float, seed: int) -> list[int]:
     """Indices of the nested subset; sorted so that reading the records stays sequential."""
     check_ratio(ratio)
+    if n_items <= 0:
+        raise ValueError(f"no items to draw a subset of ratio {ratio} from")
     order = list(range(n_items))
     random.Random(seed).shuffle(order)
     k = max(1, round(ratio * n_items))
@@ -37,10 +41,11 @@ def write_subset(path: str | Path, task: str, ratio: float, seed: int, items: li
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"task": task, "ratio": ratio, "seed": seed, "size": len(items), "items": items}))
     tmp.replace(path)
+    record_digest(path)  # the runs reading it take its content digest from the sidecar
 
 
 def read_subset(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"subset file not found: {path}")
-    return json.loads(path.read_text())
+    return read_json(path, "delete it and rerun make_subset")

@@ -209,15 +209,18 @@ def generate(root: str | Path, n_train: int, n_val: int, n_test: int, seed: int 
 
 def corpus(root: str | Path) -> list[str]:
     """Every text of the synthetic study (captions, pre-training captions, questions, answers, prompts)."""
+    from ..files import read_json
+
     root = Path(root)
+    remedy = "delete it and rerun generate_synthetic_data"
     texts = ["a picture of", "Question: Answer:"]
-    for img in json.loads((root / "dataset_coco.json").read_text())["images"]:
+    for img in read_json(root / "dataset_coco.json", remedy)["images"]:
         texts += [s["raw"] for s in img["sentences"]]
-    texts += [r["caption"] for r in json.loads((root / "pretrain_captions.json").read_text())]
+    texts += [r["caption"] for r in read_json(root / "pretrain_captions.json", remedy)]
     for folder in ("train2014", "val2014"):
-        texts += [q["question"] for q in json.loads(
-            (root / f"v2_OpenEnded_mscoco_{folder}_questions.json").read_text())["questions"]]
-        for a in json.loads((root / f"v2_mscoco_{folder}_annotations.json").read_text())["annotations"]:
+        texts += [q["question"] for q in read_json(
+            root / f"v2_OpenEnded_mscoco_{folder}_questions.json", remedy)["questions"]]
+        for a in read_json(root / f"v2_mscoco_{folder}_annotations.json", remedy)["annotations"]:
             texts += [x["answer"] for x in a["answers"]]
     return texts
 

@@ -104,6 +104,10 @@ class PeftMethod:
 
         return trains_visual_encoder(self.name, {"targets": list(self.cfg.targets)})
 
+    def record_info(self) -> dict:
+        """Derived settings the run record states beside the config (e.g. LoRA's scaling). Default: none."""
+        return {}
+
     # -- shared -----------------------------------------------------------------------------------------------
     def attach(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():

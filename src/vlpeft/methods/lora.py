@@ -1,8 +1,10 @@
 """LoRA (Hu et al., ICLR 2022, arXiv:2106.09685), eqs. 10-15 of the study.
 
-``W x + (alpha / r) * B A x`` on W_q and W_k of every targeted multi-head attention, self- and cross-attention.
-A is Kaiming-uniform (as huggingface/peft and the LoRA reference code), B is zero, so the model is unchanged at
-step 0. ``merge`` folds B A into the frozen weight. On the ViT (optional target) LoRA enters the fused ``qkv``
+``W x + s * B A x`` on W_q and W_k of every targeted multi-head attention, self- and cross-attention. The study's
+eq. 13 is ``Phi = B A``: scaling ``s = 1`` (the default, ``alpha=None``). Hu et al.'s ``s = alpha / r`` is an option
+(``alpha``); it makes the update's size depend on the rank (8x at r=2, 0.5x at r=32 with alpha=16), which would mix
+the step size into the study's rank sweep. A is Kaiming-uniform (as huggingface/peft and the LoRA reference code),
+B is zero, so the model is unchanged at step 0. ``merge`` folds B A into the frozen weight. On the ViT (optional target) LoRA enters the fused ``qkv``
 projection's query and key rows.
 """
 
@@ -18,10 +20,16 @@ from ..model.config import MPlugConfig
 from .base import MethodConfig, PeftMethod, n_target_layers, register_method, target_layers
 
 
+def lora_scaling(rank: int, alpha: float | None) -> float:
+    """The factor on ``B A``: 1 (eq. 13) without ``alpha``, Hu et al.'s ``alpha / r`` with it."""
+    return 1.0 if alpha is None else alpha / rank
+
+
 class LoRALinear(nn.Module):
     """Wraps a Linear: base output plus the low-rank update on output rows ``[row_start, row_end)``."""
 
-    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, rows: tuple[int, int] | None = None) -> None:
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float | None = None,
+                 rows: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.rows = rows or (0, base_layer.out_features)
@@ -32,7 +40,7 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_B.weight)
         self.lora_A.to(base_layer.weight.device)
         self.lora_B.to(base_layer.weight.device)
-        self.scaling = alpha / rank
+        self.scaling = lora_scaling(rank, alpha)
         self.merged = False
 
     @property
@@ -77,9 +85,15 @@ class LoRALinear(nn.Module):
 
 @dataclass(frozen=True)
 class LoRAConfig(MethodConfig):
-    """``size`` is the rank r; ``alpha`` the scaling numerator (scaling = alpha / r)."""
+    """``size`` is the rank r; ``alpha``: None for the study's eq. 13 (scaling 1), a number for Hu et al.'s
+    scaling ``alpha / r``."""
 
-    alpha: float = 16.0
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not self.alpha > 0):
+            raise ValueError(f"alpha must be a positive number or null (scaling 1, eq. 13), got {self.alpha!r}")
 
 
 @register_method("lora")
@@ -112,6 +126,10 @@ class LoRA(PeftMethod):
         vit = mc.vision_layers * r * (mc.vision_width + 2 * mc.vision_width)  # A: r x w, B: 2w x r (q, k rows)
         vit = vit if "visual_encoder" in self.cfg.targets else 0
         return n * per_linear + vit
+
+    def record_info(self) -> dict:
+        rule = "eq. 13: Phi = BA (scaling 1)" if self.cfg.alpha is None else "Hu et al.: alpha / r"
+        return {"scaling": lora_scaling(self.cfg.size, self.cfg.alpha), "scaling_rule": rule}
 
     def merge(self, model: nn.Module) -> None:
         for m in model.modules():

@@ -18,6 +18,8 @@ __all__ = ["SUPPORTED_METRICS", "ptb_tokenize", "score_captions"]
 SUPPORTED_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 _BLEU_ORDER = {"BLEU-1": 0, "BLEU-2": 1, "BLEU-3": 2, "BLEU-4": 3}
 _JAVA_METRICS = frozenset({"METEOR"})
+# CIDEr's IDF weights come from the evaluated set itself: with one image every n-gram has IDF log(1/1) = 0.
+CIDER_MIN_IMAGES = 2
 
 # Stanford's PTBTokenizer ends a line at these characters too, while pycocoevalcap pairs output lines with captions
 # by position: one such character in one caption silently shifts every later caption onto the wrong image.
@@ -188,7 +190,7 @@ def score_captions(
         if only_hyps:
             parts.append(f"{len(only_hyps)} image id(s) have a hypothesis but no references: {_id_list(only_hyps)}")
         raise ValueError("references and hypotheses cover different images; " + "; ".join(parts))
-    if "CIDEr" in names and len(ref_ids) < 2:
+    if "CIDEr" in names and len(ref_ids) < CIDER_MIN_IMAGES:
         raise ValueError(
             "CIDEr needs at least 2 images: its IDF weights come from the references of the evaluated set, and "
             "with a single image every n-gram occurs in all (1 of 1) documents, so IDF = log(1/1) = 0 and CIDEr "

@@ -1,6 +1,6 @@
 """The official mPLUG checkpoint: safe loading, key conversion with a full report, export, parameter counts.
 
-``mplug_base.pth`` (facts in ``shared/reference/mplug-base.md``) stores the pre-training model: CLIP (image and
+``mplug_base.pth`` (docs/protocol.md, "Base model") stores the pre-training model: CLIP (image and
 text towers) under ``visual_encoder``, BERT text encoder, a fusion module with 12 built layers, the decoder, their
 momentum copies and the pre-training heads. Our :class:`~vlpeft.model.mplug.MPlug` keeps HF BERT names for the
 text side and timm names for the ViT, so loading is:
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 import re
 import sys
 from collections import Counter
@@ -153,23 +152,16 @@ def load_official_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
 
     Raises:
         ValueError: The file holds pickled objects other than tensors and plain containers (``weights_only``
-            refuses them: such a file could run code when loaded), or no state dict is found in it.
+            refuses them: such a file could run code when loaded), it is empty, truncated or of another format
+            (the message names it), or no state dict is found in it.
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from ..files import load_safetensors, torch_load
 
-        return load_file(str(path))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"refusing to load {path}: it is not a plain checkpoint. It holds pickled objects other than tensors "
-            "and plain containers, which torch.load(weights_only=True) refuses because unpickling them can execute "
-            "arbitrary code. If you trust the file, re-save only its state dict (torch.save(ckpt['model'], ...)) "
-            f"in a trusted environment. Unpickler said: {first}"
-        ) from err
+    path = Path(path)
+    remedy = "Delete it and download it again (or re-save only its state dict in a trusted environment)."
+    if path.suffix == ".safetensors":
+        return load_safetensors(path, remedy)
+    ckpt = torch_load(path, remedy)
     return state_from_checkpoint(ckpt, str(path))
 
 
@@ -519,7 +511,7 @@ def official_checkpoint_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Every key of the official pre-training checkpoint for a model of size ``cfg``, with its shape.
 
-    Base-size shapes follow ``shared/reference/mplug-base.md``; the parts our model lacks (CLIP text tower,
+    Base-size shapes follow the public mPLUG code and configuration; the parts our model lacks (CLIP text tower,
     contrastive heads) scale with ``vision_width / 768`` for other sizes. Inferred, not read from the file: the
     raw prefixes ``text_encoder.bert.`` / ``fusion_encoder.fusion.`` (``raw_names=False`` gives the normalised
     names), the tied ``cls.predictions.decoder.bias`` of HF 4.x heads, the queue shapes.

@@ -7,7 +7,7 @@ fusion: asymmetric co-attention layers (text self-attention, text->image cross-a
         states that entered the layer, text part continues)
 decoder: causal BERT cross-attending to [fused image; fused text], LM head tied to its word embeddings.
 
-Both tasks take this path (study-protocol.md): the text encoder reads the task prompt and the decoder generates
+Both tasks take this path (docs/protocol.md): the text encoder reads the task prompt and the decoder generates
 the caption or the answer.
 """
 
@@ -141,13 +141,21 @@ class MPlug(nn.Module):
         target_ids: torch.Tensor,
         target_mask: torch.Tensor,
         reduction: str = "mean",
+        target_counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of ``target_ids`` (``[CLS] text [SEP]``, padded) given image (or its ViT features, see
         :meth:`encode_image`) and prompt.
 
-        Returns the mean over target tokens, or per-sample sums with ``reduction="none"``.
+        With ``target_counts`` sample ``i`` has ``target_counts[i]`` consecutive target rows (VQA: every human
+        answer): the encoders run once per sample and their states are repeated per target for the decoder, as
+        ALBEF, BLIP and official mPLUG do.
+
+        Returns the mean over target tokens, or per-target sums with ``reduction="none"``.
         """
         states, states_mask = self.encode(images, prompt_ids, prompt_mask)
+        if target_counts is not None and len(target_counts) != len(target_ids):
+            states = states.repeat_interleave(target_counts, dim=0)
+            states_mask = states_mask.repeat_interleave(target_counts, dim=0)
         logits = self.text_decoder(target_ids, target_mask, states, states_mask)
         labels = target_ids.masked_fill(target_mask == 0, -100)[:, 1:]
         logits = logits[:, :-1]

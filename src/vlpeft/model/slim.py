@@ -81,13 +81,28 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return dict(_header(path)[1].get("__metadata__") or {})
 
 
-def map_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def map_safetensors(path: str | os.PathLike, remedy: str = "Delete it and rerun the stage that wrote it."
+                    ) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors file as a view of one private (copy-on-write) memory map of it.
 
     Nothing is read until a tensor's pages are touched; writes go to the process's own copy of those pages, never
     to the file.
+
+    Raises:
+        CorruptFileError: An empty, truncated or foreign file (the message names it and ends with ``remedy``).
     """
-    start, header = _header(path)
+    from ..files import CorruptFileError
+
+    try:
+        start, header = _header(path)
+        size = os.path.getsize(path)
+        if not isinstance(header, dict) or any(
+                not isinstance(v, dict) or start + v["data_offsets"][1] > size
+                for k, v in header.items() if k != "__metadata__"):
+            raise ValueError("its tensors lie beyond the end of the file")
+    except (ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        raise CorruptFileError(f"{path} cannot be read as safetensors ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                               f"{remedy}") from None
     with open(path, "rb") as f:
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     out: dict[str, torch.Tensor] = {}
@@ -107,11 +122,13 @@ def map_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_mapped(cfg: MPlugConfig, path: str | os.PathLike):
+def load_mapped(cfg: MPlugConfig, path: str | os.PathLike,
+                remedy: str = "Delete it and rerun the stage that wrote it."):
     """An :class:`~vlpeft.model.mplug.MPlug` of size ``cfg`` whose tensors map ``path`` (see module docstring).
 
     Raises:
         FileNotFoundError: No such file.
+        CorruptFileError: The file cannot be read as safetensors (the message ends with ``remedy``).
         ValueError: The file's tensors do not fit the model (names or shapes), named in the message.
     """
     from .mplug import MPlug
@@ -120,7 +137,7 @@ def load_mapped(cfg: MPlugConfig, path: str | os.PathLike):
         raise FileNotFoundError(f"initial weights not found: {path}")
     with torch.device("meta"):
         model = MPlug(cfg)
-    state = map_safetensors(path)
+    state = map_safetensors(path, remedy)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != TIED}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

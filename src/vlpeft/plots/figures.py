@@ -4,7 +4,7 @@
   against data ratio (one line per size) and against parameter size (one line per data ratio).
 - :func:`fig_cost` -- Fig. 5: metric against computation cost = data size x trainable parameters;
   :func:`fig_cost_gpu_hours` -- the same against measured training hours.
-- :func:`fig_val_curves` -- Figs. 6-10: validation curves of one method.
+- :func:`fig_val_curves` -- Figs. 6-10: the curves of one method over training (COCO).
 
 Every function takes DataFrames (see :mod:`vlpeft.plots.tables`) and returns a matplotlib Figure; none computes
 anything beyond grouping, means and error bars. A cell is one (method, "+ classifier", size, data ratio)
@@ -12,9 +12,13 @@ configuration; with more than one seed it is drawn as mean +/- standard deviatio
 and a cell with no successful run leaves a gap. Lines that carry data have ``gid == "series"`` and reference lines
 ``gid == "reference"`` so tests (and readers of the code) can tell them apart from error-bar caps.
 
+Figs. 3-5 draw one metric column of the runs table, ``paper_metric`` (the paper's reported number) unless another
+is asked for (``test_at_best_val`` redraws them selection-honestly); each figure's title names the column.
+
 Command line (the reviewers' path)::
 
-    python -m vlpeft.plots.figures --runs runs.csv [--curves curves.csv] [--baseline baseline.csv] --out DIR
+    python -m vlpeft.plots.figures --runs runs.csv [--curves curves.csv] [--baseline baseline.csv] --out DIR \
+        [--metric paper_metric|test_at_best_val|best_val|final_val]
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ from vlpeft.plots.style import (
     BASELINE_COLOR,
     BASELINE_LABEL,
     BASELINE_LINESTYLE,
+    DEFAULT_VALUE,
     FULL_COLOR,
     FULL_REFERENCE_LINESTYLE,
     FULL_WIDTH,
     METHOD_LABELS,
     METHOD_MARKERS,
     METHODS,
+    PAPER_SPLIT,
     PEFT_METHODS,
     SIZE_LABELS,
     TASK_LABELS,
@@ -53,6 +59,7 @@ from vlpeft.plots.style import (
     metric_label,
     shades,
     style_context,
+    value_label,
     variant_style,
 )
 from vlpeft.plots.tables import (
@@ -88,7 +95,10 @@ def series_lines(ax: Axes) -> list[Line2D]:
     return [line for line in ax.get_lines() if line.get_gid() == SERIES_GID]
 
 
-def _split_for(value: str) -> str:
+def _split_for(value: str, task: str) -> str:
+    """The split a metric column was measured on (the untuned model's reference line is drawn for that split)."""
+    if value == "paper_metric":
+        return PAPER_SPLIT[task]
     return "test" if value.startswith("test") else "val"
 
 
@@ -186,7 +196,7 @@ def fig_task_grid(
     runs: pd.DataFrame,
     task: str,
     baseline: pd.DataFrame | None = None,
-    value: str = "best_val",
+    value: str = DEFAULT_VALUE,
 ) -> Figure:
     """Fig. 3 (``task="coco"``) / Fig. 4 (``task="vqa"``): 5 rows (PEFT methods) x 2 panels.
 
@@ -199,7 +209,7 @@ def fig_task_grid(
         runs: Runs table (all statuses; only successful runs are drawn).
         task: "coco" or "vqa".
         baseline: Optional baseline table.
-        value: Metric column to draw; ``best_val`` is the paper's protocol.
+        value: Metric column to draw (``style.VALUE_LABELS``); ``paper_metric``, the paper's number, by default.
 
     Returns:
         The figure (full page width).
@@ -216,7 +226,7 @@ def fig_task_grid(
         raise ValueError(f"no successful {task} runs: nothing to plot")
     cells = _cells(ok, value)
     full = _full_cells(cells)
-    base = baseline_value(baseline, task, _split_for(value))
+    base = baseline_value(baseline, task, _split_for(value, task))
     ylabel = metric_label(TASK_METRIC[task])
 
     with style_context():
@@ -276,7 +286,7 @@ def fig_task_grid(
             loc="outside lower center",
             ncol=5,
         )
-        fig.suptitle(f"{TASK_LABELS[task]}: {ylabel} ({_value_label(value)})")
+        fig.suptitle(f"{TASK_LABELS[task]}: {ylabel} ({value_label(value, task)})")
     return fig
 
 
@@ -292,14 +302,6 @@ def _full_ref_label(full: pd.DataFrame) -> str:
     if len(full) == 0:
         return ""
     return f"Full fine-tuning at {format_ratio(full.index.max())}% data (vs-size panels)"
-
-
-def _value_label(value: str) -> str:
-    return {
-        "best_val": "best validation score",
-        "test_at_best_val": "test score at best validation step",
-        "final_val": "final validation score",
-    }[value]
 
 
 def _level_legend(
@@ -402,29 +404,34 @@ def _cost_figure(
                     kw["linestyle"] = "none"
                     label = style.method_label(method, clf)
                     _draw_series(ax, sub["x"], sub["mean"], sub["std"], sub["n"], kw, label)
-            base = baseline_value(baseline, task, _split_for(value))
+            base = baseline_value(baseline, task, _split_for(value, task))
             has_base = has_base or base is not None
             _draw_baseline(ax, base)
         fig.legend(handles=_method_handles(METHODS, has_base), loc="outside lower center", ncol=4)
+        fig.suptitle(value_label(value))
     return fig
 
 
-def fig_cost(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, value: str = "best_val") -> Figure:
+def fig_cost(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, value: str = DEFAULT_VALUE) -> Figure:
     """Fig. 5: metric vs computation cost = data size x trainable parameters (log x), both tasks.
 
-    One colour and marker per method; "+ classifier" variants have hollow markers. Each point is one cell
-    (mean over seeds, with a standard-deviation bar where there is more than one seed).
+    The parameter count is ``trainable_params``, what trains: for prefix-tuning the prefix and its reparametrising
+    MLP (which puts every prefix length near the MLP's size); the axis label says so. runs.csv also carries
+    ``trainable_params_merged``, the prefix tensors alone. One colour and marker per method; "+ classifier" variants
+    have hollow markers. Each point is one cell (mean over seeds, with a standard-deviation bar where there is more
+    than one seed).
     """
     return _cost_figure(
         runs,
         lambda df: df["data_size"] * df["trainable_params"],
-        "computation cost = data size × trainable parameters",
+        "computation cost = data size × trainable parameters\n(trainable_params, during training: prefix-tuning's "
+        "count includes its reparametrising MLP)",
         baseline,
         value,
     )
 
 
-def fig_cost_gpu_hours(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, value: str = "best_val") -> Figure:
+def fig_cost_gpu_hours(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, value: str = DEFAULT_VALUE) -> Figure:
     """Fig. 5 against measured cost: metric vs training hours (log x), both tasks.
 
     Uses ``gpu_hours``; when every successful run logged 0 (or nothing) GPU hours -- a CPU run -- it falls back
@@ -450,9 +457,13 @@ def fig_val_curves(
     task: str = "coco",
     runs: pd.DataFrame | None = None,
     baseline: pd.DataFrame | None = None,
-    split: str = "val",
+    split: str | None = None,
+    value: str = DEFAULT_VALUE,
 ) -> Figure:
-    """Figs. 6-10: validation metric against training step for one method, one panel per data ratio.
+    """Figs. 6-10: the metric at every evaluation for one method, one panel per data ratio.
+
+    The x axis is the training step for step-based runs (COCO) and the epoch for epoch-based ones (VQAv2, which
+    evaluate at every epoch end), as the curves table's ``schedule`` column says.
 
     Within a panel there is one line per (size, "+ classifier"): shade by size (light = small), dashed for the
     "+ classifier" variant. With more than one seed the line is the mean over seeds and a band shows +/- one
@@ -464,11 +475,14 @@ def fig_val_curves(
         task: "coco" (the paper's appendix) or "vqa".
         runs: If given, curves of runs that did not succeed are left out.
         baseline: Optional baseline table (untuned model, drawn dotted grey).
-        split: Curve split to draw.
+        split: Curve split to draw; by default the split ``value`` is measured on, so that the best point of a
+            ``paper_metric`` curve is the value Figs. 3-5 show (COCO: the Karpathy-test curve).
+        value: The runs table's metric column the curves go with (named in the title).
 
     Raises:
         ValueError: Unknown method, or no curve points for that method, task and split.
     """
+    split = split or _split_for(value, task)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     cur = validate_curves(curves)
@@ -478,6 +492,7 @@ def fig_val_curves(
     sel = cur.loc[(cur["method"] == method) & (cur["task"] == task) & (cur["split"] == split)]
     if sel.empty:
         raise ValueError(f"no {split} curves for {method} on {task}: nothing to plot")
+    x, xlabel = ("epoch", "epoch") if (sel["schedule"] == "epochs").all() else ("step", "training step")
     ratios = sorted(sel["data_ratio"].unique())
     sizes = sorted(sel["size"].dropna().unique()) or [float("nan")]
     colors = shades(method, len(sizes))
@@ -495,7 +510,7 @@ def fig_val_curves(
                     g = d.loc[_same(d["size"], size) & (d["classifier"] == clf)]
                     if g.empty:
                         continue
-                    st = g.groupby("step")["value"].agg(["mean", "std", "count"])
+                    st = g.groupby(x)["value"].agg(["mean", "std", "count"])
                     ls = style.CLASSIFIER_LINESTYLE if clf else style.PLAIN_LINESTYLE
                     label = ("" if math.isnan(size) else format_size(size)) + (" + cls" if clf else "")
                     ax.plot(st.index, st["mean"], color=color, ls=ls, lw=0.9, gid=SERIES_GID, label=label)
@@ -515,7 +530,7 @@ def fig_val_curves(
                 ax.set_ylabel(metric_label(metric))
             if i + ncols >= len(ratios):
                 # Bottom panel of its column (the grid may be ragged): it carries the step axis.
-                ax.set_xlabel("training step")
+                ax.set_xlabel(xlabel)
                 ax.xaxis.set_tick_params(labelbottom=True)
         for ax in flat[len(ratios) :]:
             fig.delaxes(ax)
@@ -531,7 +546,10 @@ def fig_val_curves(
         if base is not None:
             handles.append(Line2D([], [], color=BASELINE_COLOR, linestyle=BASELINE_LINESTYLE, label=BASELINE_LABEL))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if len(handles) <= 8 else 6)
-        fig.suptitle(f"{METHOD_LABELS[method]}: {split} {metric_label(metric)} on {TASK_LABELS[task]}")
+        fig.suptitle(
+            f"{METHOD_LABELS[method]}, {TASK_LABELS[task]}: {split} {metric_label(metric)} at every evaluation "
+            f"(curves of {value_label(value, task)})"
+        )
     return fig
 
 
@@ -562,7 +580,7 @@ def make_all_figures(
     out_dir: str | Path,
     curves: pd.DataFrame | None = None,
     baseline: pd.DataFrame | None = None,
-    value: str = "best_val",
+    value: str = DEFAULT_VALUE,
 ) -> dict[str, list[Path]]:
     """Write every figure the tables allow into ``out_dir``.
 
@@ -589,11 +607,14 @@ def make_all_figures(
         cur = validate_curves(curves)
         ok_ids = set(ok["run_id"])
         for stem, method in CURVE_FIGURES.items():
-            has = (cur["method"] == method) & (cur["task"] == "coco") & (cur["split"] == "val")
+            split = _split_for(value, "coco")
+            has = (cur["method"] == method) & (cur["task"] == "coco") & (cur["split"] == split)
             if (has & cur["run_id"].isin(ok_ids)).any():
-                jobs.append((stem, lambda method=method: fig_val_curves(cur, method, "coco", runs, baseline)))
+                jobs.append(
+                    (stem, lambda method=method: fig_val_curves(cur, method, "coco", runs, baseline, value=value))
+                )
             else:
-                log.warning("%s skipped: no COCO validation curves of successful %s runs", stem, method)
+                log.warning("%s skipped: no COCO %s curves of successful %s runs", stem, split, method)
     else:
         log.warning("figs 6-10 skipped: no curves table given")
     for stem, make in jobs:
@@ -607,7 +628,7 @@ def build_figure(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None = None,
     baseline: pd.DataFrame | None = None,
-    value: str = "best_val",
+    value: str = DEFAULT_VALUE,
 ) -> Figure:
     """One figure by its stem (``fig3`` ... ``fig10_parallel_adapter``): what one workflow rule draws."""
     runs = _prepare_runs(runs, value)
@@ -620,7 +641,7 @@ def build_figure(
     if stem in CURVE_FIGURES:
         if curves is None:
             raise ValueError(f"{stem} needs the curves table")
-        return fig_val_curves(validate_curves(curves), CURVE_FIGURES[stem], "coco", runs, baseline)
+        return fig_val_curves(validate_curves(curves), CURVE_FIGURES[stem], "coco", runs, baseline, value=value)
     raise ValueError(f"unknown figure {stem!r}; known: fig3, fig4, fig5, fig5_gpu_hours, {', '.join(CURVE_FIGURES)}")
 
 
@@ -631,7 +652,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--curves", type=Path, help="curves.csv (validation curves, long format)")
     parser.add_argument("--baseline", type=Path, help="baseline.csv (untuned pre-trained model)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--value", default="best_val", choices=VALUE_COLUMNS, help="metric column to draw")
+    parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
+                        help="runs.csv column to draw (default: paper_metric, the paper's reported number; "
+                        "test_at_best_val: selection-honest)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # INFO for this package only: the PDF backend's font subsetter logs every glyph at INFO.
@@ -639,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = load_runs(args.runs)
     curves = load_curves(args.curves) if args.curves else None
     baseline = load_baseline(args.baseline)
-    written = make_all_figures(runs, args.out, curves, baseline, args.value)
+    written = make_all_figures(runs, args.out, curves, baseline, args.metric)
     for stem, paths in written.items():
         log.info("%s: %s", stem, ", ".join(str(p) for p in paths))
     return 0

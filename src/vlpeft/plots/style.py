@@ -36,6 +36,18 @@ LAYER_COMPOSITION: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapte
 TASKS: tuple[str, ...] = ("coco", "vqa")
 #: The metric each task reports.
 TASK_METRIC: dict[str, str] = {"coco": "CIDEr", "vqa": "accuracy"}
+#: The split whose best score over training the paper reports (Section IV-C: "the CIDEr on Karpathy-test split is
+#: used for image captioning, whilst the overall accuracy on VQAv2 validation split is reported").
+PAPER_SPLIT: dict[str, str] = {"coco": "test", "vqa": "val"}
+#: The runs table's metric columns, what each one is, and the default (the paper's reported number).
+VALUE_LABELS: dict[str, str] = {
+    "paper_metric": "the paper's metric: best Karpathy-test CIDEr (COCO), best validation accuracy (VQAv2) "
+    "over the evaluations",
+    "test_at_best_val": "test score at the best-validation evaluation (selection-honest)",
+    "best_val": "best validation score over the evaluations",
+    "final_val": "validation score at the last evaluation",
+}
+DEFAULT_VALUE = "paper_metric"
 
 METHOD_COLORS: dict[str, str] = {
     "prompt": "#e69f00",  # orange
@@ -191,3 +203,11 @@ def format_size(size: float) -> str:
 def metric_label(metric: str) -> str:
     """Axis label of a metric ("CIDEr", "accuracy")."""
     return METRIC_LABELS.get(metric, metric)
+
+
+def value_label(value: str, task: str | None = None) -> str:
+    """What a metric column shows, for titles: with a task, ``paper_metric`` is spelled out for that task."""
+    if value == "paper_metric" and task is not None:
+        split = "Karpathy-test" if PAPER_SPLIT[task] == "test" else "validation"
+        return f"paper_metric, the paper's: best {split} {metric_label(TASK_METRIC[task])} over the evaluations"
+    return f"{value}: {VALUE_LABELS[value]}"

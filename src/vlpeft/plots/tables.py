@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS
+from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS, VALUE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,12 @@ RUN_COLUMNS: tuple[str, ...] = (
     "data_ratio",
     "seed",
     "trainable_params",
+    "trainable_params_merged",
     "total_params",
     "data_size",
     "samples_seen",
     "metric",
+    "paper_metric",
     "best_val",
     "best_step",
     "test_at_best_val",
@@ -49,22 +51,27 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "size",
     "data_ratio",
     "seed",
+    "schedule",
     "step",
+    "epoch",
     "split",
     "metric",
     "value",
 )
 BASELINE_COLUMNS: tuple[str, ...] = ("task", "metric", "split", "value")
 STATUSES: tuple[str, ...] = ("success", "failed", "preempted", "missing")
-#: Columns a metric may be read from; ``best_val`` is the paper's protocol (best validation score seen).
-VALUE_COLUMNS: tuple[str, ...] = ("best_val", "test_at_best_val", "final_val")
+#: Columns a metric may be read from (see ``style.VALUE_LABELS``); ``paper_metric``, the paper's reported number, is
+#: the default of every figure and of the claims report.
+VALUE_COLUMNS: tuple[str, ...] = tuple(VALUE_LABELS)
 _FLOAT_COLUMNS = (
     "size",
     "data_ratio",
     "trainable_params",
+    "trainable_params_merged",
     "total_params",
     "data_size",
     "samples_seen",
+    "paper_metric",
     "best_val",
     "best_step",
     "test_at_best_val",
@@ -73,6 +80,9 @@ _FLOAT_COLUMNS = (
     "wall_time_s",
 )
 _MAX_LISTED = 25
+#: What each metric can be (x 100, as reported): VQA accuracy is a percentage; CIDEr-D is at most 10 per n-gram
+#: order (its x 10 scaling) before the x 100. A value outside is a bug upstream, never a result to plot.
+METRIC_RANGE: dict[str, tuple[float, float]] = {"accuracy": (0.0, 100.0), "CIDEr": (0.0, 1000.0)}
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
 _FALSE = {"false", "0", "no", "f", "n", "0.0"}
 
@@ -87,6 +97,32 @@ def _check_columns(df: pd.DataFrame, required: tuple[str, ...], source: str) -> 
         raise ValueError(
             f"{source} is missing required column(s): {', '.join(missing)} (expected columns: {', '.join(required)})"
         )
+
+
+def _read_csv(path: str | Path, table: str) -> pd.DataFrame:
+    """``pd.read_csv`` whose failures (empty, binary or garbled file) name the file and what to do."""
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{table} not found: {path}") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} cannot be read as the {table} ({first}); it is empty or not a CSV file: delete it "
+                         "and rerun the aggregation (aggregate_runs)") from None
+
+
+def _check_metric_values(df: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+    """Refuse values a metric cannot take (a negative CIDEr, an accuracy above 100), naming the value and the run."""
+    for metric, (low, high) in METRIC_RANGE.items():
+        rows = df["metric"] == metric
+        for col in columns:
+            bad = rows & df[col].notna() & ~df[col].between(low, high)
+            if bad.any():
+                raise ValueError(
+                    f"impossible {metric} {float(df.loc[bad, col].iloc[0])!r} in column {col!r} of {source} "
+                    f"({_first_bad(df, bad)}); {metric} lies in [{low:g}, {high:g}]: the table is corrupt, rerun the "
+                    "aggregation (and check that run's record)"
+                )
 
 
 def _first_bad(df: pd.DataFrame, mask: pd.Series) -> str:
@@ -201,6 +237,7 @@ def validate_runs(df: pd.DataFrame, source: str | Path | None = None) -> pd.Data
         bad = success & ~np.isfinite(out[col])
         if bad.any():
             raise ValueError(f"successful run without a {col} in {src} ({_first_bad(out, bad)})")
+    _check_metric_values(out, VALUE_COLUMNS, src)
     return out
 
 
@@ -248,7 +285,7 @@ def load_runs(path: str | Path) -> pd.DataFrame:
     Raises:
         ValueError: See :func:`validate_runs`.
     """
-    df = pd.read_csv(path)
+    df = _read_csv(path, "runs table")
     runs = validate_runs(df, source=path)
     log_non_success(runs, path)
     return runs
@@ -258,21 +295,22 @@ def validate_curves(df: pd.DataFrame, source: str | Path | None = None) -> pd.Da
     """Check a long-format validation-curves table and return a normalised copy.
 
     Raises:
-        ValueError: Missing columns, an empty table, an unknown task, method or split, a non-numeric step or
-            value, or a PEFT curve without a size.
+        ValueError: Missing columns, an empty table, an unknown task, method, split or schedule kind, a
+            non-numeric step, epoch or value, or a PEFT curve without a size.
     """
     src = _source_name(source, "the curves table")
     _check_columns(df, CURVE_COLUMNS, src)
     if len(df) == 0:
         raise ValueError(f"no curves in {src}: nothing to plot")
     out = df.copy()
-    for col in ("run_id", "task", "method", "split", "metric"):
+    for col in ("run_id", "task", "method", "split", "metric", "schedule"):
         out[col] = out[col].astype(str).str.strip()
     _check_allowed(out, "task", TASKS, src)
     _check_allowed(out, "method", METHODS, src)
     _check_allowed(out, "split", ("val", "test"), src)
+    _check_allowed(out, "schedule", ("steps", "epochs"), src)
     out["classifier"] = _to_bool(out, "classifier", src)
-    for col in ("size", "data_ratio", "step", "value"):
+    for col in ("size", "data_ratio", "step", "epoch", "value"):
         out[col] = _to_float(out, col, src)
     bad = out["step"].isna()
     if bad.any():
@@ -281,12 +319,13 @@ def validate_curves(df: pd.DataFrame, source: str | Path | None = None) -> pd.Da
     if bad.any():
         raise ValueError(f"PEFT curve without a size in {src} ({_first_bad(out, bad)})")
     out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(0).astype(int)
+    _check_metric_values(out, ("value",), src)
     return out
 
 
 def load_curves(path: str | Path) -> pd.DataFrame:
     """Read and validate ``curves.csv`` (long format: one row per run, step, split)."""
-    return validate_curves(pd.read_csv(path), source=path)
+    return validate_curves(_read_csv(path, "curves table"), source=path)
 
 
 def validate_baseline(df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
@@ -300,6 +339,7 @@ def validate_baseline(df: pd.DataFrame, source: str | Path | None = None) -> pd.
         _check_allowed(out, "task", TASKS, src)
         _check_allowed(out, "split", ("val", "test"), src)
     out["value"] = _to_float(out, "value", src)
+    _check_metric_values(out, ("value",), src)
     return out
 
 
@@ -307,7 +347,7 @@ def load_baseline(path: str | Path | None) -> pd.DataFrame | None:
     """Read ``baseline.csv`` if a path is given (it is optional); ``None`` otherwise."""
     if path is None:
         return None
-    return validate_baseline(pd.read_csv(path), source=path)
+    return validate_baseline(_read_csv(path, "baseline table"), source=path)
 
 
 def baseline_value(baseline: pd.DataFrame | None, task: str, split: str = "val") -> tuple[float, str] | None:
