@@ -35,6 +35,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -302,7 +303,12 @@ def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
     vit = vit_forward_flops(mc)
     sizes = {t: split_sizes(config, t, root)[0] for t in config["tasks"]}
     rows = []
-    for run in expand(config):
+    runs = expand(config)
+    last = time.monotonic()
+    for i, run in enumerate(runs):
+        if time.monotonic() - last > 10:  # counting the base model's FLOPs takes minutes for the paper's grid
+            last = time.monotonic()
+            print(f"cost: counted {i} of {len(runs)} runs ({run.run_id} next)", file=sys.stderr, flush=True)
         d = resolve(config, run)
         n_train = max(1, round(run.ratio * sizes[run.task]["train"]))  # as vlpeft.data.subsets.subset
         sc = d["schedule"]
@@ -397,12 +403,16 @@ def attempt_minutes(first: int, attempt: int, settings: CostSettings) -> int:
     return int(min(settings.max_minutes, grown))
 
 
+REPORT_ONLY = ("study", "title", "reported_metric")  # config keys no run's cost depends on
+
+
 def cost_inputs(config: dict) -> dict:
-    """The study config as the predictions depend on it: learning rates (which change no cost) set to 1.0, so that
-    tuning one does not redo the predictions (rule predict_costs gets this as its params)."""
+    """The study config as the predictions depend on it: learning rates (which change no cost) set to 1.0 and the
+    keys that only name or report the study left out, so that tuning a rate or redrawing the figures with another
+    metric does not redo the predictions (rule predict_costs gets this as its params)."""
     import copy
 
-    out = copy.deepcopy(config)
+    out = copy.deepcopy({k: v for k, v in config.items() if k not in REPORT_ONLY})
     for mcfg in out["methods"].values():
         for task, per_task in mcfg.items():
             if task != "options" and isinstance(per_task, dict) and "lr" in per_task:
