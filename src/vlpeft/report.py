@@ -1,81 +1,57 @@
-"""Test the paper's four findings against the runs table and write a markdown claims report.
+"""Test the paper's findings against the runs table and write a markdown claims report.
 
-The findings (study protocol, "The question") are hypotheses; every one is tested on successful runs only, with
-the metric column ``paper_metric`` by default (what the paper reports: the best Karpathy-test CIDEr over the
+Every finding is one :class:`Claim` in ``CLAIMS``: its id, the paper's sentence, the runs it selects (one
+component per PEFT method, or per task), its :class:`Statistic` and its :class:`Rule`. The decision rules are
+never written out by hand: the report prints each rule from the same :class:`Test` objects and constants that
+decide it, so the text below only explains the choices behind them.
+
+The findings are hypotheses (study protocol, "The question"); every one is tested on successful runs only, with
+the metric column ``paper_metric`` by default (the paper's number: the best Karpathy-test CIDEr over the
 evaluations for COCO, the best validation accuracy for VQAv2); ``test_at_best_val`` (the test score at the
-evaluation chosen on validation) tests them selection-honestly. The report names the column it used.
-Intervals are 95 % percentile bootstrap intervals (``n_boot`` resamples, seeded, so a report is reproducible).
+evaluation chosen on validation) tests them selection-honestly. Claim 1d reads the validation columns
+(``best_val``, ``final_val``) whatever the metric column, because over-fitting is a property of the validation
+curve. The resampling kernels live in :mod:`vlpeft.stats`.
 
-Trend claims (1a, 1b, 2a, 2b) resample runs in blocks: a block is every run of one configuration of the factors
-the claim does not test (e.g. one (size, "+ classifier") pair for a data-ratio claim), and whole blocks are drawn
-with replacement. Resampling single runs inside such blocks would break the balanced sweep (a block would lose
-some ratios and repeat others) and bias the within-block residuals towards zero; on synthetic sweeps with a known
-trend that put the observed statistic outside its own interval. Paired claims resample pairs, group comparisons
-resample runs within each method (4a) or within each (cost bin, group) (4b). Percentile intervals of a rank
-correlation can sit a hair off the estimate when blocks are nearly identical (duplicated blocks add ties); the
-verdicts only use the interval.
-
-Claims and decision rules
--------------------------
-Verdicts are "supported", "not supported" or "inconclusive". A claim about a method is inconclusive whenever it
-has fewer than ``MIN_DISTINCT_X`` (3) distinct x values or fewer than ``MIN_BLOCKS`` (3) configurations to
-resample (trend claims), or fewer than ``MIN_PAIRS`` (2) pairs (paired claims); an interval that cannot be
-computed (fewer than half the resamples give a value) is inconclusive too.
-
-1a. COCO, CIDEr does not depend on data ratio (per PEFT method). Statistic: Spearman rho between data ratio and
-    CIDEr after subtracting each (size, "+ classifier") configuration's mean, so that size and classifier effects
-    do not masquerade as (or hide) a ratio effect; the bootstrap resamples those configurations.
-    An equivalence rule, because "no dependence" cannot be shown by a failure to reject: supported if the whole
-    interval lies within +/- ``NEGLIGIBLE_RHO`` (0.3, a "small" correlation at most); not supported if the
-    interval excludes 0 and |rho| >= ``NEGLIGIBLE_RHO`` (a clear, not small, dependence); inconclusive otherwise
-    (an interval too wide to tell, or a detectable but small dependence). Rho is a rank statistic: the report
-    also prints the mean metric per ratio, so the size of any dependence can be read in metric units.
-1b. COCO, parameter size has a non-monotonic effect with an interior optimum (per PEFT method). Statistic:
-    delta = (best mean over interior sizes) - (better mean of the smallest and largest size), means over runs
-    after subtracting each (data ratio, "+ classifier") block's mean, in metric units. Supported if the
-    interval is above 0, not supported if below 0 (an end of the size range is reliably best), inconclusive
-    otherwise. Also reported: the share of resamples whose best size is interior. Taking the best interior size
-    favours "supported" a little when there are many interior sizes (winner's curse); the interval must
-    clear 0 to count.
-2a. VQAv2, accuracy rises with data ratio; 2b. ... and with parameter size (per PEFT method). Statistic: Spearman
-    rho as in 1a (for size, residuals within (data ratio, "+ classifier")). Supported if the interval is above
-    0; not supported if it is below 0 or lies within +/- ``NEGLIGIBLE_RHO`` (at most a negligible trend);
-    inconclusive otherwise.
-3.  "+ classifier" effect. Statistic: mean paired difference (classifier minus plain) over cells matched on
-    (size, data ratio, seed); bootstrap resamples pairs. Expected signs: 3a COCO prompt-tuning > 0; 3b COCO
-    LoRA / serial / parallel adapter < 0; 3c VQAv2 every PEFT method > 0. Supported if the interval lies
-    entirely on the expected side of 0, not supported if entirely on the other side, inconclusive otherwise.
-3d. VQAv2, "+ classifier" even beats full fine-tuning (per PEFT method). Statistic: mean of the method's best
-    "+ classifier" size minus full fine-tuning's mean, both at the largest data ratio they share; bootstrap
-    resamples seeds within each of the two cells. Inconclusive if either cell has fewer than 2 seeds (one run
-    cannot separate the method from seed noise); otherwise supported / not supported by the interval's side
-    of 0.
-4.  Layer composition (LoRA, serial, parallel adapter) beats embedding composition (prompt, prefix), per task.
-    4a: difference of group means, each group the average of its methods' mean metric over all their runs
-    (each method weighs the same whatever its number of runs); bootstrap resamples runs within methods.
-    4b, at equal computation cost (data size x trainable parameters, the paper's Fig. 5 cost): runs are put in
-    bins of ``COST_BIN_DECADES`` (half a decade) of cost; the statistic is the average over bins holding both
-    groups of (layer mean - embedding mean); bootstrap resamples runs within (bin, group). Inconclusive with
-    fewer than ``MIN_SHARED_BINS`` (2) shared bins. Both: supported if the interval is above 0, not supported if
-    below 0, inconclusive otherwise. The best configuration of each method is listed as well (descriptive:
-    a bootstrap of a maximum is unreliable, so it carries no verdict).
-
-Per claim, a row with method "all" combines the per-method (or per-task) verdicts: supported if all are
-supported, not supported if any is not supported, inconclusive otherwise.
+Decisions
+---------
+- Each component gets two one-sided p-values: for the claim (``support``; several tests must all hold, so their
+  largest p counts) and for its contrary (``refute``; any of several tests refutes, Bonferroni within). Across a
+  claim's components (its family: the PEFT methods, or the two tasks) both are Holm-adjusted. A component is
+  supported if its adjusted support p < ``ALPHA``, else not supported if its adjusted refute p < ``ALPHA``, else
+  inconclusive; a component with too few runs (fewer than ``MIN_DISTINCT_X`` distinct x values, ``MIN_BLOCKS``
+  blocks, ``MIN_PAIRS`` pairs, ``MIN_SEEDS`` seeds per cell or ``MIN_SHARED_BINS`` cost bins) is inconclusive and
+  leaves the family. The "all" row is supported if every component is (an intersection-union test, which needs
+  no further correction), not supported if any is, inconclusive otherwise.
+- p-values come from a permutation null where one exists (1b: size labels shuffled within each sweep; claims 1d and
+  3a-c: sign flips of paired differences), else from the bootstrap (the share of replicates on the wrong side of
+  the bound, which is below alpha exactly when the one-sided percentile bound clears it).
+- Intervals are 95 % percentile bootstrap intervals, unadjusted and descriptive; each claim says what they
+  resample. With one seed they resample configurations (sizes, ratios, variants), never training noise.
+- Trend claims (1a, 1b, 2a, 2b) resample whole sweeps (blocks: one run per x value of one configuration of the
+  other factors and one seed) after subtracting each block's mean, so that size and classifier effects neither
+  masquerade as nor hide the effect under test. Resampling single runs would break the sweeps.
+- 1a, "does not depend", is an equivalence test in metric units: the difference between the largest and the
+  smallest data ratio must lie within +/- ``MARGIN`` (TOST); Spearman rho is printed beside it.
+- 1b, "an interior optimum", compares delta = (best interior size) - (better end size) with its permutation null:
+  a maximum over more interior sizes is larger by chance alone (winner's curse), and the null carries the same
+  maximum.
+- An inconclusive component says what would decide it: the number of units (blocks, pairs, ratios, seeds) at which
+  the observed effect would clear the Holm-adjusted test if effect and spread held (normal approximation).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
-import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vlpeft import stats
 from vlpeft.plots.style import (
     DEFAULT_VALUE,
     EMBEDDING_COMPOSITION,
@@ -96,14 +72,22 @@ NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
 VERDICTS: tuple[str, ...] = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 
-#: Largest |Spearman rho| still called a negligible (at most small) monotone association.
+#: Family-wise error rate of each claim's components (Holm).
+ALPHA = 0.05
+#: Largest Spearman rho still called a negligible (at most small) monotone association.
 NEGLIGIBLE_RHO = 0.3
+#: "Comparable", "does not depend": within this many metric points (x 100, as reported).
+MARGIN: dict[str, float] = {"CIDEr": 2.0, "accuracy": 1.0}
+#: "Lags far": behind by more than this many metric points.
+LARGE_GAP: dict[str, float] = {"CIDEr": 10.0, "accuracy": 5.0}
 #: Fewest distinct x values (ratios, sizes) a trend claim needs.
 MIN_DISTINCT_X = 3
-#: Fewest configurations (bootstrap blocks) a trend claim needs: with fewer the interval is close to degenerate.
+#: Fewest blocks (sweeps) a trend claim resamples.
 MIN_BLOCKS = 3
 #: Fewest matched pairs a paired claim needs.
 MIN_PAIRS = 2
+#: Fewest seeds per cell when two single cells are compared (3d).
+MIN_SEEDS = 2
 #: Width of a computation-cost bin, in decades.
 COST_BIN_DECADES = 0.5
 #: Fewest cost bins holding both method groups for the matched-cost comparison.
@@ -120,292 +104,663 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "value",
     "ci_low",
     "ci_high",
+    "p_support",
+    "p_refute",
     "verdict",
     "n",
+    "units",
     "rule",
+    "decide",
 )
 
-CLAIM_TEXT: dict[str, str] = {
-    "1a": "COCO: CIDEr does not depend on the data ratio",
-    "1b": "COCO: parameter size has a non-monotonic effect (an interior optimum)",
-    "2a": "VQAv2: accuracy rises with the data ratio",
-    "2b": "VQAv2: accuracy rises with the parameter size",
-    "3a": "COCO: + classifier helps prompt-tuning",
-    "3b": "COCO: + classifier hurts layer composition (LoRA, serial and parallel adapter)",
-    "3c": "VQAv2: + classifier helps every PEFT method",
-    "3d": "VQAv2: with + classifier, PEFT beats full fine-tuning",
-    "4a": "Layer composition beats embedding composition (mean over configurations)",
-    "4b": "Layer composition beats embedding composition at equal computation cost",
-}
-_TOO_FEW = f"< {MIN_DISTINCT_X} distinct {{x}} or < {MIN_BLOCKS} configurations"
-RULES: dict[str, str] = {
-    "1a": f"supported if the 95% CI of rho lies within +/-{NEGLIGIBLE_RHO}; not supported if it excludes 0 and "
-    f"|rho| >= {NEGLIGIBLE_RHO}; inconclusive otherwise or {_TOO_FEW.format(x='ratios')}",
-    "1b": "supported if the CI of delta is > 0; not supported if < 0; inconclusive otherwise or "
-    + _TOO_FEW.format(x="sizes"),
-    "2a": f"supported if the CI of rho is > 0; not supported if < 0 or within +/-{NEGLIGIBLE_RHO}; inconclusive "
-    f"otherwise or {_TOO_FEW.format(x='ratios')}",
-    "2b": f"supported if the CI of rho is > 0; not supported if < 0 or within +/-{NEGLIGIBLE_RHO}; inconclusive "
-    f"otherwise or {_TOO_FEW.format(x='sizes')}",
-    "3a": f"supported if the CI of the mean difference is > 0; not supported if < 0; inconclusive otherwise or "
-    f"< {MIN_PAIRS} pairs",
-    "3b": f"supported if the CI of the mean difference is < 0; not supported if > 0; inconclusive otherwise or "
-    f"< {MIN_PAIRS} pairs",
-    "3c": f"supported if the CI of the mean difference is > 0; not supported if < 0; inconclusive otherwise or "
-    f"< {MIN_PAIRS} pairs",
-    "3d": "supported if the CI of the difference is > 0; not supported if < 0; inconclusive otherwise or < 2 seeds "
-    "in either cell",
-    "4a": "supported if the CI of the difference is > 0; not supported if < 0; inconclusive otherwise or a group "
-    "without runs",
-    "4b": f"supported if the CI of the difference is > 0; not supported if < 0; inconclusive otherwise or < "
-    f"{MIN_SHARED_BINS} shared cost bins",
-    "all": "supported if every component is supported; not supported if any is not supported; else inconclusive",
-}
+
+# --------------------------------------------------------------------------------------------------------------
+# The objects a claim is made of.
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class Estimate:
+    """A statistic on one component: observed value, bootstrap replicates, permutation null, descriptive details.
+
+    ``units`` counts what is resampled (blocks, pairs, ratios, seeds), ``too_few`` says why it cannot be judged.
+    """
+
+    value: float = math.nan
+    boot: np.ndarray | None = None
+    null: np.ndarray | None = None
+    n: int = 0
+    units: int = 0
+    seeds: int = 0
+    details: dict[str, object] = field(default_factory=dict)
+    too_few: str | None = None
+
+
+@dataclass(frozen=True)
+class Test:
+    """One one-sided hypothesis: the statistic is greater (+1) or smaller (-1) than ``bound``, or than its
+    permutation null when ``bound`` is None."""
+
+    direction: int
+    bound: float | None = None
+
+    def p(self, est: Estimate) -> float:
+        if self.bound is None:
+            return stats.p_permutation(est.value, est.null, self.direction)
+        return stats.p_bootstrap(est.boot, self.bound, self.direction)
+
+    def text(self, symbol: str) -> str:
+        if self.bound is None:
+            return f"{symbol} {'above' if self.direction > 0 else 'below'} its permutation null"
+        return f"{symbol} {'>' if self.direction > 0 else '<'} {self.bound:g}"
+
+    def distance(self, est: Estimate) -> tuple[float, float]:
+        """(how far the estimate is on this test's side, the spread it is judged against), for planning."""
+        ref = est.null if self.bound is None else est.boot
+        ref = stats.usable(ref)
+        if not len(ref):
+            return math.nan, math.nan
+        centre = float(np.mean(ref)) if self.bound is None else self.bound
+        return self.direction * (est.value - centre), float(np.std(ref))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Supported if every ``support`` test holds, not supported if any ``refute`` test does (Holm across the
+    claim's components, at ``ALPHA``)."""
+
+    support: tuple[Test, ...]
+    refute: tuple[Test, ...]
+
+    def p_support(self, est: Estimate) -> float:
+        return max(t.p(est) for t in self.support)
+
+    def p_refute(self, est: Estimate) -> float:
+        return min(1.0, len(self.refute) * min(t.p(est) for t in self.refute))
+
+    def text(self, symbol: str) -> str:
+        sup = " and ".join(t.text(symbol) for t in self.support)
+        ref = " or ".join(t.text(symbol) for t in self.refute)
+        return (
+            f"supported if {sup} (Holm-adjusted one-sided p < {ALPHA:g}); else not supported if {ref} (same test); "
+            "inconclusive otherwise"
+        )
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """What is computed on a component's runs, and what its interval resamples."""
+
+    name: str
+    symbol: str
+    resamples: str
+    unit: str
+    compute: Callable[[pd.DataFrame, str, int, np.random.Generator], Estimate]
+    #: Whether more seeds add units (then the plan also says how many seeds).
+    seeds_add_units: bool = True
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One finding of the paper, as data: it is evaluated and rendered by the generic code below."""
+
+    id: str
+    finding: str
+    quote: str
+    group: str
+    selection: str
+    components: tuple[tuple[str, str], ...]
+    select: Callable[[pd.DataFrame, str, str], pd.DataFrame]
+    statistic: Statistic
+    rule: Rule
+    #: Descriptive markdown shown under the claim (tables behind the statistic): f(successful runs, value column).
+    describe: Callable[[pd.DataFrame, str], list[str]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Bootstrap machinery: runs are laid out stratum by stratum so that every resample keeps each stratum's size and
-# a statistic can be computed for all resamples at once from contiguous column slices.
+# Statistics (the kernels are in vlpeft.stats).
 # --------------------------------------------------------------------------------------------------------------
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    """A generator per (seed, claim, task, method): results do not depend on the order claims are evaluated in."""
-    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+def _codes(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    return df.groupby(list(cols), dropna=False, sort=True).ngroup().to_numpy()
 
 
-def _layout(df: pd.DataFrame, strata: Sequence[str]) -> tuple[np.ndarray, list[slice]]:
-    """Row order grouping the strata together, and each stratum's slice in that order."""
-    codes = df.groupby(list(strata), dropna=False, sort=True).ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes)
-    edges = np.concatenate([[0], np.cumsum(counts)])
-    return order, [slice(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+def _base(df: pd.DataFrame) -> Estimate:
+    return Estimate(n=len(df), seeds=int(df["seed"].nunique()) if len(df) else 0)
 
 
-def _resample(order: np.ndarray, slices: list[slice], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(1 + n_boot, n) row indices: row 0 is the observed sample, the others stratified bootstrap resamples."""
-    idx = np.empty((n_boot + 1, len(order)), dtype=int)
-    idx[0] = order
-    for sl in slices:
-        members = order[sl]
-        idx[1:, sl] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
-    return idx
-
-
-def _blocks(df: pd.DataFrame, strata: Sequence[str]) -> np.ndarray:
-    """Block code (0..k-1) of every run: one block per combination of the nuisance factors."""
-    return df.groupby(list(strata), dropna=False, sort=True).ngroup().to_numpy()
-
-
-def _block_weights(blocks: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(1 + n_boot, n) run weights: row 0 all ones (the observed sample), then block-bootstrap multiplicities."""
-    k = int(blocks.max()) + 1
-    wb = rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot)
-    return np.vstack([np.ones(k), wb])[:, blocks].astype(float)
-
-
-def _residuals(y: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-    means = np.bincount(blocks, weights=y) / np.bincount(blocks)
-    # Residuals that are equal in exact arithmetic must tie in the ranks, not be ordered by rounding error.
-    return np.round(y - means[blocks], 9)
-
-
-def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((len(codes), k))
-    out[np.arange(len(codes)), codes] = 1.0
-    return out
-
-
-def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Mid-ranks of ``v`` when run i appears w[b, i] times, for every row b of ``w`` at once."""
-    u, inv = np.unique(v, return_inverse=True)
-    wu = w @ _onehot(inv, len(u))
-    return (np.cumsum(wu, axis=1) - (wu - 1.0) / 2.0)[:, inv]
-
-
-def _weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Spearman rho of (x, y) with runs replicated by the weights in each row of ``w``."""
-    rx = _weighted_ranks(x, w)
-    ry = _weighted_ranks(y, w)
-    sw = w.sum(axis=1, keepdims=True)
-    dx = rx - (w * rx).sum(axis=1, keepdims=True) / sw
-    dy = ry - (w * ry).sum(axis=1, keepdims=True) / sw
-    den = np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-12, (w * dx * dy).sum(axis=1) / den, np.nan)
-
-
-def _ci(stats: np.ndarray) -> tuple[float, float, float]:
-    """Observed value (row 0) and interval of the resamples (the rest); the interval is NaN if < half usable."""
-    boot = stats[1:]
-    usable = np.isfinite(boot)
-    if usable.sum() < 0.5 * len(boot) or not usable.any():
-        return float(stats[0]), math.nan, math.nan
-    lo, hi = np.percentile(boot[usable], [2.5, 97.5])
-    return float(stats[0]), float(lo), float(hi)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Verdict rules (see the module docstring).
-# --------------------------------------------------------------------------------------------------------------
-def _finite(*values: float) -> bool:
-    return all(v is not None and np.isfinite(v) for v in values)
-
-
-def _verdict_null(rho: float, lo: float, hi: float) -> str:
-    if not _finite(rho, lo, hi):
-        return INCONCLUSIVE
-    if -NEGLIGIBLE_RHO <= lo and hi <= NEGLIGIBLE_RHO:
-        return SUPPORTED
-    if (lo > 0 or hi < 0) and abs(rho) >= NEGLIGIBLE_RHO:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
-
-
-def _verdict_rise(lo: float, hi: float) -> str:
-    if not _finite(lo, hi):
-        return INCONCLUSIVE
-    if lo > 0:
-        return SUPPORTED
-    if hi < 0 or (-NEGLIGIBLE_RHO <= lo and hi <= NEGLIGIBLE_RHO):
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
-
-
-def _verdict_sign(lo: float, hi: float, expected: int = 1) -> str:
-    if not _finite(lo, hi):
-        return INCONCLUSIVE
-    if (expected > 0 and lo > 0) or (expected < 0 and hi < 0):
-        return SUPPORTED
-    if (expected > 0 and hi < 0) or (expected < 0 and lo > 0):
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
-
-
-def _too_few(r: dict) -> bool:
-    return r["n_x"] < MIN_DISTINCT_X or r["n_blocks"] < MIN_BLOCKS
-
-
-def _combine(verdicts: Sequence[str]) -> str:
-    if verdicts and all(v == SUPPORTED for v in verdicts):
-        return SUPPORTED
-    if any(v == NOT_SUPPORTED for v in verdicts):
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Statistics.
-# --------------------------------------------------------------------------------------------------------------
-def _trend(df: pd.DataFrame, x: str, strata: Sequence[str], value: str, n_boot: int, rng: np.random.Generator) -> dict:
-    """Spearman rho of ``value`` (residualised within ``strata`` blocks) against ``x``; block-bootstrap interval."""
+def _sweeps(df: pd.DataFrame, x: str, xname: str, by: Sequence[str]) -> tuple[Estimate, np.ndarray | None]:
+    """A trend statistic's blocks (one sweep over x per configuration of ``by`` and seed), or why there are too few."""
+    est = _base(df)
     n_x = int(df[x].nunique()) if len(df) else 0
-    out = {"n": len(df), "n_x": n_x, "n_blocks": 0, "value": math.nan, "lo": math.nan, "hi": math.nan}
+    est.details[xname] = n_x
     if n_x < MIN_DISTINCT_X:
-        return out
-    blocks = _blocks(df, strata)
-    out["n_blocks"] = int(blocks.max()) + 1
-    w = _block_weights(blocks, n_boot, rng)
-    resid = _residuals(df[value].to_numpy(float), blocks)
-    out["value"], out["lo"], out["hi"] = _ci(_weighted_spearman(df[x].to_numpy(float), resid, w))
-    return out
+        est.too_few = f"{n_x} distinct {xname} (needs {MIN_DISTINCT_X})"
+        return est, None
+    blocks = _codes(df, [*by, "seed"])
+    est.units = int(blocks.max()) + 1
+    if est.units < MIN_BLOCKS:
+        est.too_few = f"{est.units} sweeps (needs {MIN_BLOCKS})"
+        return est, None
+    return est, blocks
 
 
-def _interior_optimum(df: pd.DataFrame, value: str, n_boot: int, rng: np.random.Generator) -> dict:
-    """delta = best interior size mean - better end-size mean (residuals within (ratio, classifier) blocks)."""
-    sizes = np.sort(df["size"].unique()) if len(df) else np.array([])
-    out = {
-        "n": len(df),
-        "n_x": len(sizes),
-        "n_blocks": 0,
-        "value": math.nan,
-        "lo": math.nan,
-        "hi": math.nan,
-        "best": math.nan,
-        "p_interior": math.nan,
-    }
-    if len(sizes) < MIN_DISTINCT_X:
-        return out
-    blocks = _blocks(df, ["data_ratio", "classifier"])
-    out["n_blocks"] = int(blocks.max()) + 1
-    w = _block_weights(blocks, n_boot, rng)
-    resid = _residuals(df[value].to_numpy(float), blocks)
-    onehot = _onehot(np.searchsorted(sizes, df["size"].to_numpy(float)), len(sizes))
-    sums = (w * resid) @ onehot
-    counts = w @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / np.maximum(counts, 1e-12), -np.inf)
-    inner = means[:, 1:-1].max(axis=1)
-    ends = means[:, [0, -1]].max(axis=1)
-    ok = np.isfinite(inner) & np.isfinite(ends)
-    out["value"], out["lo"], out["hi"] = _ci(np.where(ok, inner - ends, np.nan))
-    best = means.argmax(axis=1)
-    out["best"] = float(sizes[best[0]])
-    interior = (best > 0) & (best < len(sizes) - 1)
-    out["p_interior"] = float(interior[1:][ok[1:]].mean()) if ok[1:].any() else math.nan
-    return out
+def _rho(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator, x: str, xname: str, by: Sequence[str]):
+    est, blocks = _sweeps(df, x, xname, by)
+    if blocks is not None:
+        w = stats.block_weights(blocks, n_boot, gen)
+        rho = stats.weighted_spearman(df[x].to_numpy(float), stats.residuals(df[value].to_numpy(float), blocks), w)
+        est.value, est.boot = float(rho[0]), rho[1:]
+    return est
 
 
-def _pairs(df: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Runs matched on (size, data ratio, seed): one row per pair with plain, classifier and their difference."""
+def _end_difference(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator, x: str, xname: str,
+                    by: Sequence[str]) -> Estimate:
+    """Mean at the largest x minus mean at the smallest, within sweeps (metric units); rho as a detail."""
+    est, blocks = _sweeps(df, x, xname, by)
+    if blocks is None:
+        return est
+    levels = np.sort(df[x].unique())
+    w = stats.block_weights(blocks, n_boot, gen)
+    resid = stats.residuals(df[value].to_numpy(float), blocks)
+    means = stats.weighted_group_means(resid, np.searchsorted(levels, df[x].to_numpy(float)), len(levels), w)
+    diff = means[:, -1] - means[:, 0]
+    est.value, est.boot = float(diff[0]), diff[1:]
+    rho = stats.weighted_spearman(df[x].to_numpy(float), resid, w)
+    est.details["Spearman rho"] = float(rho[0])
+    est.details["rho 95% CI"] = _ci_text(*stats.percentile_interval(rho[1:]))
+    return est
+
+
+def _interior_optimum(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
+    """delta = best interior size mean - better end-size mean, within sweeps; null: sizes shuffled within sweeps."""
+    est, blocks = _sweeps(df, "size", "sizes", ["data_ratio", "classifier"])
+    est.details.update({"best size": "–", "P(interior best)": math.nan, "null mean": math.nan})
+    if blocks is None:
+        return est
+    sizes = np.sort(df["size"].unique())
+    k = len(sizes)
+    codes = np.searchsorted(sizes, df["size"].to_numpy(float))
+    resid = stats.residuals(df[value].to_numpy(float), blocks)
+
+    def delta(means: np.ndarray) -> np.ndarray:
+        means = np.where(np.isfinite(means), means, -np.inf)
+        d = means[:, 1:-1].max(axis=1) - means[:, [0, -1]].max(axis=1)
+        return np.where(np.isfinite(d), d, np.nan)
+
+    means = stats.weighted_group_means(resid, codes, k, stats.block_weights(blocks, n_boot, gen))
+    d = delta(means)
+    est.value, est.boot = float(d[0]), d[1:]
+    perm = stats.within_block_permutations(blocks, n_boot, gen)
+    est.null = delta(np.stack([np.bincount(codes[p], weights=resid, minlength=k) for p in perm])
+                     / np.bincount(codes, minlength=k))
+    best = np.nan_to_num(means, nan=-np.inf).argmax(axis=1)
+    interior = (best > 0) & (best < k - 1)
+    est.details.update({
+        "best size": format_size(sizes[best[0]]),
+        "P(interior best)": float(interior[1:].mean()),
+        "null mean": float(np.mean(est.null)),
+    })
+    return est
+
+
+def _paired(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator,
+            pairs: Callable[[pd.DataFrame, str], tuple[pd.DataFrame, dict]]) -> Estimate:
+    """Mean paired difference; bootstrap over pairs, sign-flip null."""
+    est = _base(df)
+    p, details = pairs(df, value)
+    est.details.update({"pairs": len(p), **details})
+    est.units = len(p)
+    if len(p) < MIN_PAIRS:
+        est.too_few = f"{len(p)} pairs (needs {MIN_PAIRS})"
+        return est
+    diff = p["diff"].to_numpy(float)
+    est.value = float(diff.mean())
+    est.boot = stats.bootstrap_means(diff, n_boot, gen)
+    est.null = stats.sign_flip_null(diff, n_boot, gen)
+    return est
+
+
+def _classifier_pairs(df: pd.DataFrame, value: str) -> tuple[pd.DataFrame, dict]:
+    """+ classifier minus plain, matched on (size, data ratio, seed)."""
     keys = ["size", "data_ratio", "seed"]
-    plain = df.loc[~df["classifier"], [*keys, value]].rename(columns={value: "plain"})
-    cls = df.loc[df["classifier"], [*keys, value]].rename(columns={value: "cls"})
-    # Duplicate keys (should not happen) would multiply pairs; average them first.
-    plain = plain.groupby(keys, dropna=False, as_index=False).mean()
-    cls = cls.groupby(keys, dropna=False, as_index=False).mean()
-    pairs = plain.merge(cls, on=keys, how="inner")
-    pairs["diff"] = pairs["cls"] - pairs["plain"]
-    return pairs
+    plain = df.loc[~df["classifier"]].groupby(keys, dropna=False)[value].mean().rename("plain")
+    cls = df.loc[df["classifier"]].groupby(keys, dropna=False)[value].mean().rename("cls")
+    p = pd.concat([plain, cls], axis=1, join="inner")
+    p["diff"] = p["cls"] - p["plain"]
+    return p, {"mean plain": p["plain"].mean() if len(p) else math.nan,
+               "mean + classifier": p["cls"].mean() if len(p) else math.nan}
 
 
-def _mean_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return math.nan, math.nan, math.nan
-    idx = _resample(np.arange(len(values)), [slice(0, len(values))], n_boot, rng)
-    return _ci(values[idx].mean(axis=1))
+def _overfit_pairs(df: pd.DataFrame, value: str) -> tuple[pd.DataFrame, dict]:
+    """Late drop of the validation curve (best_val - final_val) at the largest minus at the smallest size."""
+    d = df.assign(drop=df["best_val"] - df["final_val"]).dropna(subset=["drop"])
+    if d["size"].nunique() < 2:
+        return d.iloc[:0].assign(diff=[]), {}
+    lo, hi = d["size"].min(), d["size"].max()
+    keys = ["data_ratio", "classifier", "seed"]
+    small = d.loc[d["size"] == lo].groupby(keys)["drop"].mean().rename("small")
+    large = d.loc[d["size"] == hi].groupby(keys)["drop"].mean().rename("large")
+    p = pd.concat([small, large], axis=1, join="inner")
+    p["diff"] = p["large"] - p["small"]
+    at = d.loc[d["size"] == hi, "drop"]
+    return p, {
+        "sizes": f"{format_size(lo)} vs {format_size(hi)}",
+        "drop, smallest size": p["small"].mean() if len(p) else math.nan,
+        "drop, largest size": p["large"].mean() if len(p) else math.nan,
+        "largest size: best before end": f"{int((at > 0).sum())}/{len(at)}",
+    }
 
 
-def _group_stat(
-    df: pd.DataFrame, strata: Sequence[str], value: str, n_boot: int, rng: np.random.Generator, stat: Callable
-) -> tuple[float, float, float]:
-    """Bootstrap a statistic computed from per-stratum means: ``stat(means, keys)`` for (1 + n_boot) rows."""
-    order, slices = _layout(df, strata)
-    index = df.groupby(list(strata), dropna=False, sort=True).size().index
-    keys = list(index) if isinstance(index, pd.MultiIndex) else [(k,) for k in index]
-    idx = _resample(order, slices, n_boot, rng)
-    ys = df[value].to_numpy(float)[idx]
-    means = np.stack([ys[:, sl].mean(axis=1) for sl in slices], axis=1)
-    return _ci(stat(means, keys))
+def _versus_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
+    """Mean over data ratios of (method's plain mean - full fine-tuning's mean at that ratio); bootstrap over ratios."""
+    est = _base(df)
+    full = df.loc[df["method"] == "full"].groupby("data_ratio")[value].mean()
+    peft = df.loc[(df["method"] != "full") & ~df["classifier"]].groupby("data_ratio")[value].mean()
+    d = (peft - full).dropna()
+    est.units = len(d)
+    est.details.update({"ratios": len(d), "method mean": peft.loc[d.index].mean() if len(d) else math.nan,
+                        "full FT mean": full.loc[d.index].mean() if len(d) else math.nan})
+    if len(d) < MIN_DISTINCT_X:
+        est.too_few = f"{len(d)} data ratios shared with full fine-tuning (needs {MIN_DISTINCT_X})"
+        return est
+    est.value = float(d.mean())
+    est.boot = stats.bootstrap_means(d.to_numpy(float), n_boot, gen)
+    return est
+
+
+def _best_classifier_vs_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
+    """Best "+ classifier" size mean - full fine-tuning mean, at the largest shared ratio; seeds resampled per cell."""
+    est = _base(df)
+    full = df.loc[df["method"] == "full"]
+    if (~full["classifier"]).any():
+        full = full.loc[~full["classifier"]]
+    d = df.loc[(df["method"] != "full") & df["classifier"]]
+    shared = sorted(set(d["data_ratio"]) & set(full["data_ratio"]))
+    est.details.update({"ratio": "–", "best size": "–", "+ classifier mean": "–", "full FT mean": "–"})
+    if not shared:
+        est.too_few = "no data ratio shared with full fine-tuning"
+        return est
+    ratio = shared[-1]
+    at = d.loc[d["data_ratio"] == ratio]
+    best = float(at.groupby("size")[value].mean().idxmax())
+    a = at.loc[at["size"] == best, value].to_numpy(float)
+    f = full.loc[full["data_ratio"] == ratio, value].to_numpy(float)
+    est.n, est.units = len(a) + len(f), min(len(a), len(f))
+    est.details.update({
+        "ratio": format_ratio(ratio) + "%",
+        "best size": format_size(best),
+        "+ classifier mean": f"{_fmt(a.mean())} (n={len(a)})",
+        "full FT mean": f"{_fmt(f.mean())} (n={len(f)})",
+    })
+    est.value = float(a.mean() - f.mean())
+    if min(len(a), len(f)) < MIN_SEEDS:
+        est.too_few = f"{min(len(a), len(f))} seed(s) in a cell (needs {MIN_SEEDS})"
+        return est
+    est.boot = stats.bootstrap_means(a, n_boot, gen) - stats.bootstrap_means(f, n_boot, gen)
+    return est
 
 
 def _group_of(method: str) -> str:
     return "layer" if method in LAYER_COMPOSITION else "embedding"
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The claims table.
-# --------------------------------------------------------------------------------------------------------------
-def _row(claim: str, task: str, method: str, statistic: str, r: dict, verdict: str, rule: str | None = None) -> dict:
-    return {
-        "claim": claim,
-        "task": task,
-        "method": method,
-        "statistic": statistic,
-        "value": r.get("value", math.nan),
-        "ci_low": r.get("lo", math.nan),
-        "ci_high": r.get("hi", math.nan),
-        "verdict": verdict,
-        "n": int(r.get("n", 0)),
-        "rule": rule or RULES[claim],
-    }
+def _stratified(df: pd.DataFrame, strata: Sequence[str], value: str, n_boot: int, gen: np.random.Generator,
+                stat: Callable[[np.ndarray, list], np.ndarray]) -> Estimate:
+    """A statistic of per-stratum means; runs resampled within strata."""
+    est = _base(df)
+    codes = _codes(df, strata)
+    if np.bincount(codes).min() < MIN_PAIRS:
+        est.too_few = f"a ({', '.join(strata)}) stratum with fewer than {MIN_PAIRS} runs (one run cannot be resampled)"
+        return est
+    keys = list(df.groupby(list(strata), dropna=False, sort=True).size().index)
+    keys = [k if isinstance(k, tuple) else (k,) for k in keys]
+    ys = df[value].to_numpy(float)[stats.stratified_indices(codes, n_boot, gen)]
+    s = stat(ys @ stats.onehot(codes, len(keys)) / np.bincount(codes, minlength=len(keys)), keys)
+    est.value, est.boot = float(s[0]), s[1:]
+    est.units = len(df)
+    return est
 
 
-def _all_row(claim: str, task: str, rows: list[dict]) -> dict:
+def _layer_vs_embedding(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
+    """Mean of layer-method means - mean of embedding-method means (each method weighs the same)."""
+    groups = {_group_of(m) for m in df["method"]}
+    if groups != {"layer", "embedding"}:
+        est = _base(df)
+        est.too_few = "a method group without runs"
+        return est
+
+    def diff(means: np.ndarray, keys: list) -> np.ndarray:
+        is_layer = np.array([k[0] in LAYER_COMPOSITION for k in keys])
+        return means[:, is_layer].mean(axis=1) - means[:, ~is_layer].mean(axis=1)
+
+    return _stratified(df, ["method"], value, n_boot, gen, diff)
+
+
+def _cost_bins(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs with a cost, their cost bin and group, in bins holding at least ``MIN_PAIRS`` runs of each group."""
+    cost = df["data_size"] * df["trainable_params"]
+    d = df.loc[np.isfinite(cost) & (cost > 0)].copy()
+    d["group"] = d["method"].map(_group_of)
+    d["cost_bin"] = np.floor(np.log10(d["data_size"] * d["trainable_params"]) / COST_BIN_DECADES).astype(int)
+    counts = d.groupby(["cost_bin", "group"]).size().unstack("group", fill_value=0)
+    shared = counts.index[(counts.reindex(columns=["embedding", "layer"], fill_value=0) >= MIN_PAIRS).all(axis=1)]
+    return d.loc[d["cost_bin"].isin(shared)]
+
+
+def _matched_cost(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
+    """Mean over shared cost bins of (layer mean - embedding mean); runs resampled within (bin, group)."""
+    m = _cost_bins(df)
+    n_bins = int(m["cost_bin"].nunique())
+    if n_bins < MIN_SHARED_BINS:
+        est = _base(m)
+        est.too_few = f"{n_bins} cost bins holding both groups (needs {MIN_SHARED_BINS})"
+        return est
+    # keys are (cost_bin, group) sorted, so each shared bin has "embedding" then "layer".
+    est = _stratified(m, ["cost_bin", "group"], value, n_boot, gen,
+                      lambda means, keys: (means[:, 1::2] - means[:, 0::2]).mean(axis=1))
+    est.details["shared cost bins"] = n_bins
+    return est
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Selections and descriptive tables.
+# --------------------------------------------------------------------------------------------------------------
+def _method_runs(ok: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
+    return ok.loc[(ok["task"] == task) & (ok["method"] == method)]
+
+
+def _with_full(ok: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
+    return ok.loc[(ok["task"] == task) & ok["method"].isin([method, "full"])]
+
+
+def _peft_runs(ok: pd.DataFrame, task: str, _: str) -> pd.DataFrame:
+    return ok.loc[(ok["task"] == task) & ok["method"].isin(PEFT_METHODS)]
+
+
+def _per_method(task: str, methods: Sequence[str] = PEFT_METHODS) -> tuple[tuple[str, str], ...]:
+    return tuple((task, m) for m in methods)
+
+
+def _pivot(task: str, x: str, fmt: Callable[[float], str], ok: pd.DataFrame, value: str) -> list[str]:
+    """Mean metric per method (rows) and x value (columns), over everything else."""
+    d = ok.loc[(ok["task"] == task) & ok["method"].isin(PEFT_METHODS)]
+    other = "sizes" if x == "data_ratio" else "data ratios"
+    head = f"Mean {TASK_METRIC[task]} by {'data ratio' if x == 'data_ratio' else 'size'} (over {other}, both " \
+           "variants and seeds):\n"
+    if d.empty:
+        return [head, "_no successful runs_\n"]
+    p = d.pivot_table(index="method", columns=x, values=value, aggfunc="mean")
+    p = p.reindex([m for m in PEFT_METHODS if m in p.index])
+    return [head, _md_table(["method", *[fmt(c) for c in p.columns]],
+                            [[METHOD_LABELS[m], *p.loc[m].tolist()] for m in p.index]) + "\n"]
+
+
+def _best_configurations(ok: pd.DataFrame, value: str) -> list[str]:
+    out = []
+    for task in TASKS:
+        d = _peft_runs(ok, task, "")
+        body = []
+        for method in PEFT_METHODS:
+            dm = d.loc[d["method"] == method]
+            if dm.empty:
+                body.append([METHOD_LABELS[method], _group_of(method), 0, math.nan, math.nan, "–"])
+                continue
+            cells = dm.groupby(["classifier", "size", "data_ratio"])[value].mean()
+            clf, size, ratio = cells.idxmax()
+            config = f"{format_size(size)}, {format_ratio(ratio)}%" + (", + classifier" if clf else "")
+            body.append([METHOD_LABELS[method], _group_of(method), len(dm), dm[value].mean(), cells.max(), config])
+        out.append(f"{TASK_LABELS[task]}: per method (mean over all runs; best configuration = best cell mean, "
+                   "descriptive: a maximum carries no verdict)\n")
+        out.append(_md_table(["method", "group", "runs", "mean", "best cell", "best configuration"], body) + "\n")
+    return out
+
+
+def _cost_bin_tables(ok: pd.DataFrame, value: str) -> list[str]:
+    out = [f"Cost = data size × trainable parameters (`trainable_params`, the count during training: prefix-tuning's "
+           f"includes its reparametrising MLP), in {COST_BIN_DECADES}-decade bins.\n"]
+    for task in TASKS:
+        m = _cost_bins(_peft_runs(ok, task, ""))
+        if not len(m):
+            continue
+        g = m.groupby(["cost_bin", "group"])[value].agg(["mean", "count"]).unstack("group")
+        body = []
+        for b in g.index:
+            lo, hi = 10 ** (b * COST_BIN_DECADES), 10 ** ((b + 1) * COST_BIN_DECADES)
+            lay, emb = g.loc[b, ("mean", "layer")], g.loc[b, ("mean", "embedding")]
+            body.append([f"{lo:.2g}–{hi:.2g}", lay, int(g.loc[b, ("count", "layer")]), emb,
+                         int(g.loc[b, ("count", "embedding")]), lay - emb])
+        out.append(f"{TASK_LABELS[task]}: cost bins holding both groups\n")
+        out.append(_md_table(["cost", "layer mean", "layer runs", "embedding mean", "embedding runs", "diff"], body)
+                   + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The claims.
+# --------------------------------------------------------------------------------------------------------------
+def _trend_statistic(x: str, xname: str, by: Sequence[str]) -> Statistic:
+    label = "data ratio" if x == "data_ratio" else "size"
+    return Statistic(
+        name=f"Spearman rho({label}, metric | {', '.join(by)}, seed)",
+        symbol="rho",
+        resamples=f"sweeps over {xname} (one per {', '.join(by)} and seed)",
+        unit="sweeps",
+        compute=partial(_rho, x=x, xname=xname, by=by),
+    )
+
+
+_PAIRED_CLASSIFIER = Statistic(
+    name="mean paired difference (+ classifier - plain), matched on (size, data ratio, seed)",
+    symbol="mean diff",
+    resamples="matched pairs",
+    unit="pairs",
+    compute=partial(_paired, pairs=_classifier_pairs),
+)
+_VERSUS_FULL = Statistic(
+    name="mean over data ratios of (method's plain mean - full fine-tuning mean)",
+    symbol="diff",
+    resamples="data ratios (per ratio: method mean over sizes and seeds minus full fine-tuning's mean)",
+    unit="data ratios",
+    compute=_versus_full,
+    seeds_add_units=False,
+)
+_BETTER = Rule(support=(Test(+1, 0.0),), refute=(Test(-1, 0.0),))
+_ABOVE_NULL = Rule(support=(Test(+1),), refute=(Test(-1),))
+_BELOW_NULL = Rule(support=(Test(-1),), refute=(Test(+1),))
+_RISES = Rule(support=(Test(+1, 0.0),), refute=(Test(-1, NEGLIGIBLE_RHO),))
+
+
+def _within(margin: float) -> Rule:
+    return Rule(support=(Test(+1, -margin), Test(-1, margin)), refute=(Test(-1, -margin), Test(+1, margin)))
+
+
+_COCO, _VQA = "COCO Caption: data ratio, parameter size and full fine-tuning", "VQAv2: data ratio, parameter size " \
+    "and full fine-tuning"
+_CLASSIFIER = "Tuning the final classifier as well"
+_GROUPS = "Layer composition vs embedding composition"
+_CIDER, _ACC = MARGIN[TASK_METRIC["coco"]], MARGIN[TASK_METRIC["vqa"]]
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "1a", "COCO: CIDEr does not depend on the data ratio",
+        "The performance of the tested PEFTs is regardless of the accessible data size.", _COCO,
+        "COCO runs of each PEFT method, both variants", _per_method("coco"), _method_runs,
+        Statistic(
+            name="mean CIDEr at the largest minus at the smallest data ratio, within sweeps",
+            symbol="diff", resamples="sweeps over data ratios (one per size, + classifier and seed)", unit="sweeps",
+            compute=partial(_end_difference, x="data_ratio", xname="ratios", by=["size", "classifier"]),
+        ),
+        _within(_CIDER), partial(_pivot, "coco", "data_ratio", lambda r: format_ratio(r) + "%"),
+    ),
+    Claim(
+        "1b", "COCO: parameter size has a non-monotonic effect (an interior optimum)",
+        "there exists an optimal fine-tunable parameter choice", _COCO,
+        "COCO runs of each PEFT method, both variants", _per_method("coco"), _method_runs,
+        Statistic(
+            name="delta = best interior size mean - better end-size mean, within sweeps",
+            symbol="delta", resamples="sweeps over sizes (one per data ratio, + classifier and seed); the p-value "
+            "shuffles sizes within each sweep", unit="sweeps", compute=_interior_optimum,
+        ),
+        _ABOVE_NULL, partial(_pivot, "coco", "size", format_size),
+    ),
+    Claim(
+        "1c", "COCO: every PEFT method but prompt-tuning at least matches full fine-tuning",
+        "the tested PEFTs always outperform the full fine-tuning except for the prompt-tuning on MSCOCO Caption",
+        _COCO, "plain COCO runs of each PEFT method but prompt-tuning, and full fine-tuning",
+        _per_method("coco", [m for m in PEFT_METHODS if m != "prompt"]), _with_full, _VERSUS_FULL,
+        Rule(support=(Test(+1, -_CIDER),), refute=(Test(-1, -_CIDER),)),
+    ),
+    Claim(
+        "1d", "COCO: the largest sizes over-fit (the validation score falls after its best step)",
+        "too many fine-tunable parameters would lead to over-fitting", _COCO,
+        "COCO runs of each PEFT method at its smallest and largest size, validation columns (best_val, final_val)",
+        _per_method("coco"), _method_runs,
+        Statistic(
+            name="mean paired difference of the late drop (best_val - final_val), largest minus smallest size, "
+            "matched on (data ratio, + classifier, seed)", symbol="mean diff", resamples="matched pairs",
+            unit="pairs", compute=partial(_paired, pairs=_overfit_pairs),
+        ),
+        _ABOVE_NULL,
+    ),
+    Claim(
+        "2a", "VQAv2: accuracy rises with the data ratio",
+        "The performance of the tested PEFTs is positively correlated to the accessible training data", _VQA,
+        "VQAv2 runs of each PEFT method, both variants", _per_method("vqa"), _method_runs,
+        _trend_statistic("data_ratio", "ratios", ["size", "classifier"]), _RISES,
+        partial(_pivot, "vqa", "data_ratio", lambda r: format_ratio(r) + "%"),
+    ),
+    Claim(
+        "2b", "VQAv2: accuracy rises with the parameter size",
+        "the fine-tunable parameter size is positively related to the performance", _VQA,
+        "VQAv2 runs of each PEFT method, both variants", _per_method("vqa"), _method_runs,
+        _trend_statistic("size", "sizes", ["data_ratio", "classifier"]), _RISES,
+        partial(_pivot, "vqa", "size", format_size),
+    ),
+    Claim(
+        "2c", "VQAv2: embedding composition (prompt, prefix) lags far behind full fine-tuning",
+        "the embedding composition PEFTs lag far from full finetuning", _VQA,
+        "plain VQAv2 runs of prompt- and prefix-tuning, and full fine-tuning", _per_method("vqa", EMBEDDING_COMPOSITION),
+        _with_full, _VERSUS_FULL,
+        Rule(support=(Test(-1, -LARGE_GAP["accuracy"]),), refute=(Test(+1, -LARGE_GAP["accuracy"]),)),
+    ),
+    Claim(
+        "2d", "VQAv2: layer composition (LoRA, adapters) is comparable to full fine-tuning",
+        "the layer embedding composition PEFTs achieve comparable performance to the full fine-tuning", _VQA,
+        "plain VQAv2 runs of LoRA and both adapters, and full fine-tuning", _per_method("vqa", LAYER_COMPOSITION),
+        _with_full, _VERSUS_FULL, _within(_ACC),
+    ),
+    Claim(
+        "3a", "COCO: + classifier helps prompt-tuning",
+        "simultaneously fine-tuning the final classifier only improves the performance of prompt-tuning",
+        _CLASSIFIER, "COCO prompt-tuning runs, plain and + classifier", _per_method("coco", ["prompt"]),
+        _method_runs, _PAIRED_CLASSIFIER, _ABOVE_NULL,
+    ),
+    Claim(
+        "3b", "COCO: + classifier hurts layer composition (LoRA, serial and parallel adapter)",
+        "and hurts that of the layer composition", _CLASSIFIER,
+        "COCO runs of LoRA and both adapters, plain and + classifier", _per_method("coco", LAYER_COMPOSITION),
+        _method_runs, _PAIRED_CLASSIFIER, _BELOW_NULL,
+    ),
+    Claim(
+        "3c", "VQAv2: + classifier helps every PEFT method",
+        "simultaneously fine-tuning the final classifier of the model could further boost the performance",
+        _CLASSIFIER, "VQAv2 runs of each PEFT method, plain and + classifier", _per_method("vqa"), _method_runs,
+        _PAIRED_CLASSIFIER, _ABOVE_NULL,
+    ),
+    Claim(
+        "3d", "VQAv2: with + classifier, PEFT beats full fine-tuning",
+        "and even achieve superior performance than full fine-tuning", _CLASSIFIER,
+        "VQAv2 + classifier runs of each PEFT method at its best size and full fine-tuning, at the largest shared "
+        "data ratio", _per_method("vqa"), _with_full,
+        Statistic(
+            name="best + classifier size mean - full fine-tuning mean (largest shared data ratio)", symbol="diff",
+            resamples="seeds within each of the two cells", unit="seeds per cell", compute=_best_classifier_vs_full,
+            seeds_add_units=False,
+        ),
+        _BETTER,
+    ),
+    Claim(
+        "4a", "Layer composition beats embedding composition (mean over configurations)",
+        "Layer composition PEFTs achieve better performance than embedding composition", _GROUPS,
+        "every PEFT run of the task", tuple((t, LAYER_VS_EMBEDDING) for t in TASKS), _peft_runs,
+        Statistic(
+            name="mean of layer-method means - mean of embedding-method means", symbol="diff",
+            resamples="runs within each method", unit="runs", compute=_layer_vs_embedding,
+        ),
+        _BETTER, _best_configurations,
+    ),
+    Claim(
+        "4b", "Layer composition beats embedding composition at equal computation cost",
+        "the layer composition offers superior training efficiency and performance on the two downstream VL tasks",
+        _GROUPS, "every PEFT run of the task with a cost (data size × trainable parameters)",
+        tuple((t, LAYER_VS_EMBEDDING) for t in TASKS), _peft_runs,
+        Statistic(
+            name="mean over shared cost bins of (layer mean - embedding mean)", symbol="diff",
+            resamples="runs within each (cost bin, group)", unit="runs", compute=_matched_cost,
+        ),
+        _BETTER, _cost_bin_tables,
+    ),
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation: one generic function for every claim.
+# --------------------------------------------------------------------------------------------------------------
+def _plan(claim: Claim, est: Estimate, family: int) -> str:
+    """What would decide an inconclusive component."""
+    if est.too_few:
+        return f"more runs: {est.too_few}"
+    unit = claim.statistic.unit
+    options = []
+    for verdict, tests, joint in ((SUPPORTED, claim.rule.support, True), (NOT_SUPPORTED, claim.rule.refute, False)):
+        found = [t.distance(est) for t in tests]
+        if joint:  # every test must hold: the nearest bound binds
+            found = [min(found, key=lambda ds: ds[0])] if all(np.isfinite(d) for d, _ in found) else []
+        for dist, spread in found:
+            need = stats.units_to_decide(dist, spread, est.units, ALPHA / max(family, 1))
+            if need is not None:
+                options.append((need, verdict))
+    if not options:
+        return "no number of runs: the estimate sits on the decision bound (or nothing varies)"
+    need, verdict = min(options)
+    text = f"{verdict} at about {need} {unit} (now {est.units}), if effect and spread hold"
+    if claim.statistic.seeds_add_units and est.seeds:
+        text += f": about {math.ceil(need * est.seeds / max(est.units, 1))} seeds"
+    return text
+
+
+def evaluate(claim: Claim, ok: pd.DataFrame, value: str, n_boot: int, seed: int) -> list[dict]:
+    """The component rows of one claim and its "all" row."""
+    ests = [
+        claim.statistic.compute(claim.select(ok, task, label), value, n_boot, stats.rng(seed, claim.id, task, label))
+        for task, label in claim.components
+    ]
+    testable = [e.too_few is None and np.isfinite(e.value) for e in ests]
+    p_sup = stats.holm([claim.rule.p_support(e) if t else math.nan for e, t in zip(ests, testable, strict=True)])
+    p_ref = stats.holm([claim.rule.p_refute(e) if t else math.nan for e, t in zip(ests, testable, strict=True)])
+    family = int(sum(testable))
+    rows = []
+    for (task, label), est, ps, pr in zip(claim.components, ests, p_sup, p_ref, strict=True):
+        verdict = SUPPORTED if ps < ALPHA else NOT_SUPPORTED if pr < ALPHA else INCONCLUSIVE
+        lo, hi = stats.percentile_interval(est.boot)
+        rows.append({
+            "claim": claim.id, "task": task, "method": label, "statistic": claim.statistic.name,
+            "value": est.value, "ci_low": lo, "ci_high": hi, "p_support": ps, "p_refute": pr, "verdict": verdict,
+            "n": est.n, "units": est.units, "rule": claim.rule.text(claim.statistic.symbol),
+            "decide": _plan(claim, est, family) if verdict == INCONCLUSIVE else "", "details": est.details,
+            "seeds": est.seeds,
+        })
     verdicts = [r["verdict"] for r in rows]
-    k = sum(v == SUPPORTED for v in verdicts)
-    r = {"value": float(k), "n": len(verdicts)}
-    return _row(claim, task, "all", f"components supported (of {len(verdicts)})", r, _combine(verdicts), RULES["all"])
+    combined = (SUPPORTED if verdicts and all(v == SUPPORTED for v in verdicts)
+                else NOT_SUPPORTED if NOT_SUPPORTED in verdicts else INCONCLUSIVE)
+    tasks = {task for task, _ in claim.components}
+    rows.append({
+        "claim": claim.id, "task": tasks.pop() if len(tasks) == 1 else "both", "method": "all",
+        "statistic": f"components supported (of {len(rows)})", "value": float(verdicts.count(SUPPORTED)),
+        "ci_low": math.nan, "ci_high": math.nan, "p_support": math.nan, "p_refute": math.nan, "verdict": combined,
+        "n": len(rows), "units": family, "decide": "", "details": {}, "seeds": 0,
+        "rule": "supported if every component is supported; not supported if any is not supported; else "
+        "inconclusive",
+    })
+    return rows
 
 
 def _prepare(runs: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -415,188 +770,27 @@ def _prepare(runs: pd.DataFrame, value: str) -> pd.DataFrame:
     return ok.loc[np.isfinite(ok[value])]
 
 
-def _claim_rows(ok: pd.DataFrame, value: str, n_boot: int, seed: int) -> tuple[list[dict], dict]:
-    """All claim rows, plus the intermediate numbers the report prints behind them."""
-    rows: list[dict] = []
-    extra: dict = {"1b": {}, "3": {}, "3d": {}, "4": {}}
-
-    # Claims 1a, 2a (ratio) and 1b, 2b (size), per PEFT method.
-    for claim, task, kind in (
-        ("1a", "coco", "ratio"),
-        ("1b", "coco", "size"),
-        ("2a", "vqa", "ratio"),
-        ("2b", "vqa", "size"),
-    ):
-        per = []
-        for method in PEFT_METHODS:
-            d = ok.loc[(ok["task"] == task) & (ok["method"] == method)]
-            rng = _rng(seed, claim, task, method)
-            if claim == "1b":
-                r = _interior_optimum(d, value, n_boot, rng)
-                extra["1b"][method] = r
-                verdict = INCONCLUSIVE if _too_few(r) else _verdict_sign(r["lo"], r["hi"], 1)
-                stat = "delta = best interior size mean - best end-size mean"
-            elif kind == "ratio":
-                r = _trend(d, "data_ratio", ["size", "classifier"], value, n_boot, rng)
-                if _too_few(r):
-                    verdict = INCONCLUSIVE
-                elif claim == "1a":
-                    verdict = _verdict_null(r["value"], r["lo"], r["hi"])
-                else:
-                    verdict = _verdict_rise(r["lo"], r["hi"])
-                stat = "Spearman rho(data ratio, metric | size, classifier)"
-            else:
-                r = _trend(d, "size", ["data_ratio", "classifier"], value, n_boot, rng)
-                verdict = INCONCLUSIVE if _too_few(r) else _verdict_rise(r["lo"], r["hi"])
-                stat = "Spearman rho(size, metric | data ratio, classifier)"
-            row = _row(claim, task, method, stat, r, verdict)
-            row["n_x"] = r["n_x"]
-            per.append(row)
-        rows += per
-        rows.append(_all_row(claim, task, per))
-
-    # Claim 3: paired "+ classifier" minus plain.
-    expectations = {
-        "3a": ("coco", ("prompt",), 1),
-        "3b": ("coco", LAYER_COMPOSITION, -1),
-        "3c": ("vqa", PEFT_METHODS, 1),
-    }
-    for task in TASKS:
-        for method in PEFT_METHODS:
-            d = ok.loc[(ok["task"] == task) & (ok["method"] == method)]
-            pairs = _pairs(d, value)
-            est, lo, hi = _mean_ci(pairs["diff"].to_numpy(), n_boot, _rng(seed, "3", task, method))
-            extra["3"][(task, method)] = {"pairs": pairs, "value": est, "lo": lo, "hi": hi}
-    for claim, (task, methods, sign) in expectations.items():
-        per = []
-        for method in methods:
-            e = extra["3"][(task, method)]
-            n = len(e["pairs"])
-            verdict = INCONCLUSIVE if n < MIN_PAIRS else _verdict_sign(e["lo"], e["hi"], sign)
-            r = {"value": e["value"], "lo": e["lo"], "hi": e["hi"], "n": n}
-            per.append(_row(claim, task, method, "mean paired difference (+ classifier - plain)", r, verdict))
-        rows += per
-        rows.append(_all_row(claim, task, per))
-
-    # Claim 3d: best "+ classifier" size vs full fine-tuning, VQAv2, at the largest shared ratio.
-    per = []
-    vqa = ok.loc[ok["task"] == "vqa"]
-    full = vqa.loc[vqa["method"] == "full"]
-    if (~full["classifier"]).any():
-        full = full.loc[~full["classifier"]]
-    for method in PEFT_METHODS:
-        d = vqa.loc[(vqa["method"] == method) & vqa["classifier"]]
-        shared = sorted(set(d["data_ratio"]) & set(full["data_ratio"]))
-        r: dict = {"value": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
-        info: dict = {}
-        if shared:
-            ratio = shared[-1]
-            cell_means = d.loc[d["data_ratio"] == ratio].groupby("size")[value].mean()
-            best = float(cell_means.idxmax())
-            a = d.loc[(d["data_ratio"] == ratio) & (d["size"] == best), value].to_numpy(float)
-            f = full.loc[full["data_ratio"] == ratio, value].to_numpy(float)
-            rng = _rng(seed, "3d", "vqa", method)
-            ia = rng.integers(0, len(a), size=(n_boot, len(a)))
-            jf = rng.integers(0, len(f), size=(n_boot, len(f)))
-            stats = np.concatenate([[a.mean() - f.mean()], a[ia].mean(axis=1) - f[jf].mean(axis=1)])
-            r["value"], r["lo"], r["hi"] = _ci(stats)
-            r["n"] = len(a) + len(f)
-            info = {
-                "ratio": ratio,
-                "size": best,
-                "cls_mean": a.mean(),
-                "n_cls": len(a),
-                "full_mean": f.mean(),
-                "n_full": len(f),
-            }
-        extra["3d"][method] = info
-        enough = bool(info) and info["n_cls"] >= 2 and info["n_full"] >= 2
-        verdict = _verdict_sign(r["lo"], r["hi"], 1) if enough else INCONCLUSIVE
-        per.append(_row("3d", "vqa", method, "best + classifier size mean - full fine-tuning mean", r, verdict))
-    rows += per
-    rows.append(_all_row("3d", "vqa", per))
-
-    # Claim 4: layer vs embedding composition, per task.
-    per_a, per_b = [], []
-    for task in TASKS:
-        d = ok.loc[(ok["task"] == task) & ok["method"].isin(PEFT_METHODS)].copy()
-        d["group"] = d["method"].map(_group_of)
-        info: dict = {"methods": d, "bins": None}
-        # 4a: mean of method means, layer minus embedding.
-        r: dict = {"value": math.nan, "lo": math.nan, "hi": math.nan, "n": len(d)}
-        if d["group"].nunique() == 2:
-
-            def diff_of_groups(means: np.ndarray, keys: list) -> np.ndarray:
-                is_layer = np.array([k[0] in LAYER_COMPOSITION for k in keys])
-                return means[:, is_layer].mean(axis=1) - means[:, ~is_layer].mean(axis=1)
-
-            r["value"], r["lo"], r["hi"] = _group_stat(
-                d, ["method"], value, n_boot, _rng(seed, "4a", task), diff_of_groups
-            )
-            verdict = _verdict_sign(r["lo"], r["hi"], 1)
-        else:
-            verdict = INCONCLUSIVE
-        per_a.append(
-            _row(
-                "4a",
-                task,
-                LAYER_VS_EMBEDDING,
-                "mean of layer-method means - mean of embedding-method means",
-                r,
-                verdict,
-            )
-        )
-        # 4b: matched computation cost.
-        cost = d["data_size"] * d["trainable_params"]
-        d = d.loc[np.isfinite(cost) & (cost > 0)].copy()
-        d["cost_bin"] = np.floor(np.log10(d["data_size"] * d["trainable_params"]) / COST_BIN_DECADES).astype(int)
-        both = d.groupby("cost_bin")["group"].nunique()
-        shared = both.index[both == 2]
-        m = d.loc[d["cost_bin"].isin(shared)]
-        r = {"value": math.nan, "lo": math.nan, "hi": math.nan, "n": len(m)}
-        if len(shared) >= MIN_SHARED_BINS:
-
-            def matched(means: np.ndarray, keys: list) -> np.ndarray:
-                # keys are (cost_bin, group) sorted, so each shared bin has "embedding" then "layer".
-                return (means[:, 1::2] - means[:, 0::2]).mean(axis=1)
-
-            r["value"], r["lo"], r["hi"] = _group_stat(
-                m, ["cost_bin", "group"], value, n_boot, _rng(seed, "4b", task), matched
-            )
-            verdict = _verdict_sign(r["lo"], r["hi"], 1)
-        else:
-            verdict = INCONCLUSIVE
-        info["bins"] = m
-        extra["4"][task] = info
-        row = _row(
-            "4b",
-            task,
-            LAYER_VS_EMBEDDING,
-            f"mean over {len(shared)} shared cost bins of (layer - embedding) mean",
-            r,
-            verdict,
-        )
-        per_b.append(row)
-    for claim, per in (("4a", per_a), ("4b", per_b)):
-        rows += per
-        rows.append(_all_row(claim, "both", per))
-    return rows, extra
-
-
-def claims_table(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0, value: str = DEFAULT_VALUE) -> pd.DataFrame:
-    """One row per (claim, task, method) with the statistic, its bootstrap interval and the verdict.
+def claims_table(
+    runs: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    value: str = DEFAULT_VALUE,
+    claims: Sequence[Claim] = CLAIMS,
+) -> pd.DataFrame:
+    """One row per (claim, task, component) with the statistic, its interval, p-values and the verdict.
 
     Args:
         runs: Runs table (all statuses; only successful runs are used).
-        n_boot: Bootstrap resamples per interval.
-        seed: Seed of the bootstrap.
+        n_boot: Bootstrap resamples (and permutations) per statistic.
+        seed: Seed of the resampling.
         value: Metric column (``style.VALUE_LABELS``; ``paper_metric``, the paper's number, by default).
+        claims: The claims to test (``CLAIMS`` by default).
 
     Returns:
-        Columns ``claim, task, method, statistic, value, ci_low, ci_high, verdict, n, rule``; ``method == "all"``
-        rows combine a claim's components (see the module docstring for every rule).
+        Columns ``TABLE_COLUMNS``; ``method == "all"`` rows combine a claim's components.
     """
-    rows, _ = _claim_rows(_prepare(runs, value), value, n_boot, seed)
+    ok = _prepare(runs, value)
+    rows = [r for c in claims for r in evaluate(c, ok, value, n_boot, seed)]
     return pd.DataFrame(rows).reindex(columns=list(TABLE_COLUMNS))
 
 
@@ -627,27 +821,56 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _ci_text(lo: float, hi: float, digits: int = 3) -> str:
-    if not _finite(lo, hi):
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         return "–"
     return f"[{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
-def _pivot(ok: pd.DataFrame, task: str, x: str, value: str, fmt: Callable[[float], str]) -> str:
-    """Mean metric per method (rows) and x value (columns), over everything else."""
-    d = ok.loc[(ok["task"] == task) & ok["method"].isin(PEFT_METHODS)]
-    if d.empty:
-        return "_no successful runs_"
-    p = d.pivot_table(index="method", columns=x, values=value, aggfunc="mean")
-    p = p.reindex([m for m in PEFT_METHODS if m in p.index])
-    headers = ["method", *[fmt(c) for c in p.columns]]
-    return _md_table(headers, [[METHOD_LABELS[m], *p.loc[m].tolist()] for m in p.index])
+def _label(task: str, component: str) -> str:
+    return METHOD_LABELS.get(component, TASK_LABELS.get(task, task) if component == LAYER_VS_EMBEDDING else component)
 
 
-def _verdict_of(table: pd.DataFrame, claim: str, task: str | None = None) -> str:
-    sel = table.loc[(table["claim"] == claim) & (table["method"] == "all")]
-    if task is not None:
-        sel = sel.loc[sel["task"] == task]
-    return str(sel["verdict"].iloc[0]) if len(sel) else INCONCLUSIVE
+def _render_claim(claim: Claim, rows: list[dict], ok: pd.DataFrame, value: str) -> list[str]:
+    """A claim's section: sentence, statistic, rule, component table, what would decide it, descriptive tables."""
+    comps, combined = rows[:-1], rows[-1]
+    stat = claim.statistic
+    seeds = max((r["seeds"] for r in comps), default=0)
+    resamples = stat.resamples + (" (one seed: training noise between seeds is not resampled)" if seeds == 1 else "")
+    out = [
+        f"### {claim.id}. {claim.finding} — **{combined['verdict']}**\n",
+        f"> {claim.quote}\n",
+        f"Runs: {claim.selection}. Statistic: {stat.name}. Interval: 95% percentile bootstrap over {resamples}. "
+        f"Rule: {combined['rule'] if not comps else comps[0]['rule']}; Holm family: the {combined['units']} "
+        f"component(s) below that could be tested.\n",
+    ]
+    detail_keys = list(dict.fromkeys(k for r in comps for k in r["details"]))
+    headers = ["component", "runs", stat.unit, stat.symbol, "95% CI", "p support (Holm)", "p refute (Holm)",
+               "verdict", *detail_keys]
+    body = [
+        [_label(r["task"], r["method"]), r["n"], r["units"], r["value"], _ci_text(r["ci_low"], r["ci_high"]),
+         r["p_support"], r["p_refute"], r["verdict"], *[r["details"].get(k, "–") for k in detail_keys]]
+        for r in comps
+    ]
+    out.append(_md_table(headers, body) + "\n")
+    undecided = [r for r in comps if r["decide"]]
+    if undecided:
+        out.append("What would decide it: " + "; ".join(f"{_label(r['task'], r['method'])}: {r['decide']}"
+                                                        for r in undecided) + ".\n")
+    if claim.describe is not None:
+        out += claim.describe(ok, value)
+    return out
+
+
+def _header(all_runs: pd.DataFrame, ok: pd.DataFrame, bad: pd.DataFrame, value: str, n_boot: int, seed: int) -> list[str]:
+    """Title and the paragraph on what was used."""
+    return [
+        f"# Claims report (metric: `{value}`)\n",
+        f"{len(all_runs)} runs in the table, {len(ok)} successful and used, {len(bad)} not successful (listed at the "
+        f"end). Metric column: `{value}` ({VALUE_LABELS[value]}). Intervals: 95% percentile bootstrap, "
+        f"{n_boot} resamples (and as many permutations), seed {seed}. Verdicts: Holm-adjusted one-sided tests at "
+        f"{ALPHA:g} across each claim's components; each claim prints its rule. Method notes: the docstring of "
+        "`vlpeft.report`.\n",
+    ]
 
 
 def claims_report(
@@ -656,243 +879,57 @@ def claims_report(
     n_boot: int = 1000,
     seed: int = 0,
     value: str = DEFAULT_VALUE,
+    claims: Sequence[Claim] = CLAIMS,
 ) -> str:
     """The markdown claims report: per finding, the statistic, the numbers behind it and a verdict with its rule.
 
     Args:
         runs: Runs table (all statuses; non-success runs are listed at the end).
         baseline: Optional untuned-model scores (task, metric, split, value), listed for reference.
-        n_boot: Bootstrap resamples per interval.
-        seed: Seed of the bootstrap.
+        n_boot: Bootstrap resamples (and permutations) per statistic.
+        seed: Seed of the resampling.
         value: Metric column (``style.VALUE_LABELS``; ``paper_metric``, the paper's number, by default).
+        claims: The claims to test and render, in order (``CLAIMS`` by default).
 
     Returns:
         Markdown text.
     """
     all_runs = validate_runs(runs)
     ok = _prepare(all_runs, value)
-    rows, extra = _claim_rows(ok, value, n_boot, seed)
-    table = pd.DataFrame(rows)
     bad = non_success(all_runs)
-    out: list[str] = []
-    add = out.append
+    evaluated = [(c, evaluate(c, ok, value, n_boot, seed)) for c in claims]
+    out = _header(all_runs, ok, bad, value, n_boot, seed)
+    out.append("## Summary\n")
+    summary = [[c.id, c.finding, f"{int(rows[-1]['value'])}/{rows[-1]['n']} supported", rows[-1]["verdict"]]
+               for c, rows in evaluated]
+    out.append(_md_table(["claim", "finding", "components", "verdict"], summary) + "\n")
+    group = None
+    for c, rows in evaluated:
+        if c.group != group:
+            group = c.group
+            out.append(f"## {group}\n")
+        out += _render_claim(c, rows, ok, value)
 
-    add(f"# Claims report (metric: `{value}`)\n")
-    add(
-        f"{len(all_runs)} runs in the table, {len(ok)} successful and used, {len(bad)} not successful (listed at the "
-        f"end). Metric column: `{value}` ({VALUE_LABELS[value]}). Intervals: 95% percentile bootstrap, "
-        f"{n_boot} resamples, seed {seed}. "
-        "Decision rules: the docstring of `vlpeft.report`, repeated under each claim.\n"
-    )
-    add("## Summary\n")
-    summary = []
-    for claim, text in CLAIM_TEXT.items():
-        sel = table.loc[(table["claim"] == claim) & (table["method"] == "all")]
-        for r in sel.itertuples():
-            summary.append([claim, text, f"{int(r.value)}/{r.n} supported", r.verdict])
-    add(_md_table(["claim", "finding", "components", "verdict"], summary) + "\n")
-
-    def per_method_table(claim: str, xname: str) -> str:
-        sel = table.loc[(table["claim"] == claim) & (table["method"] != "all")]
-        body = [
-            [METHOD_LABELS[r.method], r.n, r.n_x, r.value, _ci_text(r.ci_low, r.ci_high), r.verdict]
-            for r in sel.itertuples()
-        ]
-        return _md_table(["method", "runs", xname, "statistic", "95% CI", "verdict"], body)
-
-    # Claim 1 and 2.
-    for number, task in (("1", "coco"), ("2", "vqa")):
-        metric = TASK_METRIC[task]
-        add(f"## Claim {number}: {TASK_LABELS[task]}\n")
-        for part, x, xname, fmt in (
-            ("a", "data_ratio", "ratios", lambda r: format_ratio(r) + "%"),
-            ("b", "size", "sizes", format_size),
-        ):
-            claim = number + part
-            add(f"### {claim}. {CLAIM_TEXT[claim]} — **{_verdict_of(table, claim)}**\n")
-            stat = table.loc[table["claim"] == claim, "statistic"].iloc[0]
-            add(f"Statistic: {stat}. Rule: {RULES[claim]}.\n")
-            if claim == "1b":
-                body = []
-                for method in PEFT_METHODS:
-                    r = extra["1b"][method]
-                    t = table.loc[(table["claim"] == "1b") & (table["method"] == method)].iloc[0]
-                    best = format_size(r["best"]) if np.isfinite(r["best"]) else "–"
-                    body.append(
-                        [
-                            METHOD_LABELS[method],
-                            r["n"],
-                            r["n_x"],
-                            best,
-                            r["value"],
-                            _ci_text(r["lo"], r["hi"]),
-                            r["p_interior"],
-                            t["verdict"],
-                        ]
-                    )
-                add(
-                    _md_table(
-                        ["method", "runs", "sizes", "best size", "delta", "95% CI", "P(interior best)", "verdict"],
-                        body,
-                    )
-                    + "\n"
-                )
-            else:
-                add(per_method_table(claim, xname) + "\n")
-            other = "sizes" if x == "data_ratio" else "data ratios"
-            add(f"Mean {metric} by {xname[:-1]} (over {other}, both variants and seeds):\n")
-            add(_pivot(ok, task, x, value, fmt) + "\n")
-
-    # Claim 3.
-    add("## Claim 3: tuning the final classifier as well\n")
-    add(
-        "Paired differences (+ classifier minus plain) over runs matched on (size, data ratio, seed). Rules: "
-        f"3a/3c {RULES['3a']}; 3b {RULES['3b']}.\n"
-    )
-    for claim in ("3a", "3b", "3c"):
-        add(f"- {claim}. {CLAIM_TEXT[claim]} — **{_verdict_of(table, claim)}**")
-    add("")
-    body = []
-    for task in TASKS:
-        for method in PEFT_METHODS:
-            e = extra["3"][(task, method)]
-            p = e["pairs"]
-            sel = table.loc[
-                (table["claim"].isin(["3a", "3b", "3c"])) & (table["task"] == task) & (table["method"] == method)
-            ]
-            claim = sel["claim"].iloc[0] if len(sel) else "–"
-            verdict = sel["verdict"].iloc[0] if len(sel) else "no claim"
-            body.append(
-                [
-                    TASK_LABELS[task],
-                    METHOD_LABELS[method],
-                    len(p),
-                    p["plain"].mean() if len(p) else math.nan,
-                    p["cls"].mean() if len(p) else math.nan,
-                    e["value"],
-                    _ci_text(e["lo"], e["hi"]),
-                    claim,
-                    verdict,
-                ]
-            )
-    add(
-        _md_table(
-            ["task", "method", "pairs", "mean plain", "mean + classifier", "mean diff", "95% CI", "claim", "verdict"],
-            body,
-        )
-        + "\n"
-    )
-    add(f"### 3d. {CLAIM_TEXT['3d']} — **{_verdict_of(table, '3d')}**\n")
-    add(f"Statistic: {table.loc[table['claim'] == '3d', 'statistic'].iloc[0]}. Rule: {RULES['3d']}.\n")
-    body = []
-    for method in PEFT_METHODS:
-        info = extra["3d"][method]
-        t = table.loc[(table["claim"] == "3d") & (table["method"] == method)].iloc[0]
-        if info:
-            body.append(
-                [
-                    METHOD_LABELS[method],
-                    format_ratio(info["ratio"]) + "%",
-                    format_size(info["size"]),
-                    f"{_fmt(info['cls_mean'])} (n={info['n_cls']})",
-                    f"{_fmt(info['full_mean'])} (n={info['n_full']})",
-                    t["value"],
-                    _ci_text(t["ci_low"], t["ci_high"]),
-                    t["verdict"],
-                ]
-            )
-        else:
-            body.append([METHOD_LABELS[method], "–", "–", "–", "–", math.nan, "–", t["verdict"]])
-    add(
-        _md_table(
-            ["method", "ratio", "best size", "+ classifier mean", "full FT mean", "diff", "95% CI", "verdict"], body
-        )
-        + "\n"
-    )
-
-    # Claim 4.
-    add("## Claim 4: layer composition vs embedding composition\n")
-    add(
-        f"Layer composition: {', '.join(METHOD_LABELS[m] for m in LAYER_COMPOSITION)}; embedding composition: "
-        f"{', '.join(METHOD_LABELS[m] for m in EMBEDDING_COMPOSITION)}. Cost = data size × trainable parameters "
-        "(`trainable_params`, the count during training: prefix-tuning's includes its reparametrising MLP), "
-        f"binned in {COST_BIN_DECADES}-decade bins.\n"
-    )
-    for claim in ("4a", "4b"):
-        add(f"- {claim}. {CLAIM_TEXT[claim]} — **{_verdict_of(table, claim)}**. Rule: {RULES[claim]}.")
-    add("")
-    body = [
-        [r.claim, TASK_LABELS[r.task], r.statistic, r.value, _ci_text(r.ci_low, r.ci_high), r.n, r.verdict]
-        for r in table.loc[table["claim"].isin(["4a", "4b"]) & (table["method"] == LAYER_VS_EMBEDDING)].itertuples()
-    ]
-    add(_md_table(["claim", "task", "statistic", "value", "95% CI", "runs", "verdict"], body) + "\n")
-    for task in TASKS:
-        info = extra["4"][task]
-        d = info["methods"]
-        add(
-            f"{TASK_LABELS[task]}: per method (mean over all runs; best configuration = best cell mean, descriptive)\n"
-        )
-        body = []
-        for method in PEFT_METHODS:
-            dm = d.loc[d["method"] == method]
-            if dm.empty:
-                body.append([METHOD_LABELS[method], _group_of(method), 0, math.nan, math.nan, "–"])
-                continue
-            cells = dm.groupby(["classifier", "size", "data_ratio"])[value].mean()
-            clf, size, ratio = cells.idxmax()
-            config = f"{format_size(size)}, {format_ratio(ratio)}%" + (", + classifier" if clf else "")
-            body.append([METHOD_LABELS[method], _group_of(method), len(dm), dm[value].mean(), cells.max(), config])
-        add(_md_table(["method", "group", "runs", "mean", "best cell", "best configuration"], body) + "\n")
-        bins = info["bins"]
-        if bins is not None and len(bins):
-            g = bins.groupby(["cost_bin", "group"])[value].agg(["mean", "count"]).unstack("group")
-            body = []
-            for b in g.index:
-                lo, hi = 10 ** (b * COST_BIN_DECADES), 10 ** ((b + 1) * COST_BIN_DECADES)
-                body.append(
-                    [
-                        f"{lo:.2g}–{hi:.2g}",
-                        g.loc[b, ("mean", "layer")],
-                        int(g.loc[b, ("count", "layer")]),
-                        g.loc[b, ("mean", "embedding")],
-                        int(g.loc[b, ("count", "embedding")]),
-                        g.loc[b, ("mean", "layer")] - g.loc[b, ("mean", "embedding")],
-                    ]
-                )
-            add(f"{TASK_LABELS[task]}: cost bins holding both groups\n")
-            add(
-                _md_table(["cost", "layer mean", "layer runs", "embedding mean", "embedding runs", "diff"], body)
-                + "\n"
-            )
-
-    # Reference and bookkeeping.
     if baseline is not None and len(baseline):
-        add("## Pre-trained model without tuning (reference)\n")
+        out.append("## Pre-trained model without tuning (reference)\n")
         body = []
         for r in baseline.itertuples():
             best = ok.loc[ok["task"] == r.task, value].max() if r.task in TASKS else math.nan
             body.append([TASK_LABELS.get(r.task, r.task), r.metric, r.split, r.value, best])
-        add(_md_table(["task", "metric", "split", "untuned", f"best tuned run ({value})"], body) + "\n")
-    add(f"## Runs not used ({len(bad)})\n")
+        out.append(_md_table(["task", "metric", "split", "untuned", f"best tuned run ({value})"], body) + "\n")
+    out.append(f"## Runs not used ({len(bad)})\n")
     if len(bad):
         counts = bad["status"].value_counts()
-        add("By status: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".\n")
+        out.append("By status: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".\n")
         body = [
-            [
-                r.run_id,
-                r.task,
-                r.method,
-                r.classifier,
-                format_size(r.size) if np.isfinite(r.size) else "–",
-                format_ratio(r.data_ratio) + "%",
-                r.seed,
-                r.status,
-            ]
+            [r.run_id, r.task, r.method, r.classifier, format_size(r.size) if np.isfinite(r.size) else "–",
+             format_ratio(r.data_ratio) + "%", r.seed, r.status]
             for r in bad.itertuples()
         ]
-        add(_md_table(["run_id", "task", "method", "+ classifier", "size", "ratio", "seed", "status"], body) + "\n")
+        out.append(_md_table(["run_id", "task", "method", "+ classifier", "size", "ratio", "seed", "status"], body)
+                   + "\n")
     else:
-        add("None: every run succeeded.\n")
+        out.append("None: every run succeeded.\n")
     return "\n".join(out)
 
 
