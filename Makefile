@@ -24,9 +24,19 @@ mini: $(STAMP)
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q
 
-# Reviewers: every figure and the report from results/tables alone (no data, checkpoints or training).
-figures: $(STAMP)
+# Reviewers: every figure and the report from results/tables alone (no data, checkpoints or training), with the
+# plots install only (no torch). METRIC: the runs.csv column drawn and tested, e.g. `make figures
+# METRIC=test_at_best_val` (paper_metric, test_at_best_val, best_val or final_val).
+METRIC ?= paper_metric
+PLOTS_STAMP := $(VENV)/.installed-plots
+
+$(PLOTS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[plots]'
+	touch $(PLOTS_STAMP)
+
+figures: $(PLOTS_STAMP)
 	$(BIN)/python -m vlpeft.plots.figures --runs results/tables/runs.csv --curves results/tables/curves.csv \
-		--baseline results/tables/baseline.csv --out results/figures
+		--baseline results/tables/baseline.csv --out results/figures --metric $(METRIC)
 	$(BIN)/python -m vlpeft.report --runs results/tables/runs.csv --baseline results/tables/baseline.csv \
-		--out results/report.md
+		--out results/report.md --metric $(METRIC)
