@@ -66,6 +66,11 @@ supported, not supported if any is not supported, inconclusive otherwise.
 
 from __future__ import annotations
 
+from vlpeft.console import announce_main
+from vlpeft.console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.report", "starting (loading pandas)")
+
 import argparse
 import itertools
 import math
@@ -898,12 +903,14 @@ def claims_report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m vlpeft.report --runs runs.csv [--baseline baseline.csv] [--out report.md]``."""
-    parser = argparse.ArgumentParser(prog="python -m vlpeft.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", required=True, type=Path)
-    parser.add_argument("--baseline", type=Path)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                     epilog="The columns of the tables: results/README.md.")
+    parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
+    parser.add_argument("--baseline", type=Path, help="baseline.csv (the untuned model's scores, quoted in the report)")
     parser.add_argument("--out", type=Path, help="markdown file (stdout if not given)")
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-boot", type=_positive_int, default=1000,
+                        help="bootstrap resamples per interval (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
     parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
                         help="runs.csv column the claims are tested on (default: paper_metric, the paper's reported "
                         "number; test_at_best_val: selection-honest)")
@@ -917,5 +924,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+PROG = "python -m vlpeft.report"
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, PROG))

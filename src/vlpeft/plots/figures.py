@@ -23,6 +23,11 @@ Command line (the reviewers' path)::
 
 from __future__ import annotations
 
+from vlpeft.console import announce_main
+from vlpeft.console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.plots.figures", "starting (loading pandas and matplotlib)")
+
 import argparse
 import logging
 import math
@@ -76,6 +81,7 @@ from vlpeft.plots.tables import (
 # Named explicitly: under `python -m` __name__ is "__main__", outside the package logger configured by main().
 log = logging.getLogger("vlpeft.plots.figures")
 
+PROG = "python -m vlpeft.plots.figures"
 SERIES_GID = "series"
 REFERENCE_GID = "reference"
 #: Figure file stems the CLI writes, in paper order: Figs. 6-10 are one per PEFT method.
@@ -647,11 +653,13 @@ def build_figure(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: regenerate every figure from the tables alone."""
-    parser = argparse.ArgumentParser(prog="python -m vlpeft.plots.figures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                     epilog="The columns of the tables: results/README.md.")
     parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
-    parser.add_argument("--curves", type=Path, help="curves.csv (validation curves, long format)")
-    parser.add_argument("--baseline", type=Path, help="baseline.csv (untuned pre-trained model)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--curves", type=Path, help="curves.csv (evaluation curves, long format); without it Figs. "
+                        "6-10 are skipped")
+    parser.add_argument("--baseline", type=Path, help="baseline.csv (untuned pre-trained model, drawn dotted grey)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (created if needed)")
     parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
                         help="runs.csv column to draw (default: paper_metric, the paper's reported number; "
                         "test_at_best_val: selection-honest)")
@@ -669,4 +677,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, PROG))
