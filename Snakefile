@@ -25,4 +25,5 @@ rule all:
         "results/tables/runs.csv",
         "results/tables/curves.csv",
         "results/report.md",
+        "results/report.html",
         figure_files(),

@@ -902,12 +902,15 @@ def claims_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m vlpeft.report --runs runs.csv [--baseline baseline.csv] [--out report.md]``."""
+    """Command line: ``python -m vlpeft.report --runs runs.csv [--baseline baseline.csv] [--out report.md]
+    [--html report.html]``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
                                      epilog="The columns of the tables: results/README.md.")
     parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
     parser.add_argument("--baseline", type=Path, help="baseline.csv (the untuned model's scores, quoted in the report)")
     parser.add_argument("--out", type=Path, help="markdown file (stdout if not given)")
+    parser.add_argument("--html", type=Path, help="also write the report as an HTML page (what Snakemake's --report "
+                        "shows)")
     parser.add_argument("--n-boot", type=_positive_int, default=1000,
                         help="bootstrap resamples per interval (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
@@ -921,6 +924,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(text)
     else:
         print(text)
+    if args.html:
+        from vlpeft.htmlpage import markdown_page
+
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(markdown_page(text, "Claims report"))
     return 0
 
 
