@@ -27,4 +27,5 @@ rule all:
         "results/tables/runs.csv",
         "results/tables/curves.csv",
         "results/report.md",
+        "results/report.html",
         figure_files(),

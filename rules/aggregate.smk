@@ -24,8 +24,9 @@ rule write_report:
         runs="results/tables/runs.csv",
         baseline="results/tables/baseline.csv",
     output:
-        report(
-            "results/report.md",
+        md="results/report.md",
+        html=report(
+            "results/report.html",
             category="Claims",
             caption="../workflow/report/claims.rst",
         ),

@@ -6,8 +6,12 @@ rule plot_task_grid:
         runs="results/tables/runs.csv",
         baseline="results/tables/baseline.csv",
     output:
-        pdf=report("results/figures/{stem}.pdf", category="Figures"),
-        png="results/figures/{stem}.png",
+        pdf="results/figures/{stem}.pdf",
+        png=report(
+            "results/figures/{stem}.png",
+            category="Figures",
+            caption="../workflow/report/fig_task_grid.rst",
+        ),
     log:
         "results/logs/figures/{stem}.log",
     wildcard_constraints:
@@ -25,8 +29,12 @@ rule plot_cost:
         runs="results/tables/runs.csv",
         baseline="results/tables/baseline.csv",
     output:
-        pdf=report("results/figures/{stem}.pdf", category="Figures"),
-        png="results/figures/{stem}.png",
+        pdf="results/figures/{stem}.pdf",
+        png=report(
+            "results/figures/{stem}.png",
+            category="Figures",
+            caption="../workflow/report/fig_cost.rst",
+        ),
     log:
         "results/logs/figures/{stem}.log",
     wildcard_constraints:
@@ -45,8 +53,12 @@ rule plot_val_curves:
         curves="results/tables/curves.csv",
         baseline="results/tables/baseline.csv",
     output:
-        pdf=report("results/figures/{stem}.pdf", category="Validation curves"),
-        png="results/figures/{stem}.png",
+        pdf="results/figures/{stem}.pdf",
+        png=report(
+            "results/figures/{stem}.png",
+            category="Validation curves",
+            caption="../workflow/report/fig_val_curves.rst",
+        ),
     log:
         "results/logs/figures/{stem}.log",
     wildcard_constraints:

@@ -16,16 +16,21 @@ Command line (aggregate whatever exists, e.g. while a study is still running)::
 
 from __future__ import annotations
 
+from .console import announce_main
+from .console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.aggregate", "starting (loading pandas)")
+
 import argparse
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from .evaluate import PRIMARY_METRIC
 from .files import CorruptFileError, read_json
 from .grid import Run, expand
 from .plots.style import PAPER_SPLIT
+from .plots.style import TASK_METRIC as PRIMARY_METRIC  # evaluate.PRIMARY_METRIC (tested equal), without torch
 from .plots.tables import CURVE_COLUMNS as TABLE_CURVE_COLUMNS
 from .plots.tables import RUN_COLUMNS as TABLE_RUN_COLUMNS
 
@@ -137,9 +142,13 @@ def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, ou
 def main(argv: list[str] | None = None) -> int:
     from .grid import load_config
 
-    parser = argparse.ArgumentParser(description="Aggregate run records into results tables.")
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--out", default="results/tables")
+    parser = argparse.ArgumentParser(prog=PROG, description="Aggregate run records into results tables (whatever "
+                                     "has finished so far; failed and missing runs are listed).",
+                                     epilog="The columns of the tables: results/README.md.")
+    parser.add_argument("--config", default="config/config.yaml",
+                        help="study config whose grid is tabulated (default: %(default)s, the paper's)")
+    parser.add_argument("--out", default="results/tables",
+                        help="directory for runs.csv, curves.csv and baseline.csv (default: %(default)s)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     runs = expand(config)
@@ -150,5 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+PROG = "python -m vlpeft.aggregate"
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, PROG))

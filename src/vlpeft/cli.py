@@ -4,15 +4,26 @@
     vlpeft params [--preset base]                 trainable parameters of every method x size (Table II)
     vlpeft model [--preset base]                  parameters per module of the model
     vlpeft cost [--config config/config.yaml]     samples, FLOPs, predicted GPU-hours and time limit of every run
+
+A user error (missing config, invalid value) is one line on stderr and exit status 2; every command says on stderr
+that it started before importing torch (seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+
+from .console import announce
+from .console import run as run_cli
+from .model.config import PRESETS
+
+PROG = "vlpeft"
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
+    announce(PROG, f"checking {args.config} (loads torch to check the method options)")
     from .grid import counts, load_config
 
     table = counts(load_config(args.config))
@@ -28,12 +39,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
+    announce(PROG, "counting parameters (loading torch)")
     from .methods import table
 
     return table.main(["--preset", args.preset])
 
 
 def cmd_model(args: argparse.Namespace) -> int:
+    announce(PROG, f"building the {args.preset} model on the meta device (loading torch)")
     from .model.config import preset
     from .model.mplug import MPlug
 
@@ -43,26 +56,39 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{grid,params,model,cost}")
+    p = sub.add_parser("grid", help="runs per task and method of a study config")
+    p.add_argument("--config", default="config/config.yaml",
+                   help="study config, checked as the workflow checks it (default: %(default)s, the paper's)")
+    p.set_defaults(func=cmd_grid)
+    presets = sorted(PRESETS)
+    p = sub.add_parser("params", help="trainable parameters of every method x size (Table II)")
+    p.add_argument("--preset", default="base", choices=presets,
+                   help="model size the counts are for (default: %(default)s, mPLUG-base)")
+    p.set_defaults(func=cmd_params)
+    p = sub.add_parser("model", help="parameters per module of the model")
+    p.add_argument("--preset", default="base", choices=presets, help="model size (default: %(default)s, mPLUG-base)")
+    # `vlpeft cost` has its own options (vlpeft.cost); listed here so that `vlpeft --help` shows it.
+    sub.add_parser("cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False)
+    p.set_defaults(func=cmd_model)
+    return parser
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cost"]:  # its own options (vlpeft.cost)
         from .cost import main as cost_main
 
         return cost_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="vlpeft", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("grid", help="runs per task and method")
-    p.add_argument("--config", default="config/config.yaml")
-    p.set_defaults(func=cmd_grid)
-    p = sub.add_parser("params", help="trainable parameters per method and size")
-    p.add_argument("--preset", default="base")
-    p.set_defaults(func=cmd_params)
-    sub.add_parser("cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False)
-    p = sub.add_parser("model", help="parameters per module")
-    p.add_argument("--preset", default="base")
-    p.set_defaults(func=cmd_model)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``vlpeft`` console script: user errors are one line on stderr and exit status 2."""
+    return run_cli(_main, PROG, argv)
 
 
 if __name__ == "__main__":

@@ -548,13 +548,19 @@ def _store_images(config: dict, root, sizes) -> int:
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
+    from .console import announce
+
     p = argparse.ArgumentParser(prog="vlpeft cost", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="config/config.yaml")
-    p.add_argument("--profile", default="profiles/slurm", help="folder with cost.yaml and the SLURM profile")
+    p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
+    p.add_argument("--profile", default="profiles/slurm",
+                   help="folder with cost.yaml and the SLURM profile (default: %(default)s)")
     p.add_argument("--root", default=".", help="working directory of the study (for prepared records)")
     p.add_argument("--summary", action="store_true", help="totals only, no line per run")
-    p.add_argument("--json", type=Path, help="also write the totals here")
+    p.add_argument("--json", type=Path, help="also write the totals here (JSON)")
     a = p.parse_args(argv)
+    if not Path(a.config).is_file():
+        raise FileNotFoundError(f"config file not found: {a.config}")
+    announce("vlpeft cost", f"counting the FLOPs of every run of {a.config} (loads torch; minutes for the paper grid)")
     config = yaml.safe_load(Path(a.config).read_text())
     profile = a.profile if Path(a.profile).is_dir() else None
     text, summary = report(config, profile, a.root, per_run=not a.summary)

@@ -41,6 +41,11 @@ Decisions
 
 from __future__ import annotations
 
+from vlpeft.console import announce_main
+from vlpeft.console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.report", "starting (loading pandas)")
+
 import argparse
 import math
 from collections.abc import Callable, Sequence
@@ -934,13 +939,18 @@ def claims_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m vlpeft.report --runs runs.csv [--baseline baseline.csv] [--out report.md]``."""
-    parser = argparse.ArgumentParser(prog="python -m vlpeft.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", required=True, type=Path)
-    parser.add_argument("--baseline", type=Path)
+    """Command line: ``python -m vlpeft.report --runs runs.csv [--baseline baseline.csv] [--out report.md]
+    [--html report.html]``."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                     epilog="The columns of the tables: results/README.md.")
+    parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
+    parser.add_argument("--baseline", type=Path, help="baseline.csv (the untuned model's scores, quoted in the report)")
     parser.add_argument("--out", type=Path, help="markdown file (stdout if not given)")
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--html", type=Path, help="also write the report as an HTML page (what Snakemake's --report "
+                        "shows)")
+    parser.add_argument("--n-boot", type=_positive_int, default=1000,
+                        help="bootstrap resamples per interval (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
     parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
                         help="runs.csv column the claims are tested on (default: paper_metric, the paper's reported "
                         "number; test_at_best_val: selection-honest)")
@@ -951,8 +961,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(text)
     else:
         print(text)
+    if args.html:
+        from vlpeft.htmlpage import markdown_page
+
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(markdown_page(text, "Claims report"))
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+PROG = "python -m vlpeft.report"
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, PROG))

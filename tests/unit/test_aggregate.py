@@ -290,3 +290,10 @@ def test_command_line_refuses_duplicate_seeds(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"config\.yaml: seeds: \[0, 1, 0\] has non-unique elements$"):
         aggregate.main(["--config", str(path), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_aggregate_names_the_evaluators_primary_metric() -> None:
+    """aggregate reads the task -> metric map from plots.style (no torch to import); it must be the evaluator's."""
+    from vlpeft.evaluate import PRIMARY_METRIC
+
+    assert aggregate.PRIMARY_METRIC == PRIMARY_METRIC

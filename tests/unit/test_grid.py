@@ -342,8 +342,11 @@ def test_grid_command_checks_the_config_like_the_workflow(config: dict, tmp_path
         bad = copy.deepcopy(config)
         mutate(bad)
         path.write_text(yaml.safe_dump(bad))
-        with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
-            main(["grid", "--config", str(path)])
+        # The console script: one line naming the file and the key, exit status 2.
+        assert main(["grid", "--config", str(path)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith("vlpeft: checking") and err[1].startswith(f"vlpeft: error: {path}: {message}")
+        assert len(err) == 2
 
 
 def test_check_config_accepts_the_shipped_configs() -> None:

@@ -10,13 +10,18 @@ table needs no model.
 
 from __future__ import annotations
 
+from ..console import announce_main
+from ..console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.methods.table", "starting (loading torch)")
+
 import argparse
 import csv
 import io
 import sys
 from collections.abc import Mapping, Sequence
 
-from ..model.config import MPlugConfig
+from ..model.config import PRESETS, MPlugConfig
 from ..model.config import preset as model_preset
 from .base import build_method
 from .full import model_count
@@ -108,9 +113,11 @@ def format_table(rows: list[dict], fmt: str = "md") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="base", help="model preset (default: base)")
-    parser.add_argument("--format", choices=("md", "csv"), default="md")
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.methods.table", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="base", choices=sorted(PRESETS),
+                        help="model size the counts are for (default: %(default)s, mPLUG-base)")
+    parser.add_argument("--format", choices=("md", "csv"), default="md",
+                        help="markdown table or CSV (default: %(default)s)")
     args = parser.parse_args(argv)
     rows = parameter_table(args.preset)
     if args.format == "md":
@@ -120,4 +127,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "python -m vlpeft.methods.table"))

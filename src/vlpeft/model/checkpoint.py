@@ -25,6 +25,11 @@ allocating the model's weights.
 
 from __future__ import annotations
 
+from ..console import announce_main
+from ..console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.model.checkpoint", "starting (loading torch)")
+
 import argparse
 import math
 import os
@@ -651,11 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     count = sub.add_parser("count", help="print the parameter count per module")
     check = sub.add_parser("check", help="convert a checkpoint and print the load report (no weights allocated)")
-    check.add_argument("path", type=Path)
+    check.add_argument("path", type=Path, help="the official checkpoint, e.g. mplug_base.pth")
     for p in (count, check):
-        p.add_argument("--preset", default="base", choices=sorted(PRESETS))
-        p.add_argument("--vocab-size", type=int, default=None)
-        p.add_argument("--image-size", type=int, default=None)
+        p.add_argument("--preset", default="base", choices=sorted(PRESETS),
+                       help="model size (default: %(default)s, mPLUG-base)")
+        p.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocabulary size")
+        p.add_argument("--image-size", type=int, default=None, help="override the preset's image size (pixels)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("vocab_size", args.vocab_size), ("image_size", args.image_size)) if v}
     cfg = preset(args.preset, **overrides)
@@ -663,14 +669,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mPLUG preset {args.preset!r}")
         print(format_parameter_table(parameter_table(cfg)))
         return 0
-    try:
-        report = load_official(build_meta_model(cfg), args.path, strict=False)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    report = load_official(build_meta_model(cfg), args.path, strict=False)  # a bad file: one line, exit 2 (run)
     print(report.summary())
     return 0 if not report.missing else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "python -m vlpeft.model.checkpoint"))

@@ -23,6 +23,11 @@ Command line (the reviewers' path)::
 
 from __future__ import annotations
 
+from vlpeft.console import announce_main
+from vlpeft.console import run as run_cli
+
+announce_main(__name__, "python -m vlpeft.plots.figures", "starting (loading pandas and matplotlib)")
+
 import argparse
 import logging
 import math
@@ -56,6 +61,7 @@ from vlpeft.plots.style import (
     TASKS,
     format_ratio,
     format_size,
+    level_marker,
     metric_label,
     shades,
     style_context,
@@ -76,6 +82,7 @@ from vlpeft.plots.tables import (
 # Named explicitly: under `python -m` __name__ is "__main__", outside the package logger configured by main().
 log = logging.getLogger("vlpeft.plots.figures")
 
+PROG = "python -m vlpeft.plots.figures"
 SERIES_GID = "series"
 REFERENCE_GID = "reference"
 #: Figure file stems the CLI writes, in paper order: Figs. 6-10 are one per PEFT method.
@@ -248,22 +255,25 @@ def fig_task_grid(
                 _no_data(ax_s)
             size_colors = shades(method, len(sizes))
             ratio_colors = shades(method, len(ratios))
-            for size, color in zip(sizes, size_colors):
+            # One marker per level as well as one shade: lines of two sizes (or ratios) that coincide stay apart.
+            for i, (size, color) in enumerate(zip(sizes, size_colors)):
                 for clf in (False, True):
                     sub = m_cells.loc[(m_cells["size"] == size) & (m_cells["classifier"] == clf)]
                     if sub.empty:
                         continue
                     s = sub.set_index("data_ratio").reindex(ratios)
                     label = format_size(size) + (" + cls" if clf else "")
-                    _draw_series(ax_r, ratios, s["mean"], s["std"], s["n"], variant_style(method, clf, color), label)
-            for ratio, color in zip(ratios, ratio_colors):
+                    kw = variant_style(method, clf, color, level_marker(i))
+                    _draw_series(ax_r, ratios, s["mean"], s["std"], s["n"], kw, label)
+            for i, (ratio, color) in enumerate(zip(ratios, ratio_colors)):
                 for clf in (False, True):
                     sub = m_cells.loc[(m_cells["data_ratio"] == ratio) & (m_cells["classifier"] == clf)]
                     if sub.empty:
                         continue
                     s = sub.set_index("size").reindex(sizes)
                     label = format_ratio(ratio) + "%" + (" + cls" if clf else "")
-                    _draw_series(ax_s, sizes, s["mean"], s["std"], s["n"], variant_style(method, clf, color), label)
+                    kw = variant_style(method, clf, color, level_marker(i))
+                    _draw_series(ax_s, sizes, s["mean"], s["std"], s["n"], kw, label)
             if len(full):
                 f = full.reindex(ratios) if ratios else full
                 fx = list(f.index)
@@ -310,8 +320,8 @@ def _level_legend(
     if not levels:
         return
     handles = [
-        Line2D([], [], color=c, marker=METHOD_MARKERS[method], linestyle="-", label=fmt(v))
-        for v, c in zip(levels, colors)
+        Line2D([], [], color=c, marker=level_marker(i), linestyle="-", label=fmt(v))
+        for i, (v, c) in enumerate(zip(levels, colors))
     ]
     ax.legend(
         handles=handles,
@@ -505,7 +515,7 @@ def fig_val_curves(
         flat = list(axes.flat)
         for i, (ax, ratio) in enumerate(zip(flat, ratios)):
             d = sel.loc[sel["data_ratio"] == ratio]
-            for size, color in zip(sizes, colors):
+            for k, (size, color) in enumerate(zip(sizes, colors)):
                 for clf in (False, True):
                     g = d.loc[_same(d["size"], size) & (d["classifier"] == clf)]
                     if g.empty:
@@ -513,7 +523,10 @@ def fig_val_curves(
                     st = g.groupby(x)["value"].agg(["mean", "std", "count"])
                     ls = style.CLASSIFIER_LINESTYLE if clf else style.PLAIN_LINESTYLE
                     label = ("" if math.isnan(size) else format_size(size)) + (" + cls" if clf else "")
-                    ax.plot(st.index, st["mean"], color=color, ls=ls, lw=0.9, gid=SERIES_GID, label=label)
+                    # A marker per size (hollow for "+ classifier"), so curves that coincide stay apart.
+                    ax.plot(st.index, st["mean"], color=color, ls=ls, lw=0.9, gid=SERIES_GID, label=label,
+                            marker=level_marker(k), markersize=2.4, markerfacecolor="white" if clf else color,
+                            markeredgecolor=color, markeredgewidth=0.6)
                     if g["seed"].nunique() > 1:
                         band = st["count"] > 1
                         ax.fill_between(
@@ -535,8 +548,9 @@ def fig_val_curves(
         for ax in flat[len(ratios) :]:
             fig.delaxes(ax)
         handles = [
-            Line2D([], [], color=c, label=(SIZE_LABELS[method].split(" $")[0] + " " + format_size(s)))
-            for s, c in zip(sizes, colors)
+            Line2D([], [], color=c, marker=level_marker(k), label=(SIZE_LABELS[method].split(" $")[0] + " " +
+                                                                   format_size(s)))
+            for k, (s, c) in enumerate(zip(sizes, colors))
             if not math.isnan(s)
         ]
         handles += [
@@ -647,11 +661,13 @@ def build_figure(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: regenerate every figure from the tables alone."""
-    parser = argparse.ArgumentParser(prog="python -m vlpeft.plots.figures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                     epilog="The columns of the tables: results/README.md.")
     parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
-    parser.add_argument("--curves", type=Path, help="curves.csv (validation curves, long format)")
-    parser.add_argument("--baseline", type=Path, help="baseline.csv (untuned pre-trained model)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--curves", type=Path, help="curves.csv (evaluation curves, long format); without it Figs. "
+                        "6-10 are skipped")
+    parser.add_argument("--baseline", type=Path, help="baseline.csv (untuned pre-trained model, drawn dotted grey)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (created if needed)")
     parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
                         help="runs.csv column to draw (default: paper_metric, the paper's reported number; "
                         "test_at_best_val: selection-honest)")
@@ -669,4 +685,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, PROG))

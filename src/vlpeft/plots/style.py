@@ -147,11 +147,47 @@ def method_label(method: str, classifier: bool = False) -> str:
     return METHOD_LABELS[method] + (" + classifier" if classifier else "")
 
 
+#: The lowest contrast ratio against the white page (WCAG's definition) of any line colour: the lightest shade of a
+#: size or data-ratio ramp must still read as a line, not as a faded one.
+MIN_CONTRAST = 1.8
+#: Markers of the levels (sizes or data ratios) within one panel, in ramp order: lines that coincide stay apart by
+#: their markers, not by shade alone. Full fine-tuning's star is not among them.
+LEVEL_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def relative_luminance(color: str) -> float:
+    """WCAG 2 relative luminance of a colour (0 black, 1 white)."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(color)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast_on_white(color: str) -> float:
+    """WCAG 2 contrast ratio of a colour against white: 1 (white) to 21 (black)."""
+    return 1.05 / (relative_luminance(color) + 0.05)
+
+
+def _max_white_mix(base: np.ndarray, limit: float = 0.55) -> float:
+    """The largest share of white (at most ``limit``) that keeps ``base`` at :data:`MIN_CONTRAST` on white."""
+    def mixed(w: float) -> str:
+        return to_hex(np.clip(base + w * (1.0 - base), 0.0, 1.0))
+
+    if contrast_on_white(mixed(limit)) >= MIN_CONTRAST:
+        return limit
+    if contrast_on_white(mixed(0.0)) < MIN_CONTRAST:
+        return 0.0
+    lo, hi = 0.0, limit
+    for _ in range(30):  # contrast falls as white is added: bisect
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if contrast_on_white(mixed(mid)) >= MIN_CONTRAST else (lo, mid)
+    return lo
+
+
 def shades(method: str, n: int) -> list[str]:
     """``n`` shades of the method's colour, light to dark, for one line per size or per data ratio.
 
-    The method's own colour sits in the middle of the ramp so that the family stays recognisable; the ends are
-    mixed with white and black only so far that the lightest shade still reads on a white background.
+    The method's own colour sits in the middle of the ramp so that the family stays recognisable; the light end is
+    mixed with white only so far that it keeps a contrast of :data:`MIN_CONTRAST` against the white page (at most
+    55 % white), the dark end with at most 40 % black.
 
     Args:
         method: Method name (a key of :data:`METHOD_COLORS`).
@@ -164,25 +200,34 @@ def shades(method: str, n: int) -> list[str]:
     if n <= 1:
         return [to_hex(base)]
     if method == "full":
-        # Black cannot be darkened: spread full fine-tuning over greys instead.
+        # Black cannot be darkened: spread full fine-tuning over greys instead (grey 0.6 is 2.8:1 on white).
         return [to_hex(np.full(3, g)) for g in np.linspace(0.6, 0.0, n)]
+    white = _max_white_mix(base)
     out = []
     for t in np.linspace(-1.0, 1.0, n):
-        # t < 0 mixes towards white (at most 55 %), t > 0 towards black (at most 40 %).
-        rgb = base + (-t * 0.55) * (1.0 - base) if t < 0 else base * (1.0 - t * 0.4)
+        # t < 0 mixes towards white, t > 0 towards black.
+        rgb = base + (-t * white) * (1.0 - base) if t < 0 else base * (1.0 - t * 0.4)
         out.append(to_hex(np.clip(rgb, 0.0, 1.0)))
     return out
 
 
-def variant_style(method: str, classifier: bool, color: str | None = None) -> dict[str, object]:
+def level_marker(i: int) -> str:
+    """The marker of the ``i``-th level (size or data ratio, in ramp order) of a panel."""
+    return LEVEL_MARKERS[i % len(LEVEL_MARKERS)]
+
+
+def variant_style(
+    method: str, classifier: bool, color: str | None = None, marker: str | None = None
+) -> dict[str, object]:
     """Line2D keyword arguments for one (method, "+ classifier") variant.
 
-    Plain variants are solid with filled markers; "+ classifier" variants are dashed with hollow markers.
+    Plain variants are solid with filled markers; "+ classifier" variants are dashed with hollow markers. The
+    marker is the method's unless one is given (a level's, within a one-method panel).
     """
     c = color or METHOD_COLORS[method]
     return {
         "color": c,
-        "marker": METHOD_MARKERS[method],
+        "marker": marker or METHOD_MARKERS[method],
         "linestyle": CLASSIFIER_LINESTYLE if classifier else PLAIN_LINESTYLE,
         "markerfacecolor": "white" if classifier else c,
         "markeredgecolor": c,
