@@ -24,9 +24,12 @@ mini: $(STAMP)
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q
 
-# Reviewers: every figure and the report from results/tables alone (no data, checkpoints or training).
+# Reviewers: every figure and the report of one study (STUDY=mini by default; paper, pilot, ...) from its
+# results/<study>/tables alone (no data, checkpoints or training).
+STUDY ?= mini
 figures: $(STAMP)
-	$(BIN)/python -m vlpeft.plots.figures --runs results/tables/runs.csv --curves results/tables/curves.csv \
-		--baseline results/tables/baseline.csv --out results/figures
-	$(BIN)/python -m vlpeft.report --runs results/tables/runs.csv --baseline results/tables/baseline.csv \
-		--out results/report.md
+	$(BIN)/python -m vlpeft.plots.figures --runs results/$(STUDY)/tables/runs.csv \
+		--curves results/$(STUDY)/tables/curves.csv --baseline results/$(STUDY)/tables/baseline.csv \
+		--out results/$(STUDY)/figures
+	$(BIN)/python -m vlpeft.report --runs results/$(STUDY)/tables/runs.csv \
+		--baseline results/$(STUDY)/tables/baseline.csv --out results/$(STUDY)/report.md

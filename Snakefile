@@ -22,7 +22,7 @@ include: "rules/figures.smk"
 
 rule all:
     input:
-        "results/tables/runs.csv",
-        "results/tables/curves.csv",
-        "results/report.md",
+        res("tables/runs.csv"),
+        res("tables/curves.csv"),
+        res("report.md"),
         figure_files(),

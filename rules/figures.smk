@@ -3,13 +3,13 @@
 
 rule plot_task_grid:
     input:
-        runs="results/tables/runs.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        pdf=report("results/figures/{stem}.pdf", category="Figures"),
-        png="results/figures/{stem}.png",
+        pdf=report(res("figures/{stem}.pdf"), category="Figures"),
+        png=res("figures/{stem}.png"),
     log:
-        "results/logs/figures/{stem}.log",
+        res("logs/figures/{stem}.log"),
     wildcard_constraints:
         stem="fig3|fig4",
     conda:
@@ -22,13 +22,13 @@ rule plot_task_grid:
 
 rule plot_cost:
     input:
-        runs="results/tables/runs.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        pdf=report("results/figures/{stem}.pdf", category="Figures"),
-        png="results/figures/{stem}.png",
+        pdf=report(res("figures/{stem}.pdf"), category="Figures"),
+        png=res("figures/{stem}.png"),
     log:
-        "results/logs/figures/{stem}.log",
+        res("logs/figures/{stem}.log"),
     wildcard_constraints:
         stem="fig5|fig5_gpu_hours",
     conda:
@@ -41,14 +41,14 @@ rule plot_cost:
 
 rule plot_val_curves:
     input:
-        runs="results/tables/runs.csv",
-        curves="results/tables/curves.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        curves=res("tables/curves.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        pdf=report("results/figures/{stem}.pdf", category="Validation curves"),
-        png="results/figures/{stem}.png",
+        pdf=report(res("figures/{stem}.pdf"), category="Validation curves"),
+        png=res("figures/{stem}.png"),
     log:
-        "results/logs/figures/{stem}.log",
+        res("logs/figures/{stem}.log"),
     wildcard_constraints:
         stem="fig6_prompt|fig7_prefix|fig8_lora|fig9_serial_adapter|fig10_parallel_adapter",
     conda:

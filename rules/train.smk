@@ -3,9 +3,9 @@
 
 rule write_run_config:
     output:
-        "results/runs/{task}/{method}/{setting}/seed{seed}/run_config.yaml",
+        res("runs/{task}/{method}/{setting}/seed{seed}/run_config.yaml"),
     log:
-        "results/logs/run_config/{task}/{method}/{setting}/seed{seed}.log",
+        res("logs/run_config/{task}/{method}/{setting}/seed{seed}.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -18,11 +18,11 @@ rule train_run:
     input:
         unpack(run_inputs),
     output:
-        record="results/runs/{task}/{method}/{setting}/seed{seed}/record.json",
+        record=res("runs/{task}/{method}/{setting}/seed{seed}/record.json"),
     log:
-        "results/logs/train/{task}/{method}/{setting}/seed{seed}.log",
+        res("logs/train/{task}/{method}/{setting}/seed{seed}.log"),
     benchmark:
-        "results/benchmarks/train/{task}/{method}/{setting}/seed{seed}.tsv"
+        res("benchmarks/train/{task}/{method}/{setting}/seed{seed}.tsv")
     conda:
         "../envs/vlpeft.yaml"
     threads: 1
@@ -44,11 +44,11 @@ if config["model"]["init"] == "pretrain":
 
     rule prepare_pretrain_corpus:
         input:
-            "results/data/raw/pretrain_captions.json",
+            res("data/raw/pretrain_captions.json"),
         output:
-            "results/data/prepared/pretrain/train.jsonl",
+            res("data/prepared/pretrain/train.jsonl"),
         log:
-            "results/logs/data/prepare_pretrain_corpus.log",
+            res("logs/data/prepare_pretrain_corpus.log"),
         localrule: True
         conda:
             "../envs/vlpeft.yaml"
@@ -57,9 +57,9 @@ if config["model"]["init"] == "pretrain":
 
     rule write_pretrain_config:
         output:
-            "results/model/pretrain/run_config.yaml",
+            res("model/pretrain/run_config.yaml"),
         log:
-            "results/logs/run_config/pretrain.log",
+            res("logs/run_config/pretrain.log"),
         localrule: True
         conda:
             "../envs/vlpeft.yaml"
@@ -70,18 +70,18 @@ if config["model"]["init"] == "pretrain":
 
     rule pretrain_model:
         input:
-            run_config="results/model/pretrain/run_config.yaml",
-            records="results/data/prepared/pretrain/train.jsonl",
-            val=grid.records_path("coco", "val"),
-            vocab=grid.VOCAB,
-            images="results/data/raw/images/.complete",
+            run_config=res("model/pretrain/run_config.yaml"),
+            records=res("data/prepared/pretrain/train.jsonl"),
+            val=grid.records_path(ROOT, "coco", "val"),
+            vocab=grid.vocab_path(ROOT),
+            images=res("data/raw/images/.complete"),
             cache=CACHE or [],
         output:
             grid.init_weights_path(config),
         log:
-            "results/logs/train/pretrain.log",
+            res("logs/train/pretrain.log"),
         benchmark:
-            "results/benchmarks/train/pretrain.tsv"
+            res("benchmarks/train/pretrain.tsv")
         conda:
             "../envs/vlpeft.yaml"
         threads: 2

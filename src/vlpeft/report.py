@@ -76,6 +76,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vlpeft.provenance import SYNTHETIC_NOTE, table_provenance
 from vlpeft.plots.style import (
     DEFAULT_VALUE,
     EMBEDDING_COMPOSITION,
@@ -650,6 +651,17 @@ def _verdict_of(table: pd.DataFrame, claim: str, task: str | None = None) -> str
     return str(sel["verdict"].iloc[0]) if len(sel) else INCONCLUSIVE
 
 
+def provenance_section(runs: pd.DataFrame) -> str:
+    """What the report is of: study, data source, commits and config digest; a synthetic study says it plainly."""
+    info = table_provenance(runs)
+    commits = ", ".join(f"`{c}`" for c in info["commits"]) or "unknown"
+    text = (f"Study `{info['study']}`, {info['data_source']} data, config digest `{info['study_digest']}`, "
+            f"commit(s) {commits}.\n")
+    if info["data_source"] == "synthetic":
+        text = f"**This is a {SYNTHETIC_NOTE}.**\n\n" + text
+    return text
+
+
 def claims_report(
     runs: pd.DataFrame,
     baseline: pd.DataFrame | None = None,
@@ -678,6 +690,7 @@ def claims_report(
     add = out.append
 
     add(f"# Claims report (metric: `{value}`)\n")
+    add(provenance_section(all_runs))
     add(
         f"{len(all_runs)} runs in the table, {len(ok)} successful and used, {len(bad)} not successful (listed at the "
         f"end). Metric column: `{value}` ({VALUE_LABELS[value]}). Intervals: 95% percentile bootstrap, "

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import with_provenance
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests/workflow/configs/tiny.yaml"
 
@@ -114,16 +116,21 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert not sorted(p.name for p in tmpdir.glob("torchelastic_*"))
 
-    runs = pd.read_csv(tmp_path / "results/tables/runs.csv")
+    root = tmp_path / "results/tiny"  # everything the study writes (study: tiny)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["tiny"]
+    runs = pd.read_csv(root / "tables/runs.csv")
     assert len(runs) == len(expand(config))
     assert set(runs["status"]) == {"success"}
     assert runs["best_val"].notna().all()
+    assert set(runs["study"]) == {"tiny"} and set(runs["data_source"]) == {"synthetic"}
+    assert runs["commit"].notna().all() and runs["config_digest"].notna().all()
     for stem in ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig8_lora"):
         for ext in ("pdf", "png"):
-            assert (tmp_path / f"results/figures/{stem}.{ext}").stat().st_size > 1000
-    assert not (tmp_path / "results/figures/fig7_prefix.pdf").exists()  # no prefix runs in this grid
-    assert "Claim" in (tmp_path / "results/report.md").read_text() or "claim" in (
-        tmp_path / "results/report.md").read_text()
+            assert (root / f"figures/{stem}.{ext}").stat().st_size > 1000
+    assert not (root / "figures/fig7_prefix.pdf").exists()  # no prefix runs in this grid
+    report = (root / "report.md").read_text()
+    assert "Claim" in report or "claim" in report
+    assert "synthetic demonstration" in report and "Study `tiny`, synthetic data" in report
 
     proc = snakemake(tmp_path, cfg_path, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
@@ -149,10 +156,39 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
                      "plot_cost", "plot_val_curves", "all"}
     assert "pretrain_model" not in rules and "make_subset" not in rules
 
+    # Studies kept apart: the paper's config, dry-run in the same checkout after the tiny study ran, plans every one
+    # of its jobs (none of the tiny study's files is taken for its own) and only under results/paper and the shared
+    # downloads; aggregating it reports 810 missing runs and leaves the tiny study's tables as they were.
+    before = _tree(tmp_path / "results")
+    proc = snakemake(tmp_path, REPO / "config/config.yaml", "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tree(tmp_path / "results") == before
+    jobs = scheduled(proc.stdout)
+    assert sum(r == "train_run" for r, _ in jobs) == 810
+    assert {"download_file", "prepare_captions", "prepare_vqa", "make_subset", "cache_images"} <= {r for r, _ in jobs}
+    planned = [p for line in re.findall(r"^\s+output: (.*)$", proc.stdout, re.M) for p in line.split(", ")]
+    assert len(planned) > 1620
+    assert all(p.startswith(("results/paper/", "results/downloads/")) for p in planned), [
+        p for p in planned if not p.startswith(("results/paper/", "results/downloads/"))][:5]
+    tiny_tables = (root / "tables/runs.csv").read_bytes()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    agg = subprocess.run([sys.executable, "-m", "vlpeft.aggregate", "--config", str(REPO / "config/config.yaml")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert agg.returncode == 0, agg.stderr[-3000:]
+    paper = pd.read_csv(tmp_path / "results/paper/tables/runs.csv")
+    assert len(paper) == 810 and set(paper["status"]) == {"missing"} and set(paper["study"]) == {"paper"}
+    assert set(paper["data_source"]) == {"real"}
+    assert (root / "tables/runs.csv").read_bytes() == tiny_tables
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: (size, mtime_ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
 
 def test_figures_regenerate_from_tables_alone(tmp_path):
     """The reviewers' path touches no data, checkpoints or training rules."""
-    runs = pd.DataFrame([
+    runs = with_provenance(pd.DataFrame([
         {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
          "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s,
          "trainable_params_merged": 100 * s, "total_params": 10**6,
@@ -160,7 +196,7 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
          "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
          "wall_time_s": 5.0, "status": "success"}
         for s in (2, 8) for r in (0.1, 1.0)
-    ])
+    ]))
     runs.to_csv(tmp_path / "runs.csv", index=False)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
     proc = subprocess.run([sys.executable, "-m", "vlpeft.plots.figures", "--runs", str(tmp_path / "runs.csv"),
