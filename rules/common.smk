@@ -90,6 +90,13 @@ def lookup_run(wildcards):
 _RESOLVED = {}
 
 
+def attempt_number(wildcards, attempt):
+    """The job's attempt (1 = first), a resource so that it reaches the shell (vlpeft.retry) without being a params
+    value: a run that succeeded at its second attempt must not look changed to the next invocation.
+    """
+    return attempt
+
+
 def resolved_run(wildcards):
     """The run's resolved configuration: a params value, so a changed setting reruns exactly its runs."""
     run = lookup_run(wildcards)

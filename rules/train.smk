@@ -28,14 +28,18 @@ rule train_run:
     threads: 1
     resources:
         gpu=0,
+        attempt=attempt_number,
     params:
         run=resolved_run,
     shell:
+        # vlpeft.retry first: a retry (the SLURM profile's `retries`) starts only after a preempted attempt; any other
+        # failure fails once, its log kept in {log} (the check runs before the redirection truncates it).
         # gpu=0 (local CPU runs): one process. On SLURM the profile sets gpu=4: four processes, one per GPU.
         # `exec`: torchrun replaces the shell, so a SIGTERM (time limit, preemption) reaches a process that passes it
         # on to the ranks and waits for their checkpoint; a plain shell would die at once and take the step with it.
         # `--log-dir /dev/null`: no torchelastic_* directory left in $TMPDIR per run (the ranks log to {log}).
-        "OMP_NUM_THREADS={threads} exec torchrun --standalone --log-dir /dev/null"
+        "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
+        " && OMP_NUM_THREADS={threads} exec torchrun --standalone --log-dir /dev/null"
         " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
         " -m vlpeft.train --config {input.run_config} > {log} 2>&1"
 
@@ -87,9 +91,11 @@ if config["model"]["init"] == "pretrain":
         threads: 2
         resources:
             gpu=0,
+            attempt=attempt_number,
         params:
             run=pretrain_config(),
         shell:
-            "OMP_NUM_THREADS={threads} exec torchrun --standalone --log-dir /dev/null"
+            "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
+            " && OMP_NUM_THREADS={threads} exec torchrun --standalone --log-dir /dev/null"
             " --nproc_per_node $(( {resources.gpu} > 0 ? {resources.gpu} : 1 ))"
             " -m vlpeft.train --config {input.run_config} > {log} 2>&1"

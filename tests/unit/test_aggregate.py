@@ -355,3 +355,42 @@ def test_workflow_figures_and_report_refuse_a_table_of_another_configuration(agg
     with pytest.raises(ValueError, match="study 'tiny', but the config resolves to 'paper'"):
         check_expected(info, {**STUDY, "study": "paper"})
 
+
+def test_the_pilot_is_one_short_real_run_per_method_and_its_tables_draw_every_figure(tmp_path: Path) -> None:
+    """config/pilot.yaml: every method once, at the paper's smallest ratio, on the real data with the official
+    checkpoint at the paper's batch, evaluation capped; the downloads are the paper's (shared, not fetched twice).
+    Records like the pilot's (one evaluation) aggregate into tables every figure the workflow asks for and the report
+    are drawn from."""
+    from vlpeft.plots.figures import build_figure
+    from vlpeft.report import claims_report
+
+    pilot = grid.load_config(REPO / "config" / "pilot.yaml")
+    paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    runs = grid.expand(pilot)
+    assert sorted(r.method for r in runs) == sorted(grid.METHODS)
+    for run in runs:
+        assert run.ratio == min(paper["tasks"][run.task]["ratios"]) and run.dir.startswith("results/pilot/")
+        d = grid.resolve(pilot, run)
+        assert d["schedule"].get("steps", 10) <= 10 and d["eval"]["max_items"] <= 32
+        assert (d["init_format"], d["model_preset"], d["total_batch_size"]) == ("official", "base", 256)
+    assert pilot["data"]["source"] == "download" and pilot["data"]["downloads"] == paper["data"]["downloads"]
+
+    study, digests = grid.study_info(pilot), grid.run_digests(pilot)
+    for i, run in enumerate(runs):
+        metric = METRIC[run.task]
+        rec = {**_record(run, i), "config_digest": digests[run.run_id],
+               "curve": [{"step": 10, "epoch": 0.04, "val": {metric: 20.0 + i}, "test": {metric: 19.0 + i}}],
+               "best": {"step": 10, "val": 20.0 + i, "test": 19.0 + i, "metric": metric}}
+        (tmp_path / run.dir).mkdir(parents=True)
+        (tmp_path / run.dir / "record.json").write_text(json.dumps(rec))
+    out = tmp_path / "tables"
+    aggregate.write_tables(runs, [], out / "runs.csv", out / "curves.csv", out / "baseline.csv", root=tmp_path,
+                           study=study, digests=digests)
+    table, curves = tables.load_runs(out / "runs.csv"), tables.load_curves(out / "curves.csv")
+    assert set(table["status"]) == {"success"} and set(table["data_source"]) == {"real"}
+    stems = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora",
+             "fig9_serial_adapter", "fig10_parallel_adapter"]
+    for stem in stems:
+        title = build_figure(stem, table, curves).get_suptitle()
+        assert "study pilot | real data | commit c0ffee" in title and "SYNTHETIC" not in title, stem
+    assert "Study `pilot`, real data" in claims_report(table, n_boot=10)

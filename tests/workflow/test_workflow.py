@@ -59,6 +59,15 @@ def test_dry_run_of_the_paper_grid_lists_every_run(tmp_path):
     assert int(counts["download_file"]) == len(config["data"]["downloads"])
 
 
+def test_dry_run_of_the_pilot(tmp_path):
+    """config/pilot.yaml: six training jobs (one per method) on the real data path, under results/pilot."""
+    proc = snakemake(tmp_path, REPO / "config/pilot.yaml", "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert (int(counts["train_run"]), int(counts["evaluate_baseline"]), int(counts["make_subset"])) == (6, 2, 2)
+    assert int(counts["download_file"]) == 9 and int(counts["fetch_checkpoint"]) == 1
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
