@@ -3,6 +3,7 @@
     vlpeft grid [--config config/config.yaml]     runs per task and method of a study config
     vlpeft params [--preset base]                 trainable parameters of every method x size (Table II)
     vlpeft model [--preset base]                  parameters per module of the model
+    vlpeft status --config config/config.yaml     each run's state, progress, ETA and GPU-hours (writes nothing)
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import main
+
+    return main(args.config, args.all, args.active)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vlpeft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("model", help="parameters per module")
     p.add_argument("--preset", default="base")
     p.set_defaults(func=cmd_model)
+    p = sub.add_parser("status", help="where each run of a study stands (read-only)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--all", action="store_true", help="list every run (default: those not success or missing)")
+    p.add_argument("--active", type=float, default=900.0,
+                   help="a run whose train.log grew within this many seconds counts as running (default 900)")
+    p.set_defaults(func=cmd_status)
     args = parser.parse_args(argv)
     return args.func(args)
 
