@@ -1,6 +1,6 @@
 # Real data: verified, resumable downloads (URLs and checksums from the config), then unpacking with file counts.
-# Downloads go into results/downloads/, which every study with real data shares (each file is checked against its
-# size and checksum).
+# Downloads run where Snakemake runs (the login node on a cluster: compute nodes often have no internet), into
+# results/downloads/, which every study with real data shares (each file is checked against its size and checksum).
 
 
 rule download_file:
@@ -10,6 +10,7 @@ rule download_file:
         dl("logs/{file}.log"),
     wildcard_constraints:
         file="[^/]+",
+    localrule: True
     conda:
         "../envs/vlpeft.yaml"
     resources:

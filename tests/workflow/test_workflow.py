@@ -233,3 +233,42 @@ def test_python_is_ruff_clean():
     proc = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "src", "tests", "workflow", "benchmarks"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_every_rule_runs_in_the_environment_with_java():
+    """`--sdm conda` on a cluster: every rule names envs/vlpeft.yaml, which carries Java 17 (pycocoevalcap)."""
+    rules = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        blocks = re.split(r"^\s*rule (\w+):\n", smk.read_text(), flags=re.M)
+        rules.update(dict(zip(blocks[1::2], blocks[2::2])))
+    assert len(rules) > 20
+    missing = [name for name, body in rules.items() if 'conda:\n' not in body or '"../envs/vlpeft.yaml"' not in body]
+    assert not missing
+    env = yaml.safe_load((REPO / "envs/vlpeft.yaml").read_text())
+    assert "openjdk=17" in env["dependencies"]
+
+
+def test_cluster_profile_downloads_on_the_login_node_threads_and_local_settings(tmp_path):
+    """profiles/slurm: downloads are local jobs (compute nodes have no internet); 8 threads x 4 ranks fill the 32
+    CPUs of a training job (a dry run shows it with --cores 32); account and partition come from the git-ignored
+    site.env overlay."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    train = profile["set-resources"]["train_run"]
+    assert profile["set-threads"]["train_run"] * train["gpu"] == train["cpus_per_task"]
+    assert "download_file" not in profile["set-resources"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "profiles/slurm/site.env"], cwd=REPO, check=False)
+    assert ignored.returncode == 0
+    site = dict(line.split("=", 1) for line in (REPO / "profiles/slurm/site.env.example").read_text().splitlines()
+                if line and not line.startswith("#"))
+    env = {k: f"test_{k.lower()}" for k in site}
+    proc = snakemake(tmp_path, REPO / "config/pilot.yaml", "-n", "-p", "--profile", str(REPO / "profiles/slurm"),
+                     "--cores", "32", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert len(re.findall(r"^rule download_file:", out, re.M)) == 9
+    # (a dry run does not say which jobs are local: the rule's directive is what the executor reads)
+    block = (REPO / "rules/download.smk").read_text().split("rule download_file:")[1].split("\nrule ")[0]
+    assert "    localrule: True\n" in block
+    commands = re.findall(r"OMP_NUM_THREADS=(\d+) exec torchrun .*?--nproc_per_node \$\(\( (\d+) ", out)
+    assert commands and set(commands) == {("8", "4")}
+    assert "slurm_account=test_vlpeft_slurm_account, slurm_partition=test_vlpeft_slurm_partition" in out
