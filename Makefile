@@ -38,9 +38,11 @@ mini: java $(STAMP)
 test: java $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q
 
-# Reviewers: every figure and the report from results/tables alone (no data, checkpoints or training), with the
-# plots install only (no torch). METRIC: the runs.csv column drawn and tested, e.g. `make figures
-# METRIC=test_at_best_val` (paper_metric, test_at_best_val, best_val or final_val).
+# Reviewers: every figure and the report of one study (STUDY=mini by default; paper, pilot, ...) from its
+# results/<study>/tables alone (no data, checkpoints or training), with the plots install only (no torch).
+# METRIC: the runs.csv column drawn and tested, e.g. `make figures METRIC=test_at_best_val` (paper_metric,
+# test_at_best_val, best_val or final_val).
+STUDY ?= mini
 METRIC ?= paper_metric
 PLOTS_STAMP := $(VENV)/.installed-plots
 
@@ -50,7 +52,8 @@ $(PLOTS_STAMP): pyproject.toml
 	touch $(PLOTS_STAMP)
 
 figures: $(PLOTS_STAMP)
-	$(BIN)/python -m vlpeft.plots.figures --runs results/tables/runs.csv --curves results/tables/curves.csv \
-		--baseline results/tables/baseline.csv --out results/figures --metric $(METRIC)
-	$(BIN)/python -m vlpeft.report --runs results/tables/runs.csv --baseline results/tables/baseline.csv \
-		--out results/report.md --metric $(METRIC)
+	$(BIN)/python -m vlpeft.plots.figures --runs results/$(STUDY)/tables/runs.csv \
+		--curves results/$(STUDY)/tables/curves.csv --baseline results/$(STUDY)/tables/baseline.csv \
+		--out results/$(STUDY)/figures --metric $(METRIC)
+	$(BIN)/python -m vlpeft.report --runs results/$(STUDY)/tables/runs.csv \
+		--baseline results/$(STUDY)/tables/baseline.csv --out results/$(STUDY)/report.md --metric $(METRIC)

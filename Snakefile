@@ -24,8 +24,8 @@ include: "rules/figures.smk"
 
 rule all:
     input:
-        "results/tables/runs.csv",
-        "results/tables/curves.csv",
-        "results/report.md",
-        "results/report.html",
+        res("tables/runs.csv"),
+        res("tables/curves.csv"),
+        res("report.md"),
+        res("report.html"),
         figure_files(),

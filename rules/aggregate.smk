@@ -6,35 +6,37 @@ rule aggregate_runs:
         records=all_records(),
         baselines=baseline_files(),
     output:
-        runs="results/tables/runs.csv",
-        curves="results/tables/curves.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        curves=res("tables/curves.csv"),
+        baseline=res("tables/baseline.csv"),
     log:
-        "results/logs/aggregate/aggregate_runs.log",
+        res("logs/aggregate/aggregate_runs.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
         run_ids=sorted(RUNS),
+        study=STUDY,
     script:
         "../workflow/scripts/aggregate_runs.py"
 
 
 rule write_report:
     input:
-        runs="results/tables/runs.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        md="results/report.md",
+        md=res("report.md"),
         html=report(
-            "results/report.html",
+            res("report.html"),
             category="Claims",
             caption="../workflow/report/claims.rst",
         ),
     log:
-        "results/logs/aggregate/write_report.log",
+        res("logs/aggregate/write_report.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
         metric=reported_metric(),
+        study=STUDY,
     script:
         "../workflow/scripts/write_report.py"

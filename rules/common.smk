@@ -21,14 +21,20 @@ grid.check_config(
     pretrain_processes=processes("pretrain_model"),
 )
 
+ROOT = grid.study_root(
+    config
+)  # results/<study>: everything the study writes but the shared downloads
 RUNS = grid.run_table(config)
+# Name, data source and digest of the study (vlpeft.provenance): a params value of the aggregation, the figures and
+# the report, which refuse tables of another study or configuration.
+STUDY = grid.study_info(config)
 TASKS = list(config["tasks"])
 SYNTHETIC = config["data"]["source"] == "synthetic"
 CACHE = grid.image_cache_path(config)
 FEATURES = grid.features_path(config)
 # Cost settings live with the SLURM profile; the predictions give each training job its time limit.
 COST_PROFILE = f"{workflow.basedir}/profiles/slurm"
-COSTS = "results/cost/runs.json"
+COSTS = f"{ROOT}/cost/runs.json"
 CURVE_STEMS = {
     "prompt": "fig6_prompt",
     "prefix": "fig7_prefix",
@@ -67,6 +73,16 @@ wildcard_constraints:
     ratio="[0-9.e-]+",
 
 
+def res(path):
+    """A path under the study's root."""
+    return f"{ROOT}/{path}"
+
+
+def dl(path):
+    """A path under the downloads every study with real data shares."""
+    return f"{grid.DOWNLOADS}/{path}"
+
+
 def lookup_run(wildcards):
     run_id = (
         f"{wildcards.task}/{wildcards.method}/{wildcards.setting}/seed{wildcards.seed}"
@@ -77,6 +93,13 @@ def lookup_run(wildcards):
 
 
 _RESOLVED = {}
+
+
+def attempt_number(wildcards, attempt):
+    """The job's attempt (1 = first), a resource so that it reaches the shell (vlpeft.retry) without being a params
+    value: a run that succeeded at its second attempt must not look changed to the next invocation.
+    """
+    return attempt
 
 
 def resolved_run(wildcards):
@@ -97,7 +120,7 @@ def run_inputs(wildcards):
         "subset": d["subset"],
         "vocab": d["vocab"],
         "init": d["init_weights"],
-        "images": "results/data/raw/images/.complete",
+        "images": res("data/raw/images/.complete"),
     }
     inputs.update({f"records_{s}": p for s, p in d["records"].items()})
     if d["image_cache"]:
@@ -116,7 +139,7 @@ def feature_inputs(wildcards):
         "init": spec["init_weights"],
         "vocab": spec["vocab"],
         "records": spec["records"],
-        "images": "results/data/raw/images/.complete",
+        "images": f"{ROOT}/data/raw/images/.complete",
     }
     if spec["image_cache"]:
         inputs["cache"] = spec["image_cache"]
@@ -137,21 +160,21 @@ def all_records(wildcards=None):
 
 
 def baseline_files(wildcards=None):
-    return [f"results/baseline/{task}.json" for task in TASKS]
+    return [res(f"baseline/{task}.json") for task in TASKS]
 
 
 def figure_files():
-    return expand("results/figures/{stem}.{ext}", stem=FIGURE_STEMS, ext=["pdf", "png"])
+    return expand(res("figures/{stem}.{ext}"), stem=FIGURE_STEMS, ext=["pdf", "png"])
 
 
 def vqa_raw_files():
     folders = ["train2014", "val2014"]
     return {
         "questions": [
-            f"results/data/raw/v2_OpenEnded_mscoco_{f}_questions.json" for f in folders
+            res(f"data/raw/v2_OpenEnded_mscoco_{f}_questions.json") for f in folders
         ],
         "annotations": [
-            f"results/data/raw/v2_mscoco_{f}_annotations.json" for f in folders
+            res(f"data/raw/v2_mscoco_{f}_annotations.json") for f in folders
         ],
     }
 
@@ -174,7 +197,7 @@ def baseline_inputs(wildcards):
     inputs = {
         "vocab": d["vocab"],
         "init": d["init_weights"],
-        "images": "results/data/raw/images/.complete",
+        "images": res("data/raw/images/.complete"),
     }
     inputs.update({f"records_{s}": p for s, p in d["records"].items()})
     if d["image_cache"]:
@@ -200,6 +223,7 @@ def figure_params(wildcards):
         "task": FIG_TASK.get(wildcards.stem),
         "method": FIG_CURVE_METHOD.get(wildcards.stem),
         "metric": reported_metric(),
+        "study": STUDY,
     }
 
 

@@ -8,7 +8,7 @@ rule predict_costs:
     output:
         COSTS,
     log:
-        "results/logs/cost/predict_costs.log",
+        res("logs/cost/predict_costs.log"),
     localrule: True
     conda:
         "../envs/vlpeft.yaml"

@@ -5,13 +5,13 @@ if SYNTHETIC:
 
     rule generate_synthetic_data:
         output:
-            karpathy="results/data/raw/dataset_coco.json",
-            pretrain="results/data/raw/pretrain_captions.json",
+            karpathy=res("data/raw/dataset_coco.json"),
+            pretrain=res("data/raw/pretrain_captions.json"),
             questions=vqa_raw_files()["questions"],
             annotations=vqa_raw_files()["annotations"],
-            images=touch("results/data/raw/images/.complete"),
+            images=touch(res("data/raw/images/.complete")),
         log:
-            "results/logs/data/generate_synthetic_data.log",
+            res("logs/data/generate_synthetic_data.log"),
         conda:
             "../envs/vlpeft.yaml"
         params:
@@ -21,12 +21,12 @@ if SYNTHETIC:
 
     rule train_vocab:
         input:
-            karpathy="results/data/raw/dataset_coco.json",
-            pretrain="results/data/raw/pretrain_captions.json",
+            karpathy=res("data/raw/dataset_coco.json"),
+            pretrain=res("data/raw/pretrain_captions.json"),
         output:
-            "results/model/vocab.txt",
+            res("model/vocab.txt"),
         log:
-            "results/logs/data/train_vocab.log",
+            res("logs/data/train_vocab.log"),
         conda:
             "../envs/vlpeft.yaml"
         params:
@@ -41,13 +41,13 @@ else:
 
 rule prepare_captions:
     input:
-        karpathy="results/data/raw/dataset_coco.json",
+        karpathy=res("data/raw/dataset_coco.json"),
     output:
-        train=grid.records_path("coco", "train"),
-        val=grid.records_path("coco", "val"),
-        test=grid.records_path("coco", "test"),
+        train=grid.records_path(ROOT, "coco", "train"),
+        val=grid.records_path(ROOT, "coco", "val"),
+        test=grid.records_path(ROOT, "coco", "test"),
     log:
-        "results/logs/data/prepare_captions.log",
+        res("logs/data/prepare_captions.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -59,13 +59,13 @@ rule prepare_captions:
 rule prepare_vqa:
     input:
         **vqa_raw_files(),
-        karpathy="results/data/raw/dataset_coco.json",
+        karpathy=res("data/raw/dataset_coco.json"),
     output:
-        train=grid.records_path("vqa", "train"),
-        val=grid.records_path("vqa", "val"),
-        test=grid.records_path("vqa", "test"),
+        train=grid.records_path(ROOT, "vqa", "train"),
+        val=grid.records_path(ROOT, "vqa", "val"),
+        test=grid.records_path(ROOT, "vqa", "test"),
     log:
-        "results/logs/data/prepare_vqa.log",
+        res("logs/data/prepare_vqa.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -76,11 +76,11 @@ rule prepare_vqa:
 
 rule make_subset:
     input:
-        train="results/data/prepared/{task}/train.jsonl",
+        train=res("data/prepared/{task}/train.jsonl"),
     output:
-        "results/data/subsets/{task}/ratio{ratio}.json",
+        res("data/subsets/{task}/ratio{ratio}.json"),
     log:
-        "results/logs/data/make_subset/{task}_ratio{ratio}.log",
+        res("logs/data/make_subset/{task}_ratio{ratio}.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -91,17 +91,17 @@ rule make_subset:
 
 rule cache_images:
     input:
-        images="results/data/raw/images/.complete",
+        images=res("data/raw/images/.complete"),
         records=expand(
-            "results/data/prepared/coco/{split}.jsonl", split=["train", "val", "test"]
+            res("data/prepared/coco/{split}.jsonl"), split=["train", "val", "test"]
         ),
     output:
-        cache="results/data/images_{size}.npy",
-        index="results/data/images_{size}.npy.index.json",
+        cache=res("data/images_{size}.npy"),
+        index=res("data/images_{size}.npy.index.json"),
     log:
-        "results/logs/data/cache_images_{size}.log",
+        res("logs/data/cache_images_{size}.log"),
     benchmark:
-        "results/benchmarks/data/cache_images_{size}.tsv"
+        res("benchmarks/data/cache_images_{size}.tsv")
     conda:
         "../envs/vlpeft.yaml"
     params:

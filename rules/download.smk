@@ -1,30 +1,35 @@
 # Real data: verified, resumable downloads (URLs and checksums from the config), then unpacking with file counts.
+# Downloads run where Snakemake runs (the login node on a cluster: compute nodes often have no internet), into
+# results/downloads/, which every study with real data shares (each file is checked against its size and checksum).
 
 
 rule download_file:
     output:
-        "results/data/downloads/{file}",
+        dl("{file}"),
     log:
-        "results/logs/download/{file}.log",
+        dl("logs/{file}.log"),
+    wildcard_constraints:
+        file="[^/]+",
+    localrule: True
     conda:
         "../envs/vlpeft.yaml"
     resources:
         downloads=1,
     params:
         spec=download_spec,
-        checksums="results/data/downloads/checksums.txt",
+        checksums=dl("checksums.txt"),
     script:
         "../workflow/scripts/download.py"
 
 
 rule unpack_coco_images:
     input:
-        train="results/data/downloads/train2014.zip",
-        val="results/data/downloads/val2014.zip",
+        train=dl("train2014.zip"),
+        val=dl("val2014.zip"),
     output:
-        touch("results/data/raw/images/.complete"),
+        touch(res("data/raw/images/.complete")),
     log:
-        "results/logs/download/unpack_coco_images.log",
+        res("logs/download/unpack_coco_images.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -40,11 +45,11 @@ rule unpack_coco_images:
 
 rule unpack_karpathy:
     input:
-        "results/data/downloads/caption_datasets.zip",
+        dl("caption_datasets.zip"),
     output:
-        "results/data/raw/dataset_coco.json",
+        res("data/raw/dataset_coco.json"),
     log:
-        "results/logs/download/unpack_karpathy.log",
+        res("logs/download/unpack_karpathy.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -56,14 +61,14 @@ rule unpack_karpathy:
 rule unpack_vqa:
     input:
         expand(
-            "results/data/downloads/v2_{kind}_{part}_mscoco.zip",
+            dl("v2_{kind}_{part}_mscoco.zip"),
             kind=["Questions", "Annotations"],
             part=["Train", "Val"],
         ),
     output:
         **vqa_raw_files(),
     log:
-        "results/logs/download/unpack_vqa.log",
+        res("logs/download/unpack_vqa.log"),
     conda:
         "../envs/vlpeft.yaml"
     script:
@@ -72,11 +77,11 @@ rule unpack_vqa:
 
 rule fetch_vocab:
     input:
-        "results/data/downloads/vocab.txt",
+        dl("vocab.txt"),
     output:
-        "results/model/vocab.txt",
+        res("model/vocab.txt"),
     log:
-        "results/logs/download/fetch_vocab.log",
+        res("logs/download/fetch_vocab.log"),
     conda:
         "../envs/vlpeft.yaml"
     script:
@@ -85,11 +90,11 @@ rule fetch_vocab:
 
 rule fetch_checkpoint:
     input:
-        "results/data/downloads/mplug_base.pth",
+        dl("mplug_base.pth"),
     output:
-        "results/data/raw/mplug_base.pth",
+        res("data/raw/mplug_base.pth"),
     log:
-        "results/logs/download/fetch_checkpoint.log",
+        res("logs/download/fetch_checkpoint.log"),
     conda:
         "../envs/vlpeft.yaml"
     script:

@@ -5,11 +5,11 @@ rule evaluate_baseline:
     input:
         unpack(baseline_inputs),
     output:
-        "results/baseline/{task}.json",
+        res("baseline/{task}.json"),
     log:
-        "results/logs/evaluate/baseline_{task}.log",
+        res("logs/evaluate/baseline_{task}.log"),
     benchmark:
-        "results/benchmarks/evaluate/baseline_{task}.tsv"
+        res("benchmarks/evaluate/baseline_{task}.tsv")
     conda:
         "../envs/vlpeft.yaml"
     threads: 1

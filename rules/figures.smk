@@ -3,17 +3,17 @@
 
 rule plot_task_grid:
     input:
-        runs="results/tables/runs.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        pdf="results/figures/{stem}.pdf",
+        pdf=res("figures/{stem}.pdf"),
         png=report(
-            "results/figures/{stem}.png",
+            res("figures/{stem}.png"),
             category="Figures",
             caption="../workflow/report/fig_task_grid.rst",
         ),
     log:
-        "results/logs/figures/{stem}.log",
+        res("logs/figures/{stem}.log"),
     wildcard_constraints:
         stem="fig3|fig4",
     conda:
@@ -26,17 +26,17 @@ rule plot_task_grid:
 
 rule plot_cost:
     input:
-        runs="results/tables/runs.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        pdf="results/figures/{stem}.pdf",
+        pdf=res("figures/{stem}.pdf"),
         png=report(
-            "results/figures/{stem}.png",
+            res("figures/{stem}.png"),
             category="Figures",
             caption="../workflow/report/fig_cost.rst",
         ),
     log:
-        "results/logs/figures/{stem}.log",
+        res("logs/figures/{stem}.log"),
     wildcard_constraints:
         stem="fig5|fig5_gpu_hours",
     conda:
@@ -49,18 +49,18 @@ rule plot_cost:
 
 rule plot_val_curves:
     input:
-        runs="results/tables/runs.csv",
-        curves="results/tables/curves.csv",
-        baseline="results/tables/baseline.csv",
+        runs=res("tables/runs.csv"),
+        curves=res("tables/curves.csv"),
+        baseline=res("tables/baseline.csv"),
     output:
-        pdf="results/figures/{stem}.pdf",
+        pdf=res("figures/{stem}.pdf"),
         png=report(
-            "results/figures/{stem}.png",
+            res("figures/{stem}.png"),
             category="Validation curves",
             caption="../workflow/report/fig_val_curves.rst",
         ),
     log:
-        "results/logs/figures/{stem}.log",
+        res("logs/figures/{stem}.log"),
     wildcard_constraints:
         stem="fig6_prompt|fig7_prefix|fig8_lora|fig9_serial_adapter|fig10_parallel_adapter",
     conda:

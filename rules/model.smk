@@ -6,15 +6,15 @@ if config["model"]["init"] == "official":
 
     rule convert_checkpoint:
         input:
-            checkpoint=grid.OFFICIAL_CHECKPOINT,
-            vocab=grid.VOCAB,
+            checkpoint=grid.official_checkpoint_path(config),
+            vocab=grid.vocab_path(ROOT),
         output:
-            weights=grid.SLIM_CHECKPOINT,
-            report=f"{grid.SLIM_CHECKPOINT}.report.txt",
+            weights=grid.slim_checkpoint_path(config),
+            report=f"{grid.slim_checkpoint_path(config)}.report.txt",
         log:
-            "results/logs/model/convert_checkpoint.log",
+            res("logs/model/convert_checkpoint.log"),
         benchmark:
-            "results/benchmarks/model/convert_checkpoint.tsv"
+            res("benchmarks/model/convert_checkpoint.tsv")
         conda:
             "../envs/vlpeft.yaml"
         params:
@@ -32,9 +32,9 @@ if FEATURES:
             store=FEATURES,
             index=f"{FEATURES}.index.json",
         log:
-            "results/logs/model/extract_features.log",
+            res("logs/model/extract_features.log"),
         benchmark:
-            "results/benchmarks/model/extract_features.tsv"
+            res("benchmarks/model/extract_features.tsv")
         conda:
             "../envs/vlpeft.yaml"
         threads: 2

@@ -3,9 +3,9 @@
 
 rule write_run_config:
     output:
-        "results/runs/{task}/{method}/{setting}/seed{seed}/run_config.yaml",
+        res("runs/{task}/{method}/{setting}/seed{seed}/run_config.yaml"),
     log:
-        "results/logs/run_config/{task}/{method}/{setting}/seed{seed}.log",
+        res("logs/run_config/{task}/{method}/{setting}/seed{seed}.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -18,26 +18,31 @@ rule train_run:
     input:
         unpack(run_inputs),
     output:
-        record="results/runs/{task}/{method}/{setting}/seed{seed}/record.json",
+        record=res("runs/{task}/{method}/{setting}/seed{seed}/record.json"),
     log:
-        "results/logs/train/{task}/{method}/{setting}/seed{seed}.log",
+        res("logs/train/{task}/{method}/{setting}/seed{seed}.log"),
     benchmark:
-        "results/benchmarks/train/{task}/{method}/{setting}/seed{seed}.tsv"
+        res("benchmarks/train/{task}/{method}/{setting}/seed{seed}.tsv")
     conda:
         "../envs/vlpeft.yaml"
     threads: 1
     resources:
         gpu=0,
         runtime=train_runtime,
+        attempt=attempt_number,
     params:
         run=resolved_run,
     shell:
+        # vlpeft.retry first: a retry (the SLURM profile's `retries`) starts only after a preempted attempt; any other
+        # failure fails once, its log kept in {log} (the check runs before the redirection truncates it).
         # gpu=0 (local CPU runs): one plain process, no launcher (torchrun would import torch a second time). On SLURM
         # the profile sets gpu=4: torchrun starts four processes, one per GPU.
         # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run (torchrun passes
         # it on to the ranks) and it checkpoints; a plain shell would die at once and take the step with it.
-        "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}';"
-        " else launch=python; fi;"
+        # `--log-dir /dev/null`: no torchelastic_* directory left in $TMPDIR per run (the ranks log to {log}).
+        "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
+        " && if [ {resources.gpu} -gt 0 ]; then"
+        " launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}'; else launch=python; fi;"
         " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
 
 
@@ -45,11 +50,11 @@ if config["model"]["init"] == "pretrain":
 
     rule prepare_pretrain_corpus:
         input:
-            "results/data/raw/pretrain_captions.json",
+            res("data/raw/pretrain_captions.json"),
         output:
-            "results/data/prepared/pretrain/train.jsonl",
+            res("data/prepared/pretrain/train.jsonl"),
         log:
-            "results/logs/data/prepare_pretrain_corpus.log",
+            res("logs/data/prepare_pretrain_corpus.log"),
         localrule: True
         conda:
             "../envs/vlpeft.yaml"
@@ -58,9 +63,9 @@ if config["model"]["init"] == "pretrain":
 
     rule write_pretrain_config:
         output:
-            "results/model/pretrain/run_config.yaml",
+            res("model/pretrain/run_config.yaml"),
         log:
-            "results/logs/run_config/pretrain.log",
+            res("logs/run_config/pretrain.log"),
         localrule: True
         conda:
             "../envs/vlpeft.yaml"
@@ -71,26 +76,28 @@ if config["model"]["init"] == "pretrain":
 
     rule pretrain_model:
         input:
-            run_config="results/model/pretrain/run_config.yaml",
-            records="results/data/prepared/pretrain/train.jsonl",
-            val=grid.records_path("coco", "val"),
-            vocab=grid.VOCAB,
-            images="results/data/raw/images/.complete",
+            run_config=res("model/pretrain/run_config.yaml"),
+            records=res("data/prepared/pretrain/train.jsonl"),
+            val=grid.records_path(ROOT, "coco", "val"),
+            vocab=grid.vocab_path(ROOT),
+            images=res("data/raw/images/.complete"),
             cache=CACHE or [],
         output:
             grid.init_weights_path(config),
         log:
-            "results/logs/train/pretrain.log",
+            res("logs/train/pretrain.log"),
         benchmark:
-            "results/benchmarks/train/pretrain.tsv"
+            res("benchmarks/train/pretrain.tsv")
         conda:
             "../envs/vlpeft.yaml"
         threads: 2
         resources:
             gpu=0,
+            attempt=attempt_number,
         params:
             run=pretrain_config(),
         shell:
-            "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}';"
-            " else launch=python; fi;"
+            "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
+            " && if [ {resources.gpu} -gt 0 ]; then"
+            " launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}'; else launch=python; fi;"
             " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"

@@ -93,3 +93,16 @@ def signal_after(trainer, step: int, signal_name: str = "SIGTERM") -> None:
         return loss
 
     trainer.train_step = wrapped
+
+
+def with_provenance(runs, study: str = "test", data_source: str = "synthetic", commit: str = "0" * 40):
+    """A hand-made runs table with the provenance columns aggregation writes (vlpeft.provenance), consistent."""
+    import hashlib
+
+    from vlpeft.provenance import study_digest
+
+    runs = runs.copy()
+    runs["config_digest"] = [hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in runs["run_id"]]
+    runs["study"], runs["data_source"], runs["commit"] = study, data_source, commit
+    runs["study_digest"] = study_digest(study, data_source, dict(zip(runs["run_id"], runs["config_digest"])))
+    return runs

@@ -6,12 +6,17 @@ best validation accuracy for VQAv2), ``best_val`` and ``best_step`` (the evaluat
 ``test_at_best_val`` (the test score there: the selection-honest number) and ``final_val``. Its parameter counts:
 ``trainable_params`` (what trains; prefix-tuning: prefix + reparametrising MLP) and ``trainable_params_merged``
 (what is left after merging; prefix-tuning: the prefix tensors alone);
+Every row also says where it comes from (``vlpeft.provenance``): ``study``, ``data_source`` (synthetic or real),
+``study_digest``, the run's ``config_digest`` and the ``commit`` it ran at. A record whose config digest is not the
+one the config resolves its run to (a run of another study or of an edited config) is refused, not tabulated.
 ``curves.csv``: the val and test scores at every evaluation, long format, with ``step``, ``epoch`` and the run's
 ``schedule`` kind; ``baseline.csv``: the untuned pre-trained model's scores.
 
 Command line (aggregate whatever exists, e.g. while a study is still running)::
 
-    python -m vlpeft.aggregate --config config/config.yaml --out results/tables
+    python -m vlpeft.aggregate --config config/config.yaml     # -> results/<study>/tables/
+
+(``vlpeft status --config ...`` shows progress without writing anything.)
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ announce_main(__name__, "python -m vlpeft.aggregate", "starting (loading pandas)
 
 import argparse
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from .files import CorruptFileError, read_json
 from .grid import Run, expand
+from .provenance import study_digest
 from .plots.style import PAPER_SPLIT
 from .plots.style import TASK_METRIC as PRIMARY_METRIC  # evaluate.PRIMARY_METRIC (tested equal), without torch
 from .plots.tables import CURVE_COLUMNS as TABLE_CURVE_COLUMNS
@@ -44,13 +51,29 @@ def _identity(run: Run) -> dict:
             "size": run.size if run.size is not None else math.nan, "data_ratio": run.ratio, "seed": run.seed}
 
 
-def run_row(run: Run, record: dict | None, status: str) -> dict:
+class StaleRecordError(ValueError):
+    """A run record made with another configuration than the one the study config resolves its run to."""
+
+
+def record_commit(record: dict) -> str | None:
+    git = record.get("git") or {}
+    if not git.get("commit"):
+        return None
+    return git["commit"] + ("-dirty" if git.get("dirty") else "")
+
+
+def run_row(run: Run, record: dict | None, status: str, study: Mapping | None = None,
+            digest: str | None = None) -> dict:
     row = {c: math.nan for c in RUN_COLUMNS}
     row.update(_identity(run))
     row["metric"] = PRIMARY_METRIC[run.task]
     row["status"] = status
+    if study is not None:
+        row.update(study=study["study"], data_source=study["data_source"], study_digest=study["study_digest"])
+    row["config_digest"] = digest
     if record is None:
         return row
+    row["commit"] = record_commit(record)
     for key in ("trainable_params", "total_params", "data_size", "samples_seen", "gpu_hours", "wall_time_s"):
         row[key] = record.get(key)
     row["trainable_params_merged"] = record.get("merged_params")
@@ -95,12 +118,34 @@ def read_status(run_dir: Path) -> tuple[dict | None, str]:
     return None, "missing"
 
 
-def aggregate(runs: list[Run], root: str | Path = ".") -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_digests(runs: list[Run], records: Mapping[str, dict], digests: Mapping[str, str]) -> None:
+    """Refuse records whose config digest is not the one the config resolves their run to (one-line error)."""
+    stale = [(run, records[run.run_id].get("config_digest")) for run in runs
+             if run.run_id in records and records[run.run_id].get("config_digest") != digests[run.run_id]]
+    if stale:
+        run, got = stale[0]
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        raise StaleRecordError(
+            f"{run.dir}: its record was made with config digest {got}, but the study config resolves this run to "
+            f"{digests[run.run_id]}{more}: these records belong to another configuration; rerun those runs "
+            "(Snakemake reruns runs whose settings changed) or aggregate with the config they were made with")
+
+
+def aggregate(runs: list[Run], study: Mapping, digests: Mapping[str, str],
+              root: str | Path = ".") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tables of ``runs`` read under ``root``. ``study``: ``grid.study_info``; ``digests``: ``grid.run_digests``
+    (the config digest each run's record must carry)."""
     root = Path(root)
+    expected = study_digest(study["study"], study["data_source"], {r.run_id: digests[r.run_id] for r in runs})
+    if expected != study["study_digest"]:
+        raise ValueError(f"study digest {study['study_digest']} is not that of the runs given ({expected}): "
+                         "aggregate every run of the study with the config that defines it")
+    found = {run.run_id: read_status(root / run.dir) for run in runs}
+    check_digests(runs, {i: rec for i, (rec, _) in found.items() if rec is not None}, digests)
     rows, curves = [], []
     for run in runs:
-        record, status = read_status(root / run.dir)
-        rows.append(run_row(run, record, status))
+        record, status = found[run.run_id]
+        rows.append(run_row(run, record, status, study, digests[run.run_id]))
         if record is not None and status == "success":
             curves += curve_rows(run, record)
     return pd.DataFrame(rows, columns=RUN_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
@@ -127,8 +172,9 @@ def add_baseline(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, out_curves: str | Path,
-                 out_baseline: str | Path | None = None, root: str | Path = ".") -> pd.DataFrame:
-    table, curves = aggregate(runs, root)
+                 out_baseline: str | Path | None = None, root: str | Path = ".", *, study: Mapping,
+                 digests: Mapping[str, str]) -> pd.DataFrame:
+    table, curves = aggregate(runs, study, digests, root)
     baseline = baseline_table(baseline_paths)
     table = add_baseline(table, baseline)
     for df, path in ((table, out_runs), (curves, out_curves)):
@@ -140,21 +186,23 @@ def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .grid import load_config
+    from .grid import load_config, run_digests, study_info, study_root
 
     parser = argparse.ArgumentParser(prog=PROG, description="Aggregate run records into results tables (whatever "
                                      "has finished so far; failed and missing runs are listed).",
                                      epilog="The columns of the tables: results/README.md.")
     parser.add_argument("--config", default="config/config.yaml",
                         help="study config whose grid is tabulated (default: %(default)s, the paper's)")
-    parser.add_argument("--out", default="results/tables",
-                        help="directory for runs.csv, curves.csv and baseline.csv (default: %(default)s)")
+    parser.add_argument("--out", help="directory for runs.csv, curves.csv and baseline.csv "
+                        "(default: results/<study>/tables)")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = load_config(args.config)  # user errors (a missing file, a stale record): one line, exit 2 (run_cli)
+    root = study_root(config)
+    out = args.out or f"{root}/tables"
     runs = expand(config)
-    baselines = [p for p in (Path(f"results/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
-    table = write_tables(runs, baselines, f"{args.out}/runs.csv", f"{args.out}/curves.csv",
-                         f"{args.out}/baseline.csv")
+    baselines = [p for p in (Path(f"{root}/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
+    table = write_tables(runs, baselines, f"{out}/runs.csv", f"{out}/curves.csv", f"{out}/baseline.csv",
+                         study=study_info(config), digests=run_digests(config))
     print(table["status"].value_counts().to_string())
     return 0
 

@@ -7,6 +7,7 @@
 
 A user error (missing config, invalid value) is one line on stderr and exit status 2; every command says on stderr
 that it started before importing torch (seconds).
+    vlpeft status --config config/config.yaml     each run's state, progress, ETA and GPU-hours (writes nothing)
 """
 
 from __future__ import annotations
@@ -56,9 +57,15 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import main
+
+    return main(args.config, args.all, args.active)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{grid,params,model,cost}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{grid,params,model,cost,status}")
     p = sub.add_parser("grid", help="runs per task and method of a study config")
     p.add_argument("--config", default="config/config.yaml",
                    help="study config, checked as the workflow checks it (default: %(default)s, the paper's)")
@@ -70,9 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_params)
     p = sub.add_parser("model", help="parameters per module of the model")
     p.add_argument("--preset", default="base", choices=presets, help="model size (default: %(default)s, mPLUG-base)")
+    p.set_defaults(func=cmd_model)
     # `vlpeft cost` has its own options (vlpeft.cost); listed here so that `vlpeft --help` shows it.
     sub.add_parser("cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False)
-    p.set_defaults(func=cmd_model)
+    p = sub.add_parser("status", help="where each run of a study stands (read-only)")
+    p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
+    p.add_argument("--all", action="store_true", help="list every run (default: those not success or missing)")
+    p.add_argument("--active", type=float, default=900.0,
+                   help="a run whose train.log grew within this many seconds counts as running (default 900)")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 # Token counts per sample (special tokens included, padded to a batch's longest): assumptions, not measurements.
 # coco: the prompt "a picture of", captions of ~11 words; vqa: the question prompt, one- or two-word answers.
 TOKENS = {"coco": {"prompt": 5, "target": 24}, "vqa": {"prompt": 16, "target": 6}}
-# Split sizes of the paper's data (study-protocol.md), used when neither prepared records nor the config's
+# Split sizes of the paper's data (docs/protocol.md), used when neither prepared records nor the config's
 # expected_counts give them: coco train = image-caption pairs, val/test = images; vqa = QA pairs.
 PUBLISHED_SIZES = {"coco": {"train": 566_800, "val": 5_000, "test": 5_000},
                    "vqa": {"train": 605_100, "val": 26_700, "test": 26_300}}
@@ -123,9 +123,9 @@ def _count_records(path: Path, pairs: bool) -> int:
 def split_sizes(config: dict, task: str, root: str | os.PathLike = ".") -> tuple[dict[str, int], str]:
     """Training pairs and evaluation items per split of ``task``, and where they came from: the prepared records
     under ``root`` when they exist, else the config's ``data.expected_counts``, else the published sizes."""
-    from .grid import records_path
+    from .grid import records_path, study_root
 
-    paths = {s: Path(root) / records_path(task, s) for s in ("train", "val", "test")}
+    paths = {s: Path(root) / records_path(study_root(config), task, s) for s in ("train", "val", "test")}
     if all(p.is_file() for p in paths.values()):
         return {s: _count_records(p, pairs=task == "coco" and s == "train") for s, p in paths.items()}, "records"
     expected = (config["data"].get("expected_counts") or {}).get(task)
@@ -139,11 +139,11 @@ def split_sizes(config: dict, task: str, root: str | os.PathLike = ".") -> tuple
 
 def model_config(config: dict, root: str | os.PathLike = "."):
     """The model size the study's runs build (vocabulary from the vocab file when it exists)."""
-    from .grid import VOCAB
+    from .grid import study_root, vocab_path
     from .model.config import preset
 
     overrides = dict(config["model"].get("overrides") or {})
-    vocab = Path(root) / VOCAB
+    vocab = Path(root) / vocab_path(study_root(config))
     if "vocab_size" not in overrides:
         if vocab.is_file():
             overrides["vocab_size"] = sum(1 for line in vocab.open() if line.strip())
@@ -534,9 +534,9 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
 
 def _store_images(config: dict, root, sizes) -> int:
     """Images of the study (every image the coco records name; Karpathy COCO: 123,287)."""
-    from .grid import records_path
+    from .grid import records_path, study_root
 
-    paths = [Path(root) / records_path("coco", s) for s in ("train", "val", "test")]
+    paths = [Path(root) / records_path(study_root(config), "coco", s) for s in ("train", "val", "test")]
     if all(p.is_file() for p in paths):
         return len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()})
     expected = (config["data"].get("expected_counts") or {}).get("coco")

@@ -20,6 +20,9 @@ from .runconfig import TASKS, RunConfig, check_batch, check_eval, check_prompts,
 
 METHODS = ("prompt", "prefix", "lora", "serial_adapter", "parallel_adapter", "full")
 RESULTS = "results"
+# Verified downloads (identified by URL and checksum) are the one thing studies share; everything else a study writes
+# lies under its own root, results/<study> (see study_root).
+DOWNLOADS = f"{RESULTS}/downloads"
 # The workflow's JSON schema (rules/common.smk validates against it too), in the repository checkout.
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 log = logging.getLogger("vlpeft.grid")
@@ -38,6 +41,7 @@ class Run:
     ratio: float
     classifier: bool
     seed: int
+    root: str  # the study's root (study_root)
 
     @property
     def setting(self) -> str:
@@ -50,7 +54,7 @@ class Run:
 
     @property
     def dir(self) -> str:
-        return f"{RESULTS}/runs/{self.run_id}"
+        return f"{self.root}/runs/{self.run_id}"
 
 
 def _check_unique(key: str, values: list) -> None:
@@ -85,6 +89,11 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
     ``train_processes``/``pretrain_processes``: processes per training job (the profile's ``gpu`` resource of
     ``train_run``/``pretrain_model``), which the global batch must split evenly into; ``None`` skips that check.
     """
+    study = config.get("study")
+    if not isinstance(study, str) or not study or study == "downloads" or Path(study).name != study \
+            or not all(c.isalnum() or c in "_-" for c in study) or study != study.lower():
+        raise ValueError(f"study: {study!r} must be a lower-case name (letters, digits, _ and -) other than "
+                         "'downloads': the study writes under results/<study>/")
     for task, tcfg in config["tasks"].items():
         if task not in TASKS:
             raise ValueError(f"tasks.{task}: unknown task; expected one of {list(TASKS)}")
@@ -178,6 +187,7 @@ def load_config(path: str | Path) -> dict:
 def expand(config: dict) -> list[Run]:
     """Every run of the grid, in a stable order."""
     check_config(config)
+    root = study_root(config)
     runs = []
     for task in config["tasks"]:
         for method, mcfg in config["methods"].items():
@@ -189,7 +199,7 @@ def expand(config: dict) -> list[Run]:
                 for ratio in config["tasks"][task]["ratios"]:
                     for cls in flags:
                         for seed in config["seeds"]:
-                            runs.append(Run(task, method, size, float(ratio), cls, int(seed)))
+                            runs.append(Run(task, method, size, float(ratio), cls, int(seed), root))
     seen: dict[str, Run] = {}
     for run in runs:  # two cells in one run directory would silently lose one of them
         if run.run_id in seen:
@@ -207,16 +217,31 @@ def counts(config: dict) -> Counter:
     return Counter((r.task, r.method) for r in expand(config))
 
 
-def subset_path(task: str, ratio: float) -> str:
-    return f"{RESULTS}/data/subsets/{task}/ratio{fmt_ratio(ratio)}.json"
+def study_root(config: dict) -> str:
+    """Where a study writes everything but the shared downloads: ``results/<study>``."""
+    return f"{RESULTS}/{config['study']}"
 
 
-def records_path(task: str, split: str) -> str:
-    return f"{RESULTS}/data/prepared/{task}/{split}.jsonl"
+def subset_path(root: str, task: str, ratio: float) -> str:
+    return f"{root}/data/subsets/{task}/ratio{fmt_ratio(ratio)}.json"
+
+
+def records_path(root: str, task: str, split: str) -> str:
+    return f"{root}/data/prepared/{task}/{split}.jsonl"
+
+
+def vocab_path(root: str) -> str:
+    return f"{root}/model/vocab.txt"
+
+
+def image_root(root: str) -> str:
+    return f"{root}/data/raw/images"
 
 
 def image_cache_path(config: dict) -> str | None:
-    return f"{RESULTS}/data/images_{image_size(config)}.npy" if config["data"].get("image_cache", True) else None
+    if not config["data"].get("image_cache", True):
+        return None
+    return f"{study_root(config)}/data/images_{image_size(config)}.npy"
 
 
 def features_path(config: dict) -> str | None:
@@ -224,7 +249,7 @@ def features_path(config: dict) -> str | None:
     fs = config["data"].get("feature_store") or {}
     if not fs.get("activate", False):
         return None
-    return f"{RESULTS}/data/features_{image_size(config)}_{fs.get('dtype', 'float16')}.npy"
+    return f"{study_root(config)}/data/features_{image_size(config)}_{fs.get('dtype', 'float16')}.npy"
 
 
 def image_size(config: dict) -> int:
@@ -233,16 +258,22 @@ def image_size(config: dict) -> int:
     return preset(config["model"]["preset"], **config["model"].get("overrides", {})).image_size
 
 
-OFFICIAL_CHECKPOINT = f"{RESULTS}/data/raw/mplug_base.pth"
-SLIM_CHECKPOINT = f"{RESULTS}/model/mplug_base.slim.safetensors"
+def official_checkpoint_path(config: dict) -> str:
+    """Where the study's copy of the official ``mplug_base.pth`` lies (read once, by rule convert_checkpoint)."""
+    return f"{study_root(config)}/data/raw/mplug_base.pth"
+
+
+def slim_checkpoint_path(config: dict) -> str:
+    """The slim checkpoint every run memory-maps (``vlpeft.model.slim``)."""
+    return f"{study_root(config)}/model/mplug_base.slim.safetensors"
 
 
 def init_weights_path(config: dict) -> str:
     """The weights every run starts from: the official checkpoint converted once into the slim file every run
     memory-maps (``vlpeft.model.slim``), or the mini study's pre-trained model (the same format)."""
     if config["model"]["init"] == "official":
-        return SLIM_CHECKPOINT
-    return f"{RESULTS}/model/pretrained.safetensors"
+        return slim_checkpoint_path(config)
+    return f"{study_root(config)}/model/pretrained.safetensors"
 
 
 def model_params(config: dict) -> dict:
@@ -250,14 +281,32 @@ def model_params(config: dict) -> dict:
     return {"preset": config["model"]["preset"], "overrides": dict(config["model"].get("overrides") or {})}
 
 
-VOCAB = f"{RESULTS}/model/vocab.txt"
-IMAGE_ROOT = f"{RESULTS}/data/raw/images"
+def data_source(config: dict) -> str:
+    """``synthetic`` or ``real`` (downloaded): what the tables, figures and report call the study's data."""
+    from .provenance import DATA_SOURCES
+
+    return DATA_SOURCES[config["data"]["source"]]
+
+
+def run_digests(config: dict) -> dict[str, str]:
+    """Run id -> digest of the run's resolved configuration (what its record must carry to be counted)."""
+    return {run.run_id: RunConfig.from_dict(resolve(config, run)).digest() for run in expand(config)}
+
+
+def study_info(config: dict) -> dict:
+    """Name, data source and digest of the study the config resolves to (see ``vlpeft.provenance``)."""
+    from .provenance import study_digest
+
+    source = data_source(config)
+    return {"study": config["study"], "title": config.get("title", config["study"]), "data_source": source,
+            "study_digest": study_digest(config["study"], source, run_digests(config))}
 
 
 def resolve(config: dict, run: Run) -> dict:
     """The run's resolved configuration as a plain dict (validated by building a ``RunConfig``)."""
     tcfg = config["tasks"][run.task]
     mcfg = config["methods"].get(run.method, {})
+    root = study_root(config)
     train = config["train"]
     schedule = copy.deepcopy(tcfg["schedule"])
     if schedule.pop("warmup_per_ratio", False):
@@ -270,11 +319,11 @@ def resolve(config: dict, run: Run) -> dict:
         "method_options": options,
         "data_ratio": run.ratio,
         "seed": run.seed,
-        "records": {s: records_path(run.task, s) for s in ("train", "val", "test")},
-        "subset": subset_path(run.task, run.ratio),
-        "image_root": IMAGE_ROOT,
+        "records": {s: records_path(root, run.task, s) for s in ("train", "val", "test")},
+        "subset": subset_path(root, run.task, run.ratio),
+        "image_root": image_root(root),
         "image_cache": image_cache_path(config),
-        "vocab": VOCAB,
+        "vocab": vocab_path(root),
         "model_preset": config["model"]["preset"],
         "model_overrides": dict(config["model"].get("overrides") or {}),
         "init_weights": init_weights_path(config),
@@ -304,6 +353,7 @@ def resolve(config: dict, run: Run) -> dict:
 def resolve_pretrain(config: dict) -> dict:
     """The tiny model's "pre-training" as a run: every parameter trained on the synthetic captioning corpus."""
     pre = config["model"]["pretrain"]
+    root = study_root(config)
     coco_eval = config["tasks"].get("coco", {}).get("eval", {})
     d = {
         "run_id": "pretrain",
@@ -312,18 +362,18 @@ def resolve_pretrain(config: dict) -> dict:
         "method_options": {},
         "data_ratio": 1.0,
         "seed": 0,
-        "records": {"train": f"{RESULTS}/data/prepared/pretrain/train.jsonl",
-                    "val": records_path("coco", "val")},
+        "records": {"train": records_path(root, "pretrain", "train"),
+                    "val": records_path(root, "coco", "val")},
         "subset": None,
-        "image_root": IMAGE_ROOT,
+        "image_root": image_root(root),
         "image_cache": image_cache_path(config),
-        "vocab": VOCAB,
+        "vocab": vocab_path(root),
         "model_preset": config["model"]["preset"],
         "model_overrides": dict(config["model"].get("overrides") or {}),
         "init_weights": None,
         "init_format": "none",
         "lr": float(pre["lr"]),
-        "out_dir": f"{RESULTS}/model/pretrain",
+        "out_dir": f"{root}/model/pretrain",
         "weight_decay": float(config["train"]["weight_decay"]),
         "total_batch_size": int(pre["total_batch_size"]),
         "per_device_batch_size": int(pre["per_device_batch_size"]),
@@ -352,7 +402,7 @@ def resolve_features(config: dict) -> dict:
     fs = config["data"]["feature_store"]
     start = resolve_baseline(config, next(iter(config["tasks"])))
     return {**{k: start[k] for k in FEATURE_KEYS},
-            "records": [records_path("coco", s) for s in ("train", "val", "test")],
+            "records": [records_path(study_root(config), "coco", s) for s in ("train", "val", "test")],
             "dtype": str(fs.get("dtype", "float16")), "batch_size": int(fs.get("batch_size", 64))}
 
 
@@ -361,10 +411,10 @@ def resolve_baseline(config: dict, task: str) -> dict:
     methods = [m for m in config["methods"] if task in config["methods"][m]]
     if not methods:
         raise ValueError(f"no method is configured for task {task!r}")
-    run = Run(task, "full", None, 1.0, False, 0)
+    run = Run(task, "full", None, 1.0, False, 0, study_root(config))
     d = resolve(config, run)
     d.update(run_id=f"{task}/baseline", method="full", method_options={}, subset=None,
-             out_dir=f"{RESULTS}/baseline/{task}", lr=1.0, feature_store=None)
+             out_dir=f"{run.root}/baseline/{task}", lr=1.0, feature_store=None)
     d["eval"] = {**d["eval"], "interval": 0}
     RunConfig.from_dict(copy.deepcopy(d))
     return d

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from vlpeft import stats
+from vlpeft.provenance import SYNTHETIC_NOTE, table_provenance
 from vlpeft.plots.style import (
     DEFAULT_VALUE,
     EMBEDDING_COMPOSITION,
@@ -870,12 +871,24 @@ def _header(all_runs: pd.DataFrame, ok: pd.DataFrame, bad: pd.DataFrame, value: 
     """Title and the paragraph on what was used."""
     return [
         f"# Claims report (metric: `{value}`)\n",
+        provenance_section(all_runs),
         f"{len(all_runs)} runs in the table, {len(ok)} successful and used, {len(bad)} not successful (listed at the "
         f"end). Metric column: `{value}` ({VALUE_LABELS[value]}). Intervals: 95% percentile bootstrap, "
         f"{n_boot} resamples (and as many permutations), seed {seed}. Verdicts: Holm-adjusted one-sided tests at "
         f"{ALPHA:g} across each claim's components; each claim prints its rule. Method notes: the docstring of "
         "`vlpeft.report`.\n",
     ]
+
+
+def provenance_section(runs: pd.DataFrame) -> str:
+    """What the report is of: study, data source, commits and config digest; a synthetic study says it plainly."""
+    info = table_provenance(runs)
+    commits = ", ".join(f"`{c}`" for c in info["commits"]) or "unknown"
+    text = (f"Study `{info['study']}`, {info['data_source']} data, config digest `{info['study_digest']}`, "
+            f"commit(s) {commits}.\n")
+    if info["data_source"] == "synthetic":
+        text = f"**This is a {SYNTHETIC_NOTE}.**\n\n" + text
+    return text
 
 
 def claims_report(

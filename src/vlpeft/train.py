@@ -2,7 +2,7 @@
 
 Single process (CPU or one GPU)::
 
-    python -m vlpeft.train --config results/runs/coco/lora/size8_ratio0.1/seed0/run_config.yaml
+    python -m vlpeft.train --config results/paper/runs/coco/lora/size8_ratio0.1/seed0/run_config.yaml
 
 Four GPUs on one node (what the SLURM rule runs)::
 

@@ -161,18 +161,18 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     run_uuid = m.group(1)
 
     # Results: one successful row per run, figures and report.
-    with open(wd / "results/tables/runs.csv", newline="") as f:
+    with open(wd / "results/tiny/tables/runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["run_id"] for r in rows) == sorted(runs), "runs.csv does not have exactly one row per run"
     failed = {r["run_id"]: r["status"] for r in rows if r["status"] != "success"}
     assert not failed, f"runs not successful: {failed}"
-    figures = wd / "results/figures"
+    figures = wd / "results/tiny/figures"
     pdfs = sorted(figures.glob("*.pdf"))
     assert pdfs, "no figures"
     for pdf in pdfs:
         assert pdf.stat().st_size > 0, f"empty figure {pdf.name}"
         assert pdf.with_suffix(".png").is_file(), f"{pdf.name} without its PNG"
-    assert (wd / "results/report.md").stat().st_size > 0
+    assert (wd / "results/tiny/report.md").stat().st_size > 0
     # Everything `all` asks for is there and up to date (figures included).
     dry = subprocess.run([str(snakemake), "--profile", PROFILE, "--configfile", CONFIG, "-n"], check=False, cwd=wd,
                          env=env, capture_output=True, text=True, timeout=300)
@@ -212,7 +212,7 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     # Each training job ran torchrun with 2 processes (the profile's gpu: 2 reached --nproc_per_node).
     for run_id in runs:
         task, method, setting, seed = run_id.split("/")
-        train_log = (wd / f"results/logs/train/{task}/{method}/{setting}/{seed}.log").read_text()
+        train_log = (wd / f"results/tiny/logs/train/{task}/{method}/{setting}/{seed}.log").read_text()
         assert re.search(rf"global batch \d+ = {GPUS_PER_TRAINING_JOB} procs x", train_log), (
             f"{run_id}: the training log does not report {GPUS_PER_TRAINING_JOB} processes")
 

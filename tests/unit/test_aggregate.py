@@ -15,14 +15,18 @@ from vlpeft import aggregate, grid
 from vlpeft.grid import Run
 from vlpeft.plots import tables
 
-TINY = Path(__file__).resolve().parents[2] / "tests" / "workflow" / "configs" / "tiny.yaml"
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "workflow" / "configs" / "tiny.yaml"
+CONFIG = yaml.safe_load(TINY.read_text())
+STUDY = grid.study_info(CONFIG)
+DIGESTS = grid.run_digests(CONFIG)
 METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
 FAILED, PREEMPTED, MISSING, NO_TEST_AT_START = 3, 5, 7, 12
 
 
 @pytest.fixture(scope="module")
 def runs() -> list[Run]:
-    runs = grid.expand(yaml.safe_load(TINY.read_text()))
+    runs = grid.expand(CONFIG)
     assert len(runs) == 20
     assert {runs[i].task for i in (FAILED, PREEMPTED, MISSING)} == {"coco"} and runs[NO_TEST_AT_START].task == "vqa"
     return runs
@@ -47,6 +51,8 @@ def _record(run: Run, i: int, status: str = "success") -> dict:
         del curve[0]["test"]
     return {
         "run_id": run.run_id,
+        "config_digest": DIGESTS.get(run.run_id),
+        "git": {"commit": "c0ffee" * 6 + "abcd", "dirty": i == 1},
         "status": status,
         "error": None if status == "success" else "RuntimeError: boom",
         "trainable_params": 1000 * (i + 1),
@@ -64,7 +70,7 @@ def _record(run: Run, i: int, status: str = "success") -> dict:
 
 @pytest.fixture(scope="module")
 def study(runs: list[Run], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """results/runs/<run_id>/record.json for every run, except one failed, one preempted and one missing run."""
+    """results/tiny/runs/<run_id>/record.json for every run, except one failed, one preempted and one missing run."""
     root = tmp_path_factory.mktemp("study")
     for i, run in enumerate(runs):
         d = root / run.dir
@@ -85,7 +91,7 @@ def study(runs: list[Run], tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def aggregated(runs: list[Run], study: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return aggregate.aggregate(runs, study)
+    return aggregate.aggregate(runs, STUDY, DIGESTS, study)
 
 
 def test_one_row_per_run_with_status(runs: list[Run], aggregated) -> None:
@@ -134,7 +140,7 @@ def test_unsuccessful_rows_have_no_metrics(runs: list[Run], aggregated) -> None:
 def test_metric_columns_when_best_val_and_best_test_steps_differ(task: str) -> None:
     """Validation peaks at step 2, test at step 6: ``best_val`` and ``test_at_best_val`` come from step 2,
     ``paper_metric`` is COCO's best test score (step 6) and VQAv2's best validation score (step 2)."""
-    run = Run(task, "lora", 2, 1.0, False, 0)
+    run = Run(task, "lora", 2, 1.0, False, 0, "results/test")
     metric = METRIC[task]
     val, test = [10.0, 15.0, 12.0, 11.0], [9.0, 11.0, 13.0, 14.0]
     curve = [{"step": 2 * k, "val": {metric: v}, "test": {metric: t}} for k, (v, t) in enumerate(zip(val, test))]
@@ -193,7 +199,7 @@ def test_write_tables_round_trips_through_csv(runs: list[Run], study: Path, tmp_
     base.write_text(json.dumps({"task": "coco", "scores": {"val": {"CIDEr": 5.0}, "test": {"CIDEr": 4.0}}}))
     out = tmp_path / "tables"
     table = aggregate.write_tables(runs, [base], out / "runs.csv", out / "curves.csv", out / "baseline.csv",
-                                   root=study)
+                                   root=study, study=STUDY, digests=DIGESTS)
     loaded = tables.load_runs(out / "runs.csv")
     assert loaded["run_id"].tolist() == table["run_id"].tolist()
     assert loaded["best_val"].tolist()[:3] == [15.0, 16.0, 17.0]
@@ -203,7 +209,7 @@ def test_write_tables_round_trips_through_csv(runs: list[Run], study: Path, tmp_
 
 
 def test_nothing_written_yet_gives_all_missing(runs: list[Run], tmp_path: Path) -> None:
-    table, curves = aggregate.aggregate(runs, tmp_path)
+    table, curves = aggregate.aggregate(runs, STUDY, DIGESTS, tmp_path)
     assert (table["status"] == "missing").all() and len(table) == 20
     assert curves.empty and list(curves.columns) == aggregate.CURVE_COLUMNS
     assert len(tables.validate_runs(table)) == 20
@@ -226,7 +232,7 @@ def test_a_truncated_record_names_the_file_and_what_to_do(runs: list[Run], tmp_p
     path = tmp_path / runs[1].dir / name
     path.write_text(json.dumps(_record(runs[1], 0))[:40])
     with pytest.raises(ValueError, match=re.escape(f"{path} is not valid JSON") + ".*delete it .* rerun that run"):
-        aggregate.aggregate(runs, tmp_path)
+        aggregate.aggregate(runs, STUDY, DIGESTS, tmp_path)
     baseline = tmp_path / "coco.json"
     baseline.write_bytes(b"")
     with pytest.raises(ValueError, match=re.escape(f"{baseline} is not valid JSON") + ".*rerun evaluate_baseline"):
@@ -252,14 +258,14 @@ def test_baseline_table(tmp_path: Path) -> None:
 def test_command_line(runs: list[Run], study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                       capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(study)
-    (study / "results" / "baseline").mkdir()
-    (study / "results" / "baseline" / "vqa.json").write_text(
+    (study / "results" / "tiny" / "baseline").mkdir()
+    (study / "results" / "tiny" / "baseline" / "vqa.json").write_text(
         json.dumps({"task": "vqa", "scores": {"val": {"accuracy": 30.0}}}))
     try:
         assert aggregate.main(["--config", str(TINY), "--out", str(tmp_path / "out")]) == 0
     finally:
-        (study / "results" / "baseline" / "vqa.json").unlink()
-        (study / "results" / "baseline").rmdir()
+        (study / "results" / "tiny" / "baseline" / "vqa.json").unlink()
+        (study / "results" / "tiny" / "baseline").rmdir()
     assert "success" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 20
     assert pd.read_csv(tmp_path / "out" / "baseline.csv").to_dict("records") == [
@@ -297,3 +303,101 @@ def test_aggregate_names_the_evaluators_primary_metric() -> None:
     from vlpeft.evaluate import PRIMARY_METRIC
 
     assert aggregate.PRIMARY_METRIC == PRIMARY_METRIC
+
+
+def test_rows_say_which_study_data_commit_and_config_they_come_from(runs: list[Run], aggregated) -> None:
+    table, _ = aggregated
+    assert STUDY["study"] == "tiny" and STUDY["data_source"] == "synthetic"
+    assert set(table["study"]) == {"tiny"} and set(table["data_source"]) == {"synthetic"}
+    assert set(table["study_digest"]) == {STUDY["study_digest"]}
+    assert table["config_digest"].tolist() == [DIGESTS[r.run_id] for r in runs]
+    assert table.loc[1, "commit"] == "c0ffee" * 6 + "abcd-dirty" and table.loc[0, "commit"].endswith("abcd")
+    assert pd.isna(table.loc[MISSING, "commit"])
+    info = tables.table_provenance(tables.validate_runs(table))
+    assert (info["study"], info["study_digest"]) == ("tiny", STUDY["study_digest"])
+
+
+def test_a_record_of_another_configuration_is_refused(runs: list[Run], tmp_path: Path) -> None:
+    """A record whose config digest is not what the config resolves its run to (an edited config, or another
+    study's record in this run directory) is refused, naming the run directory, never counted as a success."""
+    for i, run in enumerate(runs[:4]):
+        (tmp_path / run.dir).mkdir(parents=True)
+        (tmp_path / run.dir / "record.json").write_text(json.dumps(_record(run, i)))
+    other = {**CONFIG, "methods": {**CONFIG["methods"], "lora": {**CONFIG["methods"]["lora"],
+                                                                 "coco": {"sizes": [2], "lr": 5.0e-3}}}}
+    digests = grid.run_digests(other)
+    changed = [r.run_id for r in runs[:4] if digests[r.run_id] != DIGESTS[r.run_id]]
+    assert changed, "the edit must change a written run's digest"
+    first = next(r for r in runs if r.run_id == changed[0])
+    with pytest.raises(aggregate.StaleRecordError, match=re.escape(first.dir) + ".*another configuration"):
+        aggregate.aggregate(runs, grid.study_info(other), digests, tmp_path)
+
+
+def test_another_studys_records_are_never_the_papers(runs: list[Run], study: Path) -> None:
+    """The paper's config reads only results/paper/: the tiny study's 17 successful records are not its runs; and a
+    tiny record copied into a paper run directory of the same run id is refused by its config digest."""
+    paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    paper_runs, paper_digests, paper_study = grid.expand(paper), grid.run_digests(paper), grid.study_info(paper)
+    table, _ = aggregate.aggregate(paper_runs, paper_study, paper_digests, study)
+    assert len(table) == 810 and set(table["status"]) == {"missing"}
+    shared = next(r for r in paper_runs if r.run_id in {t.run_id for t in runs} and r.method == "lora")
+    tiny = next(t for t in runs if t.run_id == shared.run_id)
+    (study / shared.dir).mkdir(parents=True)
+    (study / shared.dir / "record.json").write_text((study / tiny.dir / "record.json").read_text())
+    try:
+        with pytest.raises(aggregate.StaleRecordError, match=re.escape(shared.dir)):
+            aggregate.aggregate(paper_runs, paper_study, paper_digests, study)
+    finally:
+        (study / shared.dir / "record.json").unlink()
+
+
+def test_workflow_figures_and_report_refuse_a_table_of_another_configuration(aggregated) -> None:
+    """What the plot and report scripts check: the table's study digest is the one the config resolves to."""
+    from vlpeft.provenance import check_expected
+
+    info = tables.table_provenance(tables.validate_runs(aggregated[0]))
+    check_expected(info, STUDY)
+    with pytest.raises(ValueError, match="study_digest .* but the config resolves to 'abc'"):
+        check_expected(info, {**STUDY, "study_digest": "abc"})
+    with pytest.raises(ValueError, match="study 'tiny', but the config resolves to 'paper'"):
+        check_expected(info, {**STUDY, "study": "paper"})
+
+
+def test_the_pilot_is_one_short_real_run_per_method_and_its_tables_draw_every_figure(tmp_path: Path) -> None:
+    """config/pilot.yaml: every method once, at the paper's smallest ratio, on the real data with the official
+    checkpoint at the paper's batch, evaluation capped; the downloads are the paper's (shared, not fetched twice).
+    Records like the pilot's (one evaluation) aggregate into tables every figure the workflow asks for and the report
+    are drawn from."""
+    from vlpeft.plots.figures import build_figure
+    from vlpeft.report import claims_report
+
+    pilot = grid.load_config(REPO / "config" / "pilot.yaml")
+    paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    runs = grid.expand(pilot)
+    assert sorted(r.method for r in runs) == sorted(grid.METHODS)
+    for run in runs:
+        assert run.ratio == min(paper["tasks"][run.task]["ratios"]) and run.dir.startswith("results/pilot/")
+        d = grid.resolve(pilot, run)
+        assert d["schedule"].get("steps", 10) <= 10 and d["eval"]["max_items"] <= 32
+        assert (d["init_format"], d["model_preset"], d["total_batch_size"]) == ("official", "base", 256)
+    assert pilot["data"]["source"] == "download" and pilot["data"]["downloads"] == paper["data"]["downloads"]
+
+    study, digests = grid.study_info(pilot), grid.run_digests(pilot)
+    for i, run in enumerate(runs):
+        metric = METRIC[run.task]
+        rec = {**_record(run, i), "config_digest": digests[run.run_id],
+               "curve": [{"step": 10, "epoch": 0.04, "val": {metric: 20.0 + i}, "test": {metric: 19.0 + i}}],
+               "best": {"step": 10, "val": 20.0 + i, "test": 19.0 + i, "metric": metric}}
+        (tmp_path / run.dir).mkdir(parents=True)
+        (tmp_path / run.dir / "record.json").write_text(json.dumps(rec))
+    out = tmp_path / "tables"
+    aggregate.write_tables(runs, [], out / "runs.csv", out / "curves.csv", out / "baseline.csv", root=tmp_path,
+                           study=study, digests=digests)
+    table, curves = tables.load_runs(out / "runs.csv"), tables.load_curves(out / "curves.csv")
+    assert set(table["status"]) == {"success"} and set(table["data_source"]) == {"real"}
+    stems = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora",
+             "fig9_serial_adapter", "fig10_parallel_adapter"]
+    for stem in stems:
+        title = build_figure(stem, table, curves).get_suptitle()
+        assert "study pilot | real data | commit c0ffee" in title and "SYNTHETIC" not in title, stem
+    assert "Study `pilot`, real data" in claims_report(table, n_boot=10)

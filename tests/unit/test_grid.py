@@ -95,15 +95,15 @@ def test_paper_grid_cells(paper: dict) -> None:
 @pytest.mark.parametrize(
     ("run", "run_id"),
     [
-        (Run("coco", "prompt", 2, 0.01, False, 0), "coco/prompt/size2_ratio0.01/seed0"),
-        (Run("vqa", "lora", 16, 1.0, True, 3), "vqa/lora/size16_ratio1_cls/seed3"),
-        (Run("coco", "full", None, 0.1, False, 0), "coco/full/sizeall_ratio0.1/seed0"),
-        (Run("coco", "serial_adapter", 64, 0.08, True, 0), "coco/serial_adapter/size64_ratio0.08_cls/seed0"),
+        (Run("coco", "prompt", 2, 0.01, False, 0, "results/x"), "coco/prompt/size2_ratio0.01/seed0"),
+        (Run("vqa", "lora", 16, 1.0, True, 3, "results/x"), "vqa/lora/size16_ratio1_cls/seed3"),
+        (Run("coco", "full", None, 0.1, False, 0, "results/x"), "coco/full/sizeall_ratio0.1/seed0"),
+        (Run("coco", "serial_adapter", 64, 0.08, True, 0, "results/x"), "coco/serial_adapter/size64_ratio0.08_cls/seed0"),
     ],
 )
 def test_run_id_and_dir(run: Run, run_id: str) -> None:
     assert run.run_id == run_id
-    assert run.dir == f"results/runs/{run_id}"
+    assert run.dir == f"results/x/runs/{run_id}"
 
 
 @pytest.mark.parametrize(("name", "total"), [("mini", 126), ("tiny", 20)])
@@ -117,7 +117,8 @@ def test_other_configs_expand_and_resolve(name: str, total: int) -> None:
         assert d["run_id"] == run.run_id
     assert grid.resolve_pretrain(config)["run_id"] == "pretrain"
     for task in config["tasks"]:
-        assert grid.resolve_baseline(config, task)["out_dir"] == f"results/baseline/{task}"
+        assert grid.resolve_baseline(config, task)["out_dir"] == f"results/{name}/baseline/{task}"
+    assert {r.dir.split("/runs/")[0] for r in runs} == {f"results/{name}"}
 
 
 def test_mini_grid_counts() -> None:
@@ -180,11 +181,12 @@ def test_resolve_targets_come_from_the_config(config: dict) -> None:
 def test_resolve_paths_and_shared_settings(paper: dict) -> None:
     run = _find(grid.expand(paper), task="vqa", method="prompt", size=2, ratio=0.1, classifier=False)
     d = grid.resolve(paper, run)
-    assert d["out_dir"] == "results/runs/vqa/prompt/size2_ratio0.1/seed0"
-    assert d["subset"] == "results/data/subsets/vqa/ratio0.1.json"
-    assert d["records"] == {s: f"results/data/prepared/vqa/{s}.jsonl" for s in ("train", "val", "test")}
-    assert d["image_cache"] == "results/data/images_256.npy"
-    assert (d["init_weights"], d["init_format"]) == ("results/model/mplug_base.slim.safetensors", "vlpeft")
+    assert d["out_dir"] == "results/paper/runs/vqa/prompt/size2_ratio0.1/seed0"
+    assert d["subset"] == "results/paper/data/subsets/vqa/ratio0.1.json"
+    assert d["records"] == {s: f"results/paper/data/prepared/vqa/{s}.jsonl" for s in ("train", "val", "test")}
+    assert d["image_cache"] == "results/paper/data/images_256.npy"
+    assert (d["vocab"], d["image_root"]) == ("results/paper/model/vocab.txt", "results/paper/data/raw/images")
+    assert (d["init_weights"], d["init_format"]) == ("results/paper/model/mplug_base.slim.safetensors", "vlpeft")
     assert (d["total_batch_size"], d["per_device_batch_size"], d["weight_decay"]) == (256, 64, 0.05)
     assert d["data_ratio"] == 0.1 and d["seed"] == 0
     assert d["eval"]["batch_size"] == 128
@@ -465,3 +467,20 @@ def test_run_config_bad_values(run_config: RunConfig, field: str, value, message
     d[field] = value
     with pytest.raises(ValueError, match=message):
         RunConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("study", ["downloads", "Paper", "../paper", "a/b", ""])
+def test_a_study_name_that_is_no_directory_of_its_own_is_refused(paper: dict, study: str) -> None:
+    with pytest.raises(ValueError, match=r"^study: .*results/<study>/"):
+        grid.check_config({**paper, "study": study})
+
+
+def test_study_digest_follows_run_settings_only(paper: dict) -> None:
+    """The study digest changes with any run's settings, not with presentation keys (title, reported_metric)."""
+    base = grid.study_info(paper)
+    assert (base["study"], base["data_source"]) == ("paper", "real")
+    assert grid.study_info({**paper, "title": "x", "reported_metric": "test_at_best_val"}) == {**base, "title": "x"}
+    edited = copy.deepcopy(paper)
+    edited["methods"]["lora"]["coco"]["lr"] = 1e-4
+    assert grid.study_info(edited)["study_digest"] != base["study_digest"]
+    assert grid.study_info({**paper, "study": "other"})["study_digest"] != base["study_digest"]

@@ -24,6 +24,7 @@ from vlpeft.plots.figures import (
 )
 from vlpeft.plots.style import METHOD_COLORS, PEFT_METHODS
 from vlpeft.plots.tables import load_baseline, load_curves, load_runs, validate_runs
+from tests.conftest import with_provenance
 
 SIZES = {
     "prompt": [2, 8, 32],
@@ -93,7 +94,7 @@ def make_runs() -> pd.DataFrame:
                             rows.append(_run(task, method, clf, size, ratio, seed, value, status))
         for ratio in RATIOS[task]:
             rows.append(_run(task, "full", False, math.nan, ratio, 0, 125.0 if task == "coco" else 66.0, "success"))
-    return pd.DataFrame(rows)
+    return with_provenance(pd.DataFrame(rows))
 
 
 def make_curves(runs: pd.DataFrame) -> pd.DataFrame:
@@ -367,6 +368,24 @@ def test_cli_regenerates_every_figure(
     assert list(saved) == stems
     assert len(saved["fig3"].axes) == 10 and len(saved["fig5"].axes) == 2
     assert style.METHOD_LABELS["serial_adapter"] in saved["fig9_serial_adapter"].get_suptitle()
+    # Every figure names the study, its data, the commit and the config digest; a synthetic one says what it is.
+    digest = runs["study_digest"].iloc[0]
+    for stem, fig in saved.items():
+        title = fig.get_suptitle()
+        assert "SYNTHETIC DEMONSTRATION, not the paper's results" in title, stem
+        assert f"study test | synthetic data | commit {'0' * 10} | config {digest}" in title, stem
+
+
+def test_figures_of_real_data_carry_no_demonstration_note_and_mixed_tables_are_refused(runs: pd.DataFrame) -> None:
+    real = with_provenance(runs.drop(columns=["study_digest"]), study="paper", data_source="real",
+                           commit="1234567890abcdef")
+    title = figures.build_figure("fig5", real).get_suptitle()
+    assert "SYNTHETIC" not in title and "study paper | real data | commit 1234567890 |" in title
+    mixed = pd.concat([real.iloc[:5], runs.iloc[5:]])
+    with pytest.raises(ValueError, match=r"mixes study values \['paper', 'test'\]"):
+        figures.build_figure("fig5", mixed)
+    with pytest.raises(ValueError, match="lacks the provenance column"):
+        figures.build_figure("fig5", runs.drop(columns=["study"]))
 
 
 def test_cli_metric_option(runs: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from vlpeft import report, stats
 from vlpeft.plots.style import LAYER_COMPOSITION, PEFT_METHODS
 from vlpeft.report import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, claims_report, claims_table
+from tests.conftest import with_provenance
 
 SIZES = {
     "prompt": [2, 8, 32, 128],
@@ -94,7 +95,7 @@ def make_runs(
             for ratio in ratios[task]:
                 for seed in full_seeds:
                     add(task, "full", False, math.nan, ratio, seed, full(task, ratio, seed))
-    return pd.DataFrame(rows)
+    return with_provenance(pd.DataFrame(rows))
 
 
 def _noise(*key: object) -> float:
@@ -400,6 +401,12 @@ def test_report_markdown(paper_table: pd.DataFrame) -> None:
     baseline = pd.DataFrame([{"task": "coco", "metric": "CIDEr", "split": "val", "value": 90.0}])
     text = claims_report(runs, baseline=baseline, n_boot=N_BOOT, seed=0)
     assert text.startswith("# Claims report (metric: `paper_metric`)")
+    # What it is a report of: the mini study's says plainly that it is a synthetic demonstration.
+    assert "**This is a synthetic demonstration: generated data and a tiny model" in text
+    assert f"Study `test`, synthetic data, config digest `{runs['study_digest'].iloc[0]}`, commit(s) `{'0' * 40}`" in text
+    real = with_provenance(runs, study="paper", data_source="real")
+    real_text = claims_report(real, baseline=baseline, n_boot=N_BOOT, seed=0)
+    assert "synthetic" not in real_text.lower() and "Study `paper`, real data" in real_text
     assert "Metric column: `paper_metric` (the paper's metric: best Karpathy-test CIDEr (COCO)" in text
     for claim in report.CLAIMS:
         assert f"| {claim.id} |" in text  # summary row

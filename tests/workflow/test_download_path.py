@@ -25,8 +25,8 @@ IMAGE_ZIPS = ("train2014.zip", "val2014.zip")
 # Targets: the tables, the report and the figures this grid can draw. Not `all`: it asks for figs 6-10 of every PEFT
 # method, and a curve figure of a method outside the grid fails ("no test curves for prompt on coco").
 FIGURES = ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig8_lora")
-TARGETS = ("results/tables/runs.csv", "results/tables/curves.csv", "results/report.md",
-           *(f"results/figures/{stem}.{ext}" for stem in FIGURES for ext in ("pdf", "png")))
+TARGETS = ("results/dltest/tables/runs.csv", "results/dltest/tables/curves.csv", "results/dltest/report.md",
+           *(f"results/dltest/figures/{stem}.{ext}" for stem in FIGURES for ext in ("pdf", "png")))
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,8 @@ def server(fixture):
 def download_config(fx, base_url: str) -> dict:
     """tiny.yaml switched to the real data path, with a one-method grid over both tasks."""
     config = yaml.safe_load(TINY.read_text())
-    config["study"] = "download path test (tiny stand-ins of the real files over local HTTP)"
+    config["study"] = "dltest"
+    config["title"] = "download path test (tiny stand-ins of the real files over local HTTP)"
     data = config["data"]
     data["source"] = "download"
     data["expected_counts"] = copy.deepcopy(fx.expected_counts)
@@ -84,7 +85,7 @@ def write_config(path: Path, config: dict) -> Path:
 
 def failure(proc: subprocess.CompletedProcess, workdir: Path) -> str:
     logs = "\n".join(f"--- {p.relative_to(workdir)}\n{p.read_text()[-2000:]}"
-                     for p in sorted(workdir.glob("results/logs/**/*.log")))
+                     for p in sorted(workdir.glob("results/**/logs/**/*.log")))
     return f"{proc.stderr[-6000:]}\n{logs[-8000:]}"
 
 
@@ -95,7 +96,7 @@ def test_real_data_path_end_to_end(fixture, server, tmp_path):
     config = download_config(fixture, server.base_url)
     cfg_path = write_config(tmp_path / "download.yaml", config)
     work = tmp_path / "work"
-    downloads = work / "results/data/downloads"
+    downloads = work / "results/downloads"
 
     # An interrupted earlier download of val2014.zip: the first half is on disk as .part and must be resumed.
     downloads.mkdir(parents=True)
@@ -107,12 +108,13 @@ def test_real_data_path_end_to_end(fixture, server, tmp_path):
     assert proc.returncode == 0, failure(proc, work)
 
     # Downloads: every file under its final name, byte-identical to what was served, no .part left over.
-    assert sorted(p.name for p in downloads.iterdir()) == sorted([*fixture.files, "checksums.txt"])
+    assert sorted(p.name for p in downloads.iterdir() if p.is_file()) == sorted([*fixture.files, "checksums.txt"])
+    assert sorted(p.name for p in downloads.iterdir() if p.is_dir()) == ["logs"]  # the downloads' own logs
     for name in fixture.files:
         assert (downloads / name).read_bytes() == (fixture.serve_dir / name).read_bytes(), name
-    assert not list(work.glob("results/data/downloads/*.part"))
+    assert not list(work.glob("results/downloads/*.part"))
     assert ("val2014.zip", f"bytes={half}-") in server.requests
-    assert "resuming at" in (work / "results/logs/download/val2014.zip.log").read_text()
+    assert "resuming at" in (work / "results/downloads/logs/val2014.zip.log").read_text()
 
     # Files given without a checksum are pinned in checksums.txt with their sha256 and size; the zips with an md5
     # are not.
@@ -123,41 +125,41 @@ def test_real_data_path_end_to_end(fixture, server, tmp_path):
         assert recorded[name] == (fixture.files[name]["sha256"], fixture.files[name]["size"]), name
 
     # Unpacked: the images under their COCO folders, the JSONs from their archives, vocab and checkpoint copied.
-    raw = work / "results/data/raw"
+    raw = work / "results/dltest/data/raw"
     for folder, n in fixture.image_counts.items():
         assert len(list((raw / "images" / folder).glob("COCO_*.jpg"))) == n
     for name in ("dataset_coco.json", "v2_OpenEnded_mscoco_train2014_questions.json",
                  "v2_mscoco_val2014_annotations.json"):
         assert (raw / name).stat().st_size > 0
     assert not (raw / "dataset_flickr8k.json").exists()
-    assert (work / "results/model/vocab.txt").read_bytes() == (fixture.serve_dir / "vocab.txt").read_bytes()
+    assert (work / "results/dltest/model/vocab.txt").read_bytes() == (fixture.serve_dir / "vocab.txt").read_bytes()
     assert (raw / "mplug_base.pth").read_bytes() == (fixture.serve_dir / "mplug_base.pth").read_bytes()
 
     # Prepared records match the expected split sizes; the image cache was built.
     for task, counts in fixture.expected_counts.items():
         for split, n in counts.items():
-            lines = (work / f"results/data/prepared/{task}/{split}.jsonl").read_text().splitlines()
+            lines = (work / f"results/dltest/data/prepared/{task}/{split}.jsonl").read_text().splitlines()
             assert len(lines) == n, (task, split)
-    assert (work / "results/data/images_64.npy").stat().st_size > 0
+    assert (work / "results/dltest/data/images_64.npy").stat().st_size > 0
 
     # The official checkpoint was converted once, its load report kept beside the slim file, and every training
     # run started from that slim file.
-    report = (work / "results/model/mplug_base.slim.safetensors.report.txt").read_text()
+    report = (work / "results/dltest/model/mplug_base.slim.safetensors.report.txt").read_text()
     assert "ignored by reason:" in report and "momentum copy" in report
     assert "missing 0, mismatched 0" in report
-    runs = pd.read_csv(work / "results/tables/runs.csv")
+    runs = pd.read_csv(work / "results/dltest/tables/runs.csv")
     assert len(runs) == len(expand(config)) == 4
     assert set(runs["status"]) == {"success"}
     assert runs["best_val"].notna().all()
-    train_logs = sorted(work.glob("results/logs/train/**/*.log"))
+    train_logs = sorted(work.glob("results/dltest/logs/train/**/*.log"))
     assert len(train_logs) == len(runs)
     for log in train_logs:
         text = log.read_text()
         assert "mplug_base.slim.safetensors memory-mapped (converted from mplug_base.pth)" in text, log
     for stem in FIGURES:
         for ext in ("pdf", "png"):
-            assert (work / f"results/figures/{stem}.{ext}").stat().st_size > 1000, (stem, ext)
-    assert (work / "results/report.md").stat().st_size > 0
+            assert (work / f"results/dltest/figures/{stem}.{ext}").stat().st_size > 1000, (stem, ext)
+    assert (work / "results/dltest/report.md").stat().st_size > 0
 
 
 def test_wrong_md5_stops_the_workflow_and_leaves_no_file(fixture, server, tmp_path):
@@ -170,9 +172,9 @@ def test_wrong_md5_stops_the_workflow_and_leaves_no_file(fixture, server, tmp_pa
 
     proc = snakemake(work, cfg_path, *TARGETS, timeout=600)
     assert proc.returncode != 0, proc.stdout[-3000:]
-    log = (work / "results/logs/download/train2014.zip.log").read_text()
+    log = (work / "results/downloads/logs/train2014.zip.log").read_text()
     assert "ChecksumError" in log and "md5 mismatch" in log and bad in log and good in log, log[-3000:]
-    assert not (work / "results/data/downloads/train2014.zip").exists()
-    assert not (work / "results/data/downloads/train2014.zip.part").exists()
-    assert not (work / "results/data/raw/images/.complete").exists()
-    assert not (work / "results/tables/runs.csv").exists()
+    assert not (work / "results/downloads/train2014.zip").exists()
+    assert not (work / "results/downloads/train2014.zip.part").exists()
+    assert not (work / "results/dltest/data/raw/images/.complete").exists()
+    assert not (work / "results/dltest/tables/runs.csv").exists()

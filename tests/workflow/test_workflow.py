@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import with_provenance
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests/workflow/configs/tiny.yaml"
 
@@ -55,6 +57,15 @@ def test_dry_run_of_the_paper_grid_lists_every_run(tmp_path):
     assert int(counts["train_run"]) == len(expand(config)) == 810
     assert int(counts["write_run_config"]) == 810
     assert int(counts["download_file"]) == len(config["data"]["downloads"])
+
+
+def test_dry_run_of_the_pilot(tmp_path):
+    """config/pilot.yaml: six training jobs (one per method) on the real data path, under results/pilot."""
+    proc = snakemake(tmp_path, REPO / "config/pilot.yaml", "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert (int(counts["train_run"]), int(counts["evaluate_baseline"]), int(counts["make_subset"])) == (6, 2, 2)
+    assert int(counts["download_file"]) == 9 and int(counts["fetch_checkpoint"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -114,16 +125,21 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert not sorted(p.name for p in tmpdir.glob("torchelastic_*"))
 
-    runs = pd.read_csv(tmp_path / "results/tables/runs.csv")
+    root = tmp_path / "results/tiny"  # everything the study writes (study: tiny)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["tiny"]
+    runs = pd.read_csv(root / "tables/runs.csv")
     assert len(runs) == len(expand(config))
     assert set(runs["status"]) == {"success"}
     assert runs["best_val"].notna().all()
+    assert set(runs["study"]) == {"tiny"} and set(runs["data_source"]) == {"synthetic"}
+    assert runs["commit"].notna().all() and runs["config_digest"].notna().all()
     for stem in ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig8_lora"):
         for ext in ("pdf", "png"):
-            assert (tmp_path / f"results/figures/{stem}.{ext}").stat().st_size > 1000
-    assert not (tmp_path / "results/figures/fig7_prefix.pdf").exists()  # no prefix runs in this grid
-    assert "Claim" in (tmp_path / "results/report.md").read_text() or "claim" in (
-        tmp_path / "results/report.md").read_text()
+            assert (root / f"figures/{stem}.{ext}").stat().st_size > 1000
+    assert not (root / "figures/fig7_prefix.pdf").exists()  # no prefix runs in this grid
+    report = (root / "report.md").read_text()
+    assert "Claim" in report or "claim" in report
+    assert "synthetic demonstration" in report and "Study `tiny`, synthetic data" in report
 
     proc = snakemake(tmp_path, cfg_path, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
@@ -149,10 +165,39 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
                      "plot_cost", "plot_val_curves", "all"}
     assert "pretrain_model" not in rules and "make_subset" not in rules
 
+    # Studies kept apart: the paper's config, dry-run in the same checkout after the tiny study ran, plans every one
+    # of its jobs (none of the tiny study's files is taken for its own) and only under results/paper and the shared
+    # downloads; aggregating it reports 810 missing runs and leaves the tiny study's tables as they were.
+    before = _tree(tmp_path / "results")
+    proc = snakemake(tmp_path, REPO / "config/config.yaml", "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tree(tmp_path / "results") == before
+    jobs = scheduled(proc.stdout)
+    assert sum(r == "train_run" for r, _ in jobs) == 810
+    assert {"download_file", "prepare_captions", "prepare_vqa", "make_subset", "cache_images"} <= {r for r, _ in jobs}
+    planned = [p for line in re.findall(r"^\s+output: (.*)$", proc.stdout, re.M) for p in line.split(", ")]
+    assert len(planned) > 1620
+    assert all(p.startswith(("results/paper/", "results/downloads/")) for p in planned), [
+        p for p in planned if not p.startswith(("results/paper/", "results/downloads/"))][:5]
+    tiny_tables = (root / "tables/runs.csv").read_bytes()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    agg = subprocess.run([sys.executable, "-m", "vlpeft.aggregate", "--config", str(REPO / "config/config.yaml")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert agg.returncode == 0, agg.stderr[-3000:]
+    paper = pd.read_csv(tmp_path / "results/paper/tables/runs.csv")
+    assert len(paper) == 810 and set(paper["status"]) == {"missing"} and set(paper["study"]) == {"paper"}
+    assert set(paper["data_source"]) == {"real"}
+    assert (root / "tables/runs.csv").read_bytes() == tiny_tables
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: (size, mtime_ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
 
 def test_figures_regenerate_from_tables_alone(tmp_path):
     """The reviewers' path touches no data, checkpoints or training rules."""
-    runs = pd.DataFrame([
+    runs = with_provenance(pd.DataFrame([
         {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
          "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s,
          "trainable_params_merged": 100 * s, "total_params": 10**6,
@@ -160,7 +205,7 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
          "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
          "wall_time_s": 5.0, "status": "success"}
         for s in (2, 8) for r in (0.1, 1.0)
-    ])
+    ]))
     runs.to_csv(tmp_path / "runs.csv", index=False)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
     proc = subprocess.run([sys.executable, "-m", "vlpeft.plots.figures", "--runs", str(tmp_path / "runs.csv"),
@@ -195,15 +240,54 @@ def test_training_jobs_get_their_predicted_time_limit(tmp_path):
     fixed fallback in a dry run before the predictions exist)."""
     from vlpeft.cost import FALLBACK_MINUTES, job_minutes
 
-    run = "results/runs/coco/lora/size2_ratio1/seed0/record.json"
+    run = "results/tiny/runs/coco/lora/size2_ratio1/seed0/record.json"
     proc = snakemake(tmp_path, TINY, "-n", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"runtime={FALLBACK_MINUTES}" in proc.stdout
-    proc = snakemake(tmp_path, TINY, "--cores", "1", "results/cost/runs.json")
+    proc = snakemake(tmp_path, TINY, "--cores", "1", "results/tiny/cost/runs.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    predictions = tmp_path / "results/cost/runs.json"
+    predictions = tmp_path / "results/tiny/cost/runs.json"
     minutes = job_minutes(predictions, "coco/lora/size2_ratio1/seed0")
     assert minutes < FALLBACK_MINUTES
     proc = snakemake(tmp_path, TINY, "-n", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"runtime={minutes}" in proc.stdout and "predict_costs" not in proc.stdout
+
+
+def test_every_rule_runs_in_the_environment_with_java():
+    """`--sdm conda` on a cluster: every rule names envs/vlpeft.yaml, which carries Java 17 (pycocoevalcap)."""
+    rules = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        blocks = re.split(r"^\s*rule (\w+):\n", smk.read_text(), flags=re.M)
+        rules.update(dict(zip(blocks[1::2], blocks[2::2])))
+    assert len(rules) > 20
+    missing = [name for name, body in rules.items() if 'conda:\n' not in body or '"../envs/vlpeft.yaml"' not in body]
+    assert not missing
+    env = yaml.safe_load((REPO / "envs/vlpeft.yaml").read_text())
+    assert "openjdk=17" in env["dependencies"]
+
+
+def test_cluster_profile_downloads_on_the_login_node_threads_and_local_settings(tmp_path):
+    """profiles/slurm: downloads are local jobs (compute nodes have no internet); 8 threads x 4 ranks fill the 32
+    CPUs of a training job (a dry run shows it with --cores 32); account and partition come from the git-ignored
+    site.env overlay."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    train = profile["set-resources"]["train_run"]
+    assert profile["set-threads"]["train_run"] * train["gpu"] == train["cpus_per_task"]
+    assert "download_file" not in profile["set-resources"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "profiles/slurm/site.env"], cwd=REPO, check=False)
+    assert ignored.returncode == 0
+    site = dict(line.split("=", 1) for line in (REPO / "profiles/slurm/site.env.example").read_text().splitlines()
+                if line and not line.startswith("#"))
+    env = {k: f"test_{k.lower()}" for k in site}
+    proc = snakemake(tmp_path, REPO / "config/pilot.yaml", "-n", "-p", "--profile", str(REPO / "profiles/slurm"),
+                     "--cores", "32", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert len(re.findall(r"^rule download_file:", out, re.M)) == 9
+    # (a dry run does not say which jobs are local: the rule's directive is what the executor reads)
+    block = (REPO / "rules/download.smk").read_text().split("rule download_file:")[1].split("\nrule ")[0]
+    assert "    localrule: True\n" in block
+    commands = re.findall(r"--nproc_per_node (\d+)'; else launch=python; fi; OMP_NUM_THREADS=(\d+) exec \$launch", out)
+    assert commands and set(commands) == {("4", "8")}
+    assert "slurm_account=test_vlpeft_slurm_account, slurm_partition=test_vlpeft_slurm_partition" in out

@@ -42,6 +42,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from vlpeft.plots import style
+from vlpeft.provenance import describe, table_provenance
 from vlpeft.plots.style import (
     BASELINE_COLOR,
     BASELINE_LABEL,
@@ -567,6 +568,15 @@ def fig_val_curves(
     return fig
 
 
+def stamp(fig: Figure, runs: pd.DataFrame) -> Figure:
+    """Name the study, data source, commits and config digest of the table under the figure's title (a synthetic
+    study's figures say that they are a demonstration)."""
+    line = describe(table_provenance(runs))
+    title = fig.get_suptitle()
+    fig.suptitle(f"{title}\n{line}" if title else line)
+    return fig
+
+
 def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     """Write ``<stem>.pdf`` and ``<stem>.png`` (200 dpi); the parent directory is created if needed.
 
@@ -633,7 +643,7 @@ def make_all_figures(
         log.warning("figs 6-10 skipped: no curves table given")
     for stem, make in jobs:
         # Figures are built without pyplot, so nothing needs closing: each is freed once written.
-        written[stem] = save_figure(make(), out / stem)
+        written[stem] = save_figure(stamp(make(), runs), out / stem)
     return written
 
 
@@ -644,18 +654,20 @@ def build_figure(
     baseline: pd.DataFrame | None = None,
     value: str = DEFAULT_VALUE,
 ) -> Figure:
-    """One figure by its stem (``fig3`` ... ``fig10_parallel_adapter``): what one workflow rule draws."""
+    """One figure by its stem (``fig3`` ... ``fig10_parallel_adapter``): what one workflow rule draws, stamped with
+    the table's provenance (:func:`stamp`)."""
     runs = _prepare_runs(runs, value)
     if stem in ("fig3", "fig4"):
-        return fig_task_grid(runs, "coco" if stem == "fig3" else "vqa", baseline, value)
+        return stamp(fig_task_grid(runs, "coco" if stem == "fig3" else "vqa", baseline, value), runs)
     if stem == "fig5":
-        return fig_cost(runs, baseline, value)
+        return stamp(fig_cost(runs, baseline, value), runs)
     if stem == "fig5_gpu_hours":
-        return fig_cost_gpu_hours(runs, baseline, value)
+        return stamp(fig_cost_gpu_hours(runs, baseline, value), runs)
     if stem in CURVE_FIGURES:
         if curves is None:
             raise ValueError(f"{stem} needs the curves table")
-        return fig_val_curves(validate_curves(curves), CURVE_FIGURES[stem], "coco", runs, baseline, value=value)
+        fig = fig_val_curves(validate_curves(curves), CURVE_FIGURES[stem], "coco", runs, baseline, value=value)
+        return stamp(fig, runs)
     raise ValueError(f"unknown figure {stem!r}; known: fig3, fig4, fig5, fig5_gpu_hours, {', '.join(CURVE_FIGURES)}")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS, VALUE_LABELS
+from vlpeft.provenance import PROVENANCE_COLUMNS, table_provenance
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ RUN_COLUMNS: tuple[str, ...] = (
     "gpu_hours",
     "wall_time_s",
     "status",
+    # Where the row comes from (vlpeft.provenance): one study, data source and study digest per table.
+    "study",
+    "data_source",
+    "study_digest",
+    "config_digest",
+    "commit",
 )
 CURVE_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -102,7 +109,8 @@ def _check_columns(df: pd.DataFrame, required: tuple[str, ...], source: str) -> 
 def _read_csv(path: str | Path, table: str) -> pd.DataFrame:
     """``pd.read_csv`` whose failures (empty, binary or garbled file) name the file and what to do."""
     try:
-        return pd.read_csv(path)
+        # Digests and commits stay text ("0123e456..." would otherwise be read as a number).
+        return pd.read_csv(path, dtype={c: str for c in PROVENANCE_COLUMNS})
     except FileNotFoundError:
         raise FileNotFoundError(f"{table} not found: {path}") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
@@ -193,9 +201,12 @@ def validate_runs(df: pd.DataFrame, source: str | Path | None = None) -> pd.Data
     Raises:
         ValueError: Missing columns (all listed), an empty table, an unknown task, method or status, a metric
             that does not belong to the task, a data ratio outside (0, 1], a PEFT run without a size, a
-            successful run without a best validation metric, or a duplicated run_id.
+            successful run without a best validation metric, a duplicated run_id, or rows of several studies, data
+            sources or configurations (``vlpeft.provenance.table_provenance``).
     """
     src = _source_name(source, "the runs table")
+    if len(df) and set(RUN_COLUMNS) - set(PROVENANCE_COLUMNS) <= set(df.columns):
+        table_provenance(df, src)  # a table from before study roots: says so
     _check_columns(df, RUN_COLUMNS, src)
     if len(df) == 0:
         raise ValueError(f"no runs in {src}: nothing to plot")
@@ -238,6 +249,9 @@ def validate_runs(df: pd.DataFrame, source: str | Path | None = None) -> pd.Data
         if bad.any():
             raise ValueError(f"successful run without a {col} in {src} ({_first_bad(out, bad)})")
     _check_metric_values(out, VALUE_COLUMNS, src)
+    for col in PROVENANCE_COLUMNS:
+        out[col] = out[col].where(out[col].isna(), out[col].astype(str).str.strip())
+    table_provenance(out, src)
     return out
 
 
