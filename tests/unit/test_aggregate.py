@@ -379,7 +379,9 @@ def test_the_pilot_is_one_short_real_run_per_method_and_its_tables_draw_every_fi
         assert run.ratio == min(paper["tasks"][run.task]["ratios"]) and run.dir.startswith("results/pilot/")
         d = grid.resolve(pilot, run)
         assert d["schedule"].get("steps", 10) <= 10 and d["eval"]["max_items"] <= 32
-        assert (d["init_format"], d["model_preset"], d["total_batch_size"]) == ("official", "base", 256)
+        assert (d["init_weights"], d["model_preset"], d["total_batch_size"]) == (
+            "results/pilot/model/mplug_base.slim.safetensors", "base", 256)  # the official weights, converted once
+    assert pilot["model"]["init"] == "official"
     assert pilot["data"]["source"] == "download" and pilot["data"]["downloads"] == paper["data"]["downloads"]
 
     study, digests = grid.study_info(pilot), grid.run_digests(pilot)

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: (entry point as run from a shell, module whose main() it calls, argv of one help page, fragments --help must show)
 HELP_PAGES = [
-    ("vlpeft", "vlpeft.cli", [], ["{grid,params,model,cost}"]),
+    ("vlpeft", "vlpeft.cli", [], ["{grid,params,model,cost,status}"]),
     ("vlpeft cost", "vlpeft.cli", ["cost"], ["--config", "--profile", "--summary"]),
+    ("vlpeft status", "vlpeft.cli", ["status"], ["--config", "--all", "--active"]),
     ("vlpeft grid", "vlpeft.cli", ["grid"], ["--config"]),
     ("vlpeft params", "vlpeft.cli", ["params"], ["{base,tiny}"]),
     ("vlpeft model", "vlpeft.cli", ["model"], ["{base,tiny}"]),

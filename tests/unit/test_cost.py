@@ -81,7 +81,7 @@ def test_samples_and_store_use_of_the_paper_runs(paper):
 def test_prepared_records_give_the_sizes(tmp_path, paper):
     for task, split, lines in (("coco", "train", ['{"references": ["a", "b"]}'] * 3),
                                ("coco", "val", ["{}"] * 2), ("coco", "test", ["{}"] * 4)):
-        path = tmp_path / f"results/data/prepared/{task}/{split}.jsonl"
+        path = tmp_path / f"results/paper/data/prepared/{task}/{split}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
     assert cost.split_sizes(paper, "coco", tmp_path) == ({"train": 6, "val": 2, "test": 4}, "records")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from tests.unit.test_aggregate import TINY, _record
+from tests.unit.test_aggregate import DIGESTS, STUDY, TINY, _record
 from tests.unit.test_plots import make_curves, make_runs
 from vlpeft import aggregate, grid
 from vlpeft.plots import tables
@@ -151,7 +151,8 @@ def test_results_readme_lists_exactly_the_columns_the_tables_have(tmp_path: Path
     base = tmp_path / "coco.json"
     base.write_text(json.dumps({"task": "coco", "scores": {"val": {"CIDEr": 5.0}, "test": {"CIDEr": 4.0}}}))
     out = tmp_path / "tables"
-    aggregate.write_tables(runs, [base], out / "runs.csv", out / "curves.csv", out / "baseline.csv", root=tmp_path)
+    aggregate.write_tables(runs, [base], out / "runs.csv", out / "curves.csv", out / "baseline.csv", root=tmp_path,
+                           study=STUDY, digests=DIGESTS)
     for name in ("runs.csv", "curves.csv", "baseline.csv"):
         written = list(pd.read_csv(out / name, nrows=0).columns)
         assert _documented_columns(name) == written, name

@@ -51,7 +51,7 @@ def _render(caption: Path, stem: str, metric: str) -> str:
 @pytest.mark.parametrize("stem", STEMS)
 def test_every_figure_has_a_caption_saying_what_it_shows(stem: str) -> None:
     name, body = _rule_of(stem)
-    m = re.search(r'report\(\s*"results/figures/\{stem\}\.png",.*?caption="([^"]+)"', body, re.S)
+    m = re.search(r'report\(\s*res\("figures/\{stem\}\.png"\),.*?caption="([^"]+)"', body, re.S)
     assert m, f"rule {name}: the figure is not in the report with a caption"
     caption = (REPO / "rules" / m.group(1)).resolve()
     assert caption.is_file()
@@ -71,11 +71,11 @@ def test_the_figure_captions_differ_between_the_figures_of_one_rule() -> None:
 
 def test_the_claims_report_is_in_the_report_as_a_rendered_page() -> None:
     body = _rules(REPO / "rules" / "aggregate.smk")["write_report"]
-    m = re.search(r'html=report\(\s*"results/report\.html",\s*category="Claims",\s*caption="([^"]+)"', body)
+    m = re.search(r'html=report\(\s*res\("report\.html"\),\s*category="Claims",\s*caption="([^"]+)"', body)
     assert m, "write_report: results/report.html is not in the report"
     text = _render((REPO / "rules" / m.group(1)).resolve(), "", "paper_metric")
     assert "paper_metric" in text and "verdict" in text
-    assert '"results/report.html"' in (REPO / "Snakefile").read_text()
+    assert 'res("report.html")' in (REPO / "Snakefile").read_text()
 
 
 def test_report_command_writes_the_html_page(tmp_path: Path) -> None:
