@@ -41,8 +41,8 @@ from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
 from .evaluate import PRIMARY_METRIC, Evaluator
-from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, record_digest,
-                    torch_load)
+from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, read_json,
+                    record_digest, torch_load)
 from .methods.base import build_method, count_trainable, trainable_parameters
 from .metrics.caption import CIDER_MIN_IMAGES
 from .model.config import for_tokenizer, preset
@@ -189,9 +189,11 @@ class Trainer:
         self.attempts: list[dict] = []
         # Content digests of the input files (rank 0): part of the checkpoint's identity and of the record.
         self.inputs: dict[str, dict] = {}
+        self.outputs: dict[str, dict] = {}
 
     # -- setup ------------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup_device(self) -> None:
+        """Threads, device and (several processes) the process group."""
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -204,6 +206,11 @@ class Trainer:
             self.device = torch.device("cpu")
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if not hasattr(self, "device"):
+            self.setup_device()
         micro = self.world * cfg.per_device_batch_size
         if cfg.total_batch_size % micro:
             raise ValueError(f"total_batch_size {cfg.total_batch_size} is not a multiple of world size {self.world}"
@@ -442,6 +449,63 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
         return notes
 
+    def finished_record(self) -> tuple[dict | None, str | None]:
+        """(rank 0) The record in ``status.json`` of an earlier attempt that finished this very run, or None and why
+        not. It counts only when its configuration, the content of its inputs, the code version (git commit and
+        dirty flag) and the content of the trained weights it wrote are the ones here and now."""
+        path = self.out / "status.json"
+        if not path.is_file():
+            return None, None
+        try:
+            old = read_json(path, "")
+        except CorruptFileError as e:
+            return None, str(e)
+        if not isinstance(old, dict) or old.get("status") != "success":
+            return None, None
+        if old.get("config_digest") != self.cfg.digest():
+            return None, "its configuration differs"
+        if old.get("inputs") != self.inputs:
+            return None, "the content of an input file differs"
+        if old.get("git") != git_state():
+            return None, f"the code version differs (git {old.get('git')} then, {git_state()} now)"
+        outputs = old.get("outputs") or {}
+        if not outputs:
+            return None, "it names no trained weights"
+        for name, entry in outputs.items():
+            p = Path(entry["path"])
+            if not p.is_file() or content_digest(p) != entry["sha256"]:
+                return None, f"its {name} weights {p} are missing or changed"
+        return old, None
+
+    def restore_finished(self) -> bool:
+        """A run that already finished is not trained again: its record is written again from ``status.json``.
+
+        SLURM can record a job that finished its work as TIMEOUT (its time limit fell while the processes were
+        exiting); Snakemake then deletes the rule's output (record.json) and resubmits the job. Without this the
+        retry would find no checkpoint (a finished run deletes it) and train the whole run again. Rank 0 decides for
+        every rank; the new attempt is recorded as ``restored``."""
+        old = None
+        if self.rank == 0:
+            self.inputs = self.input_digests()
+            old, why_not = self.finished_record()
+            if why_not:
+                log.info("not reusing the finished attempt in %s: %s", self.out / "status.json", why_not)
+        if not self._broadcast(old is not None):
+            return False
+        if self.rank == 0:
+            steps = old.get("steps_done")
+            old["attempts"] = [*old.get("attempts", []), {
+                "start_step": steps, "end_step": steps, "started_at": _now(), "ended_at": _now(), "status": "restored",
+                "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "wall_s": 0.0,
+                "gpus": 0, "signal": None}]
+            write_json(old, self.out / "status.json")
+            write_json(old, self.out / "record.json")
+            self.ckpt_path.unlink(missing_ok=True)
+            log.warning("run %s had already finished (status.json: success after %s steps, same configuration, inputs, "
+                        "code and trained weights): record.json written again from it, nothing retrained. Delete "
+                        "%s to train it again.", self.cfg.run_id, steps, self.out / "status.json")
+        return True
+
     # -- one optimizer step -----------------------------------------------------------------------------------
     def loss_normaliser(self, idx: list[int]) -> float:
         """The divisor of the summed (weighted) token losses of global batch ``idx``: a count over the whole global
@@ -610,6 +674,8 @@ class Trainer:
             "curve": getattr(self, "curve", []),
             "best": self.record.get("best"),
             "attempts": self.attempts,
+            # The trained weights this run wrote (name -> path, sha256): what a restored record vouches for.
+            "outputs": self.outputs,
             "wall_time_s": wall,
             "train_time_s": getattr(self, "train_time", 0.0),
             "samples_per_s": getattr(self, "samples_seen", 0) / max(getattr(self, "train_time", 0.0), 1e-9),
@@ -686,17 +752,23 @@ def install_signal_handlers(trainer: Trainer) -> None:
 def _run(trainer: Trainer) -> int:
     cfg = trainer.cfg
     try:
+        trainer.setup_device()
+        if trainer.restore_finished():
+            return 0
         trainer.setup()
         status = trainer.run()
-        if status == "success" and cfg.save_model and trainer.rank == 0:
-            from .model.slim import save_weights
+        if status == "success" and trainer.rank == 0:
+            trainer.method.merge(trainer.model)
+            if cfg.save_model:
+                from .model.slim import save_weights
 
-            trainer.method.merge(trainer.model)
-            save_weights(trainer.model, cfg.save_model)
-            record_digest(cfg.save_model)  # the runs starting from these weights read their digest from the sidecar
-        elif status == "success" and trainer.rank == 0:
-            trainer.method.merge(trainer.model)
-            trainer.method.save(trainer.model, Path(cfg.out_dir) / "trained.safetensors")
+                weights = Path(cfg.save_model)
+                save_weights(trainer.model, weights)
+            else:
+                weights = Path(cfg.out_dir) / "trained.safetensors"
+                trainer.method.save(trainer.model, weights)
+            # (the runs starting from saved weights read their digest from this sidecar)
+            trainer.outputs = {"trained": {"path": str(weights), "sha256": record_digest(weights)}}
         trainer.finalize(status)
     except (Exception, KeyboardInterrupt) as e:  # a failed run leaves a record saying why, then fails the job
         log.error("run failed: %s", e)

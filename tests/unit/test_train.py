@@ -586,3 +586,35 @@ def test_record_fields(tiny_study, tmp_path):
     assert rec["method_info"] == {"scaling": 1.0, "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}  # LoRA, no alpha
     assert not (tmp_path / "run/checkpoint.pt").exists()
     assert (tmp_path / "run/trained.safetensors").is_file()
+
+
+def test_a_finished_run_whose_record_was_deleted_is_not_trained_again(tiny_study, tmp_path, caplog):
+    """SLURM may record a job that finished as TIMEOUT (its time limit fell while it was exiting); Snakemake then
+    deletes record.json and resubmits. The retry writes the record again from status.json and trains nothing; with
+    the trained weights changed it trains again (from scratch: a finished run keeps no checkpoint)."""
+    from vlpeft.train import main
+
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(make_run_config(tiny_study, tmp_path / "run", task="vqa")))
+    run = tmp_path / "run"
+    assert main(["--config", str(path)]) == 0
+    first = json.loads((run / "record.json").read_text())
+    assert first["outputs"]["trained"]["path"] == str(run / "trained.safetensors")
+    (run / "record.json").unlink()  # what Snakemake does to a failed job's outputs
+
+    assert main(["--config", str(path)]) == 0
+    again = json.loads((run / "record.json").read_text())
+    log = (run / "train.log").read_text()
+    assert log.count("step 6/6") == 1 and "record.json written again from it, nothing retrained" in log
+    assert [a["status"] for a in again["attempts"]] == ["success", "restored"]
+    assert {k: v for k, v in again.items() if k != "attempts"} == {k: v for k, v in first.items() if k != "attempts"}
+    assert json.loads((run / "status.json").read_text()) == again
+
+    (run / "record.json").unlink()
+    with open(run / "trained.safetensors", "ab") as f:
+        f.write(b"\0")
+    assert main(["--config", str(path)]) == 0
+    log = (run / "train.log").read_text()
+    assert log.count("step 6/6") == 2 and "weights" in log and "are missing or changed" in log
+    assert [a["status"] for a in json.loads((run / "record.json").read_text())["attempts"]] == ["success"]
