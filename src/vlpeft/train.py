@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -204,8 +205,23 @@ class Trainer:
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.world > 1:
+            if not dist.is_initialized():
+                # An explicit timeout (NCCL's watchdog would stop the run after 10 minutes in one collective), and on
+                # CUDA the group bound to this rank's device (NCCL sets up its communicator at once, on that GPU).
+                cuda = self.device.type == "cuda"
+                dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=cfg.dist_timeout_min),
+                                        **({"device_id": self.device} if cuda else {}))
+            # Work rank 0 does alone is waited for on this CPU group, with its own patience (wait_for_rank0).
+            self.rank0_group = dist.new_group(backend="gloo", timeout=timedelta(minutes=cfg.rank0_timeout_min))
+
+    def wait_for_rank0(self) -> None:
+        """Every rank returns once rank 0 has got here. Called after work rank 0 does alone (scoring with the Java PTB
+        tokenizer, writing a checkpoint, reading one): the others wait in a barrier of the gloo group with the
+        ``rank0_timeout_min`` patience, not in the next NCCL collective, whose watchdog (``dist_timeout_min``) would
+        take a long wait for a hang and stop the run."""
+        if self.world > 1:
+            dist.barrier(group=self.rank0_group)
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -291,6 +307,7 @@ class Trainer:
                                                self.rank, self.world)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
+        self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
         self.step = 0
         self._batches, self._batches_step = None, 0
         self.curve: list[dict] = []
@@ -346,22 +363,27 @@ class Trainer:
         return {name: {"path": str(p), "sha256": content_digest(p)} for name, p in paths.items() if p}
 
     def _broadcast(self, obj):
-        """Rank 0's ``obj`` on every rank."""
+        """Rank 0's ``obj`` on every rank (rank 0 may have worked alone to get it: the others wait for it first)."""
         if self.world == 1:
             return obj
+        self.wait_for_rank0()
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def save_checkpoint(self) -> None:
-        """Every rank contributes its own RNG state; rank 0 writes (tensors and plain types only)."""
+        """Every rank contributes its own RNG state; rank 0 writes (tensors and plain types only); every rank returns
+        once the checkpoint is on disk (so that a preempted run's ranks exit together, after it)."""
         mine = rng_state(self.device)
         rngs = [mine]
         if self.world > 1:
             rngs = [None] * self.world if self.rank == 0 else None
             dist.gather_object(mine, rngs, dst=0)
-        if self.rank != 0:
-            return
+        if self.rank == 0:
+            self._write_checkpoint(rngs)
+        self.wait_for_rank0()
+
+    def _write_checkpoint(self, rngs: list[dict]) -> None:
         state = {
             "digest": self.cfg.digest(),
             "config": self.cfg.identity(),
@@ -558,6 +580,7 @@ class Trainer:
         for split, ev in self.evaluators.items():
             with self.autocast:
                 scores, _ = ev(self.model, self.device)
+            self.wait_for_rank0()  # rank 0 alone scored the predictions
             if scores is not None:
                 point[split] = scores
         if self.rank == 0 and self.evaluators:

@@ -618,3 +618,46 @@ def test_a_finished_run_whose_record_was_deleted_is_not_trained_again(tiny_study
     log = (run / "train.log").read_text()
     assert log.count("step 6/6") == 2 and "weights" in log and "are missing or changed" in log
     assert [a["status"] for a in json.loads((run / "record.json").read_text())["attempts"]] == ["success"]
+
+
+# Rank 0 made slow where it works alone: scoring an evaluation split and writing a checkpoint (by the test only).
+_SLOW_RANK0 = """
+import os, sys, time
+from vlpeft import evaluate, train
+delay = float(os.environ["SLOW_RANK0_S"])
+score, write = evaluate.Evaluator.score, train.Trainer._write_checkpoint
+def slow_score(self, preds):
+    time.sleep(delay)
+    return score(self, preds)
+def slow_write(self, rngs):
+    time.sleep(delay)
+    return write(self, rngs)
+evaluate.Evaluator.score, train.Trainer._write_checkpoint = slow_score, slow_write
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_rank0_working_alone_longer_than_the_collective_timeout_kills_nothing(tiny_study, tmp_path):
+    """NCCL's watchdog stops a run whose collective waits longer than the process group's timeout. Rank 0 scores
+    (Java PTB tokenizer) and writes checkpoints alone: the other ranks wait for that on a gloo group with their own
+    patience (rank0_timeout_min), not in a collective. Here the collective timeout is 3 s and rank 0 takes 6 s each
+    time (2 scorings, 1 checkpoint); both gloo ranks finish."""
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2, dist_timeout_min=0.05,
+                          rank0_timeout_min=5.0, eval={"interval": 3, "splits": ["val"], "num_beams": 1,
+                                                       "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "SLOW_RANK0_S": "6"}
+        log = open(tmp_path / f"rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(subprocess.Popen([sys.executable, "-c", _SLOW_RANK0, "--config", str(path)], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = "".join((tmp_path / f"rank{r}.log").read_text()[-3000:] for r in range(2))
+    assert codes == [0, 0], logs
+    record = json.loads((tmp_path / "run/record.json").read_text())
+    assert record["status"] == "success" and [p["step"] for p in record["curve"]] == [3, 6]
