@@ -29,16 +29,18 @@ rule train_run:
     resources:
         gpu=0,
         runtime=train_runtime,
+        stop_grace_s=STOP_GRACE_S,
     params:
         run=resolved_run,
     shell:
         # gpu=0 (local CPU runs): one plain process, no launcher (torchrun would import torch a second time). On SLURM
-        # the profile sets gpu=4: torchrun starts four processes, one per GPU.
-        # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run (torchrun passes
-        # it on to the ranks) and it checkpoints; a plain shell would die at once and take the step with it.
-        "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}';"
-        " else launch=python; fi;"
-        " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+        # the profile sets gpu=4: vlpeft.launch runs torchrun with four processes, one per GPU, gives the ranks
+        # stop_grace_s seconds to checkpoint after a signal and exits 75 for a preempted run (torchrun would say 1).
+        # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run and it
+        # checkpoints; a plain shell would die at once and take the step with it.
+        "if [ {resources.gpu} -gt 0 ]; then launch='vlpeft.launch --nproc-per-node {resources.gpu} --stop-grace {resources.stop_grace_s}';"
+        " else launch=vlpeft.train; fi;"
+        " OMP_NUM_THREADS={threads} exec python -m $launch --config {input.run_config} > {log} 2>&1"
 
 
 if config["model"]["init"] == "pretrain":
@@ -88,9 +90,10 @@ if config["model"]["init"] == "pretrain":
         threads: 2
         resources:
             gpu=0,
+            stop_grace_s=STOP_GRACE_S,
         params:
             run=pretrain_config(),
         shell:
-            "if [ {resources.gpu} -gt 0 ]; then launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}';"
-            " else launch=python; fi;"
-            " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+            "if [ {resources.gpu} -gt 0 ]; then launch='vlpeft.launch --nproc-per-node {resources.gpu} --stop-grace {resources.stop_grace_s}';"
+            " else launch=vlpeft.train; fi;"
+            " OMP_NUM_THREADS={threads} exec python -m $launch --config {input.run_config} > {log} 2>&1"

@@ -4,9 +4,10 @@ Single process (CPU or one GPU)::
 
     python -m vlpeft.train --config results/runs/coco/lora/size8_ratio0.1/seed0/run_config.yaml
 
-Four GPUs on one node (what the SLURM rule runs)::
+Four GPUs on one node (what the SLURM rule runs: torchrun, with the exit status of a preemption, see vlpeft.launch)::
 
-    torchrun --standalone --nproc_per_node 4 -m vlpeft.train --config .../run_config.yaml
+    python -m vlpeft.launch --nproc-per-node 4 --stop-grace 270 --config .../run_config.yaml
+    # = torchrun --standalone --nproc_per_node 4 --shutdown-timeout 270 -m vlpeft.train --config .../run_config.yaml
 
 The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
 loss is normalised by a count over the global batch (captions: target tokens; VQA: questions, each weighing its
@@ -41,7 +42,7 @@ from .data.datasets import Collator, TrainSet, drop_bad_records, drop_bad_train_
 from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
-from .evaluate import PRIMARY_METRIC, Evaluator
+from .evaluate import PRIMARY_METRIC, EvaluationStopped, Evaluator
 from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, read_json,
                     record_digest, torch_load)
 from .methods.base import build_method, count_trainable, trainable_parameters
@@ -309,6 +310,7 @@ class Trainer:
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
         self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
         self.step = 0
+        self.eval_pending = False  # the evaluation of this step is still to do (one a signal interrupted)
         self._batches, self._batches_step = None, 0
         self.curve: list[dict] = []
         self.samples_seen = 0
@@ -396,6 +398,7 @@ class Trainer:
             "rng": rngs,
             "curve": plain(self.curve),
             "samples_seen": self.samples_seen,
+            "eval_pending": self.eval_pending,
             "train_time": self.train_time,
             "best": plain(self.record.get("best")),
             "attempts": plain(self.clock_attempt()),
@@ -453,6 +456,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.curve = state["step"], state["curve"]
         self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
+        self.eval_pending = bool(state.get("eval_pending", False))
         self.record["best"] = state["best"]
         self.attempts = state.get("attempts", [])
         for a in self.attempts:
@@ -575,11 +579,16 @@ class Trainer:
         self.samples_seen += len(idx)
         return mean_loss
 
-    def evaluate(self) -> None:
+    def evaluate(self, stop=None) -> bool:
+        """Evaluate on every split (curve point, best); False when ``stop`` (see ``Evaluator.predict``) gave it up."""
         point = {"step": self.step, "samples_seen": self.samples_seen, "epoch": self.samples_seen / len(self.data)}
         for split, ev in self.evaluators.items():
-            with self.autocast:
-                scores, _ = ev(self.model, self.device)
+            try:
+                with self.autocast:
+                    scores, _ = ev(self.model, self.device, stop)
+            except EvaluationStopped as e:
+                log.warning("evaluation at step %d given up (%s): the resumed run evaluates again", self.step, e)
+                return False
             self.wait_for_rank0()  # rank 0 alone scored the predictions
             if scores is not None:
                 point[split] = scores
@@ -591,6 +600,7 @@ class Trainer:
             if val is not None and (best is None or val > best["val"]):
                 self.record["best"] = {"step": self.step, "val": val,
                                        "test": point.get("test", {}).get(metric), "metric": metric}
+        return True
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> str:
@@ -607,23 +617,29 @@ class Trainer:
                  "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
                  cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
         t_last, s_last = time.time(), self.step
-        while self.step < self.total_steps:
+        while self.step < self.total_steps or self.eval_pending:
             if self.stop_requested():
                 self.end_attempt("preempted")
                 self.save_checkpoint()
                 return "preempted"
-            t0 = time.time()
-            loss = self.train_step()
-            self.train_time += time.time() - t0
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                now = time.time()
-                rate = (self.step - s_last) * cfg.total_batch_size / max(now - t_last, 1e-9)
-                eta = (self.total_steps - self.step) * cfg.total_batch_size / max(rate, 1e-9)
-                log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
-                         loss, self.schedule.lr(self.step - 1), rate, eta)
-                t_last, s_last = now, self.step
-            if self.step in eval_at:
-                self.evaluate()
+            if not self.eval_pending:
+                t0 = time.time()
+                loss = self.train_step()
+                self.train_time += time.time() - t0
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    now = time.time()
+                    rate = (self.step - s_last) * cfg.total_batch_size / max(now - t_last, 1e-9)
+                    eta = (self.total_steps - self.step) * cfg.total_batch_size / max(rate, 1e-9)
+                    log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
+                             loss, self.schedule.lr(self.step - 1), rate, eta)
+                    t_last, s_last = now, self.step
+                self.eval_pending = self.step in eval_at
+            if self.eval_pending:
+                # A signal stops an evaluation at its next batch (beam search over 5,000 images outlasts SLURM's
+                # warning); the checkpoint then says the evaluation is still due, and the resumed run does it first.
+                if not self.evaluate(stop=self.stop_requested):
+                    continue
+                self.eval_pending = False
             due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else self.step in eval_at
             if due and self.step < self.total_steps:
                 self.save_checkpoint()
@@ -759,13 +775,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def install_signal_handlers(trainer: Trainer) -> None:
-    """SIGTERM/SIGUSR1 (SLURM) and SIGINT (Ctrl-C) ask the run to checkpoint and exit at the next step boundary; a
-    second SIGINT interrupts at once (the run then records a failure)."""
+    """SIGTERM/SIGUSR1 (SLURM) and SIGINT (Ctrl-C) ask the run to checkpoint and exit at the next step boundary (or
+    the next batch of an evaluation); a second SIGINT, 2 s or more after the first, interrupts at once (the run then
+    records a failure)."""
+
+    first_sigint: list[float] = []
 
     def on_signal(signum, _frame):
-        trainer.stop_signal = signal.Signals(signum).name
         if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # torchrun passes on the Ctrl-C the rank received from the terminal too: a copy within 2 s is the same one
+            if first_sigint and time.monotonic() - first_sigint[0] > 2.0:
+                raise KeyboardInterrupt
+            first_sigint.append(time.monotonic())
+        trainer.stop_signal = signal.Signals(signum).name
         log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
 
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
@@ -793,6 +815,8 @@ def _run(trainer: Trainer) -> int:
             # (the runs starting from saved weights read their digest from this sidecar)
             trainer.outputs = {"trained": {"path": str(weights), "sha256": record_digest(weights)}}
         trainer.finalize(status)
+        if status == "preempted":
+            trainer.wait_for_rank0()  # every rank exits once status.json is written (torchrun stops the rest then)
     except (Exception, KeyboardInterrupt) as e:  # a failed run leaves a record saying why, then fails the job
         log.error("run failed: %s", e)
         trainer.finalize("failed", f"{type(e).__name__}: {e}")

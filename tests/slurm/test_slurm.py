@@ -287,3 +287,8 @@ def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
               {a["slurm_job_id"] for a in attempts}]
     finish = ["TIMEOUT", "COMPLETED"] if restored else ["COMPLETED"]
     assert states == ["TIMEOUT"] * (len(trained) - 1) + finish, sacct.stdout
+    # The exit status Snakemake saw for each preempted attempt: 75 from vlpeft.launch (torchrun alone says 1).
+    logs = {p.stem: p.read_text() for p in (wd / ".snakemake/slurm_logs").rglob("*.log")}
+    for a in trained[:-1]:
+        text = logs.get(str(a["slurm_job_id"]), "")
+        assert re.search(r"exit status 75\b", text), f"job {a['slurm_job_id']}: no exit status 75 in its log\n{text[-3000:]}"

@@ -661,3 +661,93 @@ def test_rank0_working_alone_longer_than_the_collective_timeout_kills_nothing(ti
     assert codes == [0, 0], logs
     record = json.loads((tmp_path / "run/record.json").read_text())
     assert record["status"] == "success" and [p["step"] for p in record["curve"]] == [3, 6]
+
+
+def test_a_signal_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_first(tiny_study, tmp_path, caplog):
+    """SIGTERM arriving while an evaluation runs stops it at the next batch; the checkpoint says the evaluation is
+    due, and the resumed run does it before training on: the same curve as without the interruption."""
+    over = {"task": "vqa", "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2},
+            "eval": {"interval": 3, "splits": ["val", "test"], "num_beams": 1, "max_new_tokens": 2, "batch_size": 2}}
+    full = _trainer(tiny_study, tmp_path / "full", **over)
+    assert full.run() == "success"
+
+    first = _trainer(tiny_study, tmp_path / "cut", **over)
+    val = first.evaluators["val"]
+    generate_batches = []
+    predict = val.predict
+
+    def signalled_predict(model, device, stop=None):
+        def stop_after_two():  # the signal arrives after the second batch of val
+            generate_batches.append(1)
+            if len(generate_batches) == 3:
+                first.stop_signal = "SIGTERM"
+            return stop()
+        return predict(model, device, stop_after_two)
+
+    val.predict = signalled_predict
+    assert first.run() == "preempted"
+    assert first.curve == [] and len(generate_batches) == 3  # stopped at the check before the third batch
+    assert "evaluation at step 3 given up (vqa/val: stopped after 2 batch(es))" in caplog.text
+    state = torch.load(tmp_path / "cut/run/checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["eval_pending"] is True
+    second = _trainer(tiny_study, tmp_path / "cut", **over)
+    assert second.run() == "success"
+    assert [p["step"] for p in second.curve] == [p["step"] for p in full.curve] == [3, 6]
+    for split in ("val", "test"):
+        assert [p[split]["accuracy"] for p in second.curve] == pytest.approx([p[split]["accuracy"] for p in full.curve])
+    attempts = second.finalize("success")["attempts"]
+    assert [(a["start_step"], a["end_step"], a["status"]) for a in attempts] == [(0, 3, "preempted"),
+                                                                                (3, 6, "success")]
+
+
+_SLOW_CHECKPOINT = """
+import os
+if os.environ.get("RANK") == "0" and os.environ.get("SLOW_SAVE_S"):
+    import time, torch
+    _save = torch.save
+    def _slow_save(*a, **k):
+        time.sleep(float(os.environ["SLOW_SAVE_S"]))
+        return _save(*a, **k)
+    torch.save = _slow_save
+"""
+
+
+@pytest.mark.slow
+def test_preempted_torchrun_job_exits_75_after_rank0s_checkpoint(tiny_study, tmp_path):
+    """SIGTERM to every process of the job (as SLURM sends it) while 2 gloo ranks train under vlpeft.launch
+    (torchrun): rank 0 takes 35 s to write the checkpoint, longer than torchrun's default 30 s grace; rank 1 waits
+    for it, torchrun (grace 120 s) kills nobody, and the job exits 75, not torchrun's 1. The checkpoint resumes."""
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2,
+                          schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
+                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_CHECKPOINT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_SAVE_S": "35",
+           "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    log = open(tmp_path / "log.txt", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "vlpeft.launch", "--nproc-per-node", "2", "--stop-grace", "120",
+                             "--config", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while "step 3/" not in (tmp_path / "log.txt").read_text():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
+        time.sleep(0.2)
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)  # launcher, torchrun and both ranks, as SLURM does
+    rc = proc.wait(timeout=240)
+    log.close()
+    out = (tmp_path / "log.txt").read_text()
+    assert rc == EXIT_PREEMPTED, out[-4000:]
+    assert time.time() - t0 >= 35 and "exiting 75 so that the job is resubmitted" in out
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
+    assert status["status"] == "preempted" and state["step"] == status["steps_done"] >= 3
+    assert len(state["rng"]) == 2 and state["attempts"][-1]["signal"] == "SIGTERM"
+
+    resumed = Trainer(RunConfig.from_dict(cfg))  # (one process: resumes the step, reseeds the RNG)
+    resumed.setup()
+    resumed.inputs = resumed.input_digests()
+    assert resumed.maybe_resume()["rng_reseeded"] and resumed.step == state["step"]

@@ -101,6 +101,18 @@ def test_slurm_jobs_with_several_gpus_stay_on_one_node(profile):
     assert {rule: r.get("nodes") for rule, r in multi.items()} == {rule: 1 for rule in multi}
 
 
+@pytest.mark.parametrize("profile", ["profiles/slurm/config.yaml", "tests/slurm/profile/config.yaml"])
+def test_torchruns_grace_fits_the_warning_signals_lead_time(profile):
+    """SLURM's --signal=TERM@N leaves N s before the time limit; vlpeft.launch gives torchrun's ranks stop_grace_s of
+    them to checkpoint (torchrun's own default: 30 s) and must itself be done before the limit."""
+    train = yaml.safe_load((REPO / profile).read_text())["set-resources"]["train_run"]
+    lead = re.search(r"--signal=(?:B:)?TERM@(\d+)", train["slurm_extra"])
+    assert lead, f"{profile}: train_run has no --signal=TERM@N in slurm_extra: {train['slurm_extra']!r}"
+    assert 30 < train["stop_grace_s"] <= int(lead.group(1)) - 20, (train["stop_grace_s"], lead.group(1))
+    rule = (REPO / "rules/train.smk").read_text()
+    assert rule.count("--stop-grace {resources.stop_grace_s}") == 2  # train_run and pretrain_model
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     from vlpeft.grid import expand
