@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -722,11 +723,41 @@ class Trainer:
             "peak_gpu_memory_bytes": peak,
             "peak_rss_bytes": rss,
         }
-        if self.rank == 0:
+        if status == "failed":
+            record["failed_rank"] = self.rank
+            if self.first_failure():
+                write_json(record, self.out / "status.json")
+            else:
+                log.error("rank %d failed too; status.json keeps the first failing rank's error", self.rank)
+        elif self.rank == 0:
             write_json(record, self.out / "status.json")
             if status == "success":
                 write_json(record, self.out / "record.json")
         return record
+
+    @property
+    def launch_id(self) -> str:
+        """The same on every rank of one launch, different at the next (torchrun picks a new run id and port)."""
+        env = os.environ
+        return "-".join(env.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")) if (
+            self.world > 1) else str(os.getpid())
+
+    def first_failure(self) -> bool:
+        """Whether this rank is the first of this launch to fail: it alone writes status.json (an error on rank 1-3,
+        an out-of-memory say, would otherwise leave no record: rank 0 then dies in a collective, or is killed).
+        Claimed by creating ``.failed.<launch>`` exclusively; a claim of an earlier launch is removed."""
+        if self.world == 1:
+            return True
+        self.out.mkdir(parents=True, exist_ok=True)
+        name = ".failed." + hashlib.sha256(self.launch_id.encode()).hexdigest()[:16]
+        for old in self.out.glob(".failed.*"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        try:
+            os.close(os.open(self.out / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        return True
 
 
 def evaluate_untuned(cfg: RunConfig) -> dict:

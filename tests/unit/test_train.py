@@ -751,3 +751,45 @@ def test_preempted_torchrun_job_exits_75_after_rank0s_checkpoint(tiny_study, tmp
     resumed.setup()
     resumed.inputs = resumed.input_digests()
     assert resumed.maybe_resume()["rng_reseeded"] and resumed.step == state["step"]
+
+
+_RANK1_OOM = """
+import os, sys, torch
+from vlpeft import train
+step = train.Trainer.train_step
+def oom_on_rank1(self):
+    if self.rank == 1 and self.step == 2:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (raised by the test)")
+    return step(self)
+train.Trainer.train_step = oom_on_rank1
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_an_error_on_another_rank_than_0_is_recorded(tiny_study, tmp_path):
+    """Rank 1 runs out of memory at step 2 (2 gloo processes): status.json records its error and rank; rank 0, which
+    then fails in its collective, leaves that record alone."""
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2, dist_timeout_min=1.0,
+                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/.failed.0123456789abcdef").touch()  # an earlier launch's claim does not block this one
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        log = open(tmp_path / f"rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANK1_OOM, "--config", str(path)], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = "".join((tmp_path / f"rank{r}.log").read_text()[-3000:] for r in range(2))
+    assert codes[0] != 0 and codes[1] != 0, logs
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["status"] == "failed" and status["failed_rank"] == 1, status
+    assert status["error"].startswith("OutOfMemoryError: CUDA out of memory") and status["steps_done"] == 2
+    assert [p.name for p in (tmp_path / "run").glob(".failed.*")] != [".failed.0123456789abcdef"]
+    assert "status.json keeps the first failing rank's error" in logs
+    assert not (tmp_path / "run/record.json").exists()
