@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import devices
 from .data.datasets import Collator, TrainSet, drop_bad_records, drop_bad_train_items, move
 from .data.images import ImageStore
 from .data.prepare import read_jsonl
@@ -200,9 +201,10 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device: cuda was asked for, but torch sees no CUDA device")
-        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        # Every process of this node needs its own GPU (torchrun's LOCAL_WORLD_SIZE); a paper run never falls back
+        # to the CPU (device: cuda), where one step of the base model would take minutes.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        if devices.pick(cfg.device, local) == "cuda":
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
         else:

@@ -203,9 +203,36 @@ def test_empty_subset_or_split_is_refused_naming_it(tiny_study, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
-def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path):
-    with pytest.raises(RuntimeError, match="device: cuda"):
+def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(RuntimeError, match=r"device: cuda, but torch sees 0 CUDA device\(s\) for 1 process\(es\) on "
+                                           r"this node \(CUDA_VISIBLE_DEVICES=, torch "):
         _trainer(tiny_study, tmp_path, device="cuda")
+
+
+def test_fewer_gpus_than_processes_on_the_node_is_refused_saying_what_torch_sees(tiny_study, tmp_path, monkeypatch):
+    """device: cuda with 4 processes on a node where torch sees 2 GPUs fails at start, before any process group."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    t = Trainer(RunConfig.from_dict(make_run_config(tiny_study, tmp_path / "run", device="cuda")))
+    with pytest.raises(RuntimeError) as err:
+        t.setup_device()
+    assert "torch sees 2 CUDA device(s) for 4 process(es) on this node (CUDA_VISIBLE_DEVICES=0,1" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_auto_without_a_gpu_says_it_runs_on_the_cpu(tiny_study, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    t = Trainer(RunConfig.from_dict(make_run_config(tiny_study, tmp_path / "run", device="auto")))
+    t.setup_device()
+    assert t.device.type == "cpu" and "device: auto and torch sees no CUDA device" in caplog.text
+
+
+def test_the_paper_config_requires_cuda():
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "config/config.yaml").read_text())
+    assert config["train"]["device"] == "cuda"
 
 
 def _cut(study, run_dir: Path, step: int = 2, **kw) -> None:
