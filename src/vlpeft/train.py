@@ -263,6 +263,7 @@ class Trainer:
                                  "its preparation stage")
         items = drop_bad_train_items(cfg.task, train_records, items, images)
         self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
+        self.check_cpus()
         self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
         sc = cfg.schedule
         self.total_steps = steps_for(sc.kind, len(self.data), cfg.total_batch_size, sc.steps, sc.epochs)
@@ -314,10 +315,23 @@ class Trainer:
         self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
         self.step = 0
         self.eval_pending = False  # the evaluation of this step is still to do (one a signal interrupted)
+        self._stop_agreed: bool | None = None  # the stop flag reduced with the last step's loss (several processes)
         self._batches, self._batches_step = None, 0
         self.curve: list[dict] = []
         self.samples_seen = 0
         self.train_time = 0.0
+
+    def check_cpus(self) -> None:
+        """Say so when this node's processes, each with its torch threads and loader workers, want more CPUs than
+        the job has (a rank's loader then competes with the others' and the GPUs wait)."""
+        cfg = self.cfg
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        want = local * (max(cfg.threads, 1) + cfg.num_workers)
+        if want > cpus:
+            log.warning("%d process(es) x (%d torch threads + %d loader workers) = %d CPUs wanted, %d available: "
+                        "lower train.threads or train.num_workers (or ask for more cpus_per_task)", local,
+                        max(cfg.threads, 1), cfg.num_workers, want, cpus)
 
     def check_feature_store(self, store) -> None:
         """A store serves only a run whose ViT is frozen and is exactly the ViT it was computed with."""
@@ -546,8 +560,15 @@ class Trainer:
         """
         if self.cfg.task == "vqa":
             return float(len(idx))
+        return float(sum(self.target_tokens[i] for i in idx))
+
+    @functools.cached_property
+    def target_tokens(self) -> list[int]:
+        """Per training item, the target tokens its loss counts (truncated length - 1), all tokenised once."""
         limit = self.cfg.max_target_tokens
-        return float(sum(len(self.tok.encode(text)[:limit]) - 1 for i in idx for text, _ in self.data.targets(i)))
+        texts = [[text for text, _ in self.data.targets(i)] for i in range(len(self.data))]
+        lengths = iter(self.tok.lengths([t for ts in texts for t in ts]))
+        return [sum(min(next(lengths), limit) - 1 for _ in ts) for ts in texts]
 
     def train_step(self) -> float:
         for g, schedule in zip(self.opt.param_groups, self.group_schedules):
@@ -556,7 +577,8 @@ class Trainer:
             self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)
         norm = self.loss_normaliser(idx)
-        total = 0.0
+        # The loss sums stay on the device (float64: the same sums as Python floats) until the step's one host sync.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         for a in range(self.accum):
             batch = move(next(self._batches), self.device)
             sync = a == self.accum - 1 or self.world == 1
@@ -567,11 +589,17 @@ class Trainer:
                 loss_sum = (per_target * batch["target_weights"]).sum()
                 loss = loss_sum * self.world / norm  # DDP averages over ranks
             loss.backward()
-            total += loss_sum.item()
+            total += loss_sum.detach().double()
         if self.world > 1:
-            t = torch.tensor([total], device=self.device)
+            # One all-reduce per step for the loss and the stop flag (any rank's signal stops every rank at the
+            # same step, see stop_requested).
+            t = torch.stack([total, torch.tensor(1.0 if self.stop_signal else 0.0, dtype=torch.float64,
+                                                 device=self.device)])
             dist.all_reduce(t)
-            total = t.item()
+            total, flag = t.tolist()
+            self._stop_agreed = flag > 0
+        else:
+            total = total.item()
         mean_loss = total / norm
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"loss is {mean_loss} at step {self.step}: stopping (lower the learning rate?)")
@@ -640,7 +668,7 @@ class Trainer:
             if self.eval_pending:
                 # A signal stops an evaluation at its next batch (beam search over 5,000 images outlasts SLURM's
                 # warning); the checkpoint then says the evaluation is still due, and the resumed run does it first.
-                if not self.evaluate(stop=self.stop_requested):
+                if not self.evaluate(stop=functools.partial(self.stop_requested, fresh=True)):
                     continue
                 self.eval_pending = False
             due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else self.step in eval_at
@@ -665,12 +693,17 @@ class Trainer:
             self.attempts[-1].update(status=status, end_step=getattr(self, "step", 0), ended_at=_now(),
                                      signal=self.stop_signal)
 
-    def stop_requested(self) -> bool:
-        # Any rank's signal stops every rank at the same step. The flag lives on the communication device (NCCL
-        # reduces CUDA tensors only); `.to()` makes a copy there, so the reduced copy is the one read back.
+    def stop_requested(self, fresh: bool = False) -> bool:
+        """Whether the run stops here: any rank's signal stops every rank at the same point. One process reads its
+        own flag. Several take the flag reduced with the last step's loss (train_step), or, first thing and when
+        ``fresh`` (evaluation batches), reduce it now, on the communication device (NCCL reduces CUDA tensors only)."""
+        if self.world == 1:
+            return self.stop_signal is not None
+        agreed, self._stop_agreed = self._stop_agreed, None
+        if agreed is not None and not fresh:
+            return agreed
         flag = torch.tensor([1 if self.stop_signal else 0], device=self.device)
-        if self.world > 1:
-            dist.all_reduce(flag)
+        dist.all_reduce(flag)
         return bool(flag.item())
 
     def finalize(self, status: str, error: str | None = None) -> dict:

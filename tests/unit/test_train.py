@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from vlpeft.data import stages
+from vlpeft.data.datasets import move
 from vlpeft.data.prepare import read_jsonl
 from vlpeft.data.subsets import read_subset
 from vlpeft.files import CorruptFileError, UnsafeFileError
@@ -108,8 +109,8 @@ def test_vqa_loss_weights_every_human_answer_by_its_share(tiny_study, tmp_path):
             item, answers = t.data[i], t.data.records[t.data.items[i]]["answers"]
             several += len(set(answers)) > 1
             for answer in dict.fromkeys(answers):
-                b = t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
-                                "weights": [1.0]}])
+                b = move(t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
+                                     "weights": [1.0]}]), t.device)
                 ce = t.model(b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"],
                              reduction="none")[0]
                 expected += answers.count(answer) / 10 * ce.item()
