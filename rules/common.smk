@@ -35,6 +35,9 @@ FEATURES = grid.features_path(config)
 # Cost settings live with the SLURM profile; the predictions give each training job its time limit.
 COST_PROFILE = f"{workflow.basedir}/profiles/slurm"
 COSTS = f"{ROOT}/cost/runs.json"
+# Seconds torchrun leaves the ranks to checkpoint after a signal (vlpeft.launch); a profile sets it below its
+# sbatch --signal lead time (set-resources: stop_grace_s).
+STOP_GRACE_S = 270
 CURVE_STEMS = {
     "prompt": "fig6_prompt",
     "prefix": "fig7_prefix",

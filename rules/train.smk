@@ -30,20 +30,21 @@ rule train_run:
         gpu=0,
         runtime=train_runtime,
         attempt=attempt_number,
+        stop_grace_s=STOP_GRACE_S,
     params:
         run=resolved_run,
     shell:
         # vlpeft.retry first: a retry (the SLURM profile's `retries`) starts only after a preempted attempt; any other
         # failure fails once, its log kept in {log} (the check runs before the redirection truncates it).
         # gpu=0 (local CPU runs): one plain process, no launcher (torchrun would import torch a second time). On SLURM
-        # the profile sets gpu=4: torchrun starts four processes, one per GPU.
-        # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run (torchrun passes
-        # it on to the ranks) and it checkpoints; a plain shell would die at once and take the step with it.
-        # `--log-dir /dev/null`: no torchelastic_* directory left in $TMPDIR per run (the ranks log to {log}).
+        # the profile sets gpu=4: vlpeft.launch runs torchrun with four processes, one per GPU, gives the ranks
+        # stop_grace_s seconds to checkpoint after a signal and exits 75 for a preempted run (torchrun would say 1).
+        # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run and it
+        # checkpoints; a plain shell would die at once and take the step with it.
         "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
-        " && if [ {resources.gpu} -gt 0 ]; then"
-        " launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}'; else launch=python; fi;"
-        " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+        " && if [ {resources.gpu} -gt 0 ]; then launch='vlpeft.launch --nproc-per-node {resources.gpu} --stop-grace {resources.stop_grace_s}';"
+        " else launch=vlpeft.train; fi;"
+        " OMP_NUM_THREADS={threads} exec python -m $launch --config {input.run_config} > {log} 2>&1"
 
 
 if config["model"]["init"] == "pretrain":
@@ -94,10 +95,11 @@ if config["model"]["init"] == "pretrain":
         resources:
             gpu=0,
             attempt=attempt_number,
+            stop_grace_s=STOP_GRACE_S,
         params:
             run=pretrain_config(),
         shell:
             "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
-            " && if [ {resources.gpu} -gt 0 ]; then"
-            " launch='torchrun --standalone --log-dir /dev/null --nproc_per_node {resources.gpu}'; else launch=python; fi;"
-            " OMP_NUM_THREADS={threads} exec $launch -m vlpeft.train --config {input.run_config} > {log} 2>&1"
+            " && if [ {resources.gpu} -gt 0 ]; then launch='vlpeft.launch --nproc-per-node {resources.gpu} --stop-grace {resources.stop_grace_s}';"
+            " else launch=vlpeft.train; fi;"
+            " OMP_NUM_THREADS={threads} exec python -m $launch --config {input.run_config} > {log} 2>&1"

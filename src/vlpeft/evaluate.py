@@ -6,7 +6,9 @@ Works on one process or sharded over a torchrun group (each rank generates for i
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -23,6 +25,10 @@ log = logging.getLogger("vlpeft.evaluate")
 PRIMARY_METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
 
 
+class EvaluationStopped(Exception):
+    """The evaluation was given up at a batch boundary because the run was asked to stop (every rank raises it)."""
+
+
 class Evaluator:
     """Holds one split's records, tokenised references and generation settings; ``__call__`` scores a model."""
 
@@ -36,22 +42,39 @@ class Evaluator:
         shard = Subset(data, list(range(rank, len(data), world)))
         self.loader = DataLoader(shard, batch_size=batch_size, shuffle=False,
                                  collate_fn=Collator(tokenizer, max_prompt, 8))
+        # Batches of the largest shard (rank 0's): every rank asks ``stop`` this many times, so that the ranks' checks
+        # pair up even where shards differ by one record.
+        self.stop_checks = math.ceil(math.ceil(len(data) / world) / batch_size)
         self.refs_tokenized = None
         if task == "coco" and rank == 0:
             refs = {str(r["image_id"]): r["references"] for r in records}
             self.refs_tokenized = ptb_tokenize(refs)
 
     @torch.no_grad()
-    def predict(self, model: torch.nn.Module, device: torch.device) -> dict[str, str]:
+    def predict(self, model: torch.nn.Module, device: torch.device,
+                stop: Callable[[], bool] | None = None) -> dict[str, str]:
+        """Every rank's predictions (gathered). ``stop`` (collective: every rank calls it, ``stop_checks`` times) is
+        asked before each batch; when it says so, every rank raises :class:`EvaluationStopped`."""
         was_training = model.training
         model.eval()
         preds: dict[str, str] = {}
-        for batch in self.loader:
-            batch = move(batch, device)
-            out = generate(model, batch["images"], batch["prompt_ids"], batch["prompt_mask"], self.gen)
-            for key, ids in zip(batch["ids"], out):
-                preds[key] = self.tok.decode(ids)
-        model.train(was_training)
+        checks = 0
+        try:
+            for batch in self.loader:
+                if stop is not None:
+                    checks += 1
+                    if stop():
+                        raise EvaluationStopped(f"{self.task}/{self.split}: stopped after {checks - 1} batch(es)")
+                batch = move(batch, device)
+                out = generate(model, batch["images"], batch["prompt_ids"], batch["prompt_mask"], self.gen)
+                for key, ids in zip(batch["ids"], out):
+                    preds[key] = self.tok.decode(ids)
+            while stop is not None and checks < self.stop_checks:  # a shorter shard answers the others' checks
+                checks += 1
+                if stop():
+                    raise EvaluationStopped(f"{self.task}/{self.split}: stopped at the end")
+        finally:
+            model.train(was_training)
         if self.world > 1:
             gathered: list[dict] = [None] * self.world  # type: ignore[list-item]
             dist.all_gather_object(gathered, preds)
@@ -70,9 +93,10 @@ class Evaluator:
         scores.update({f"accuracy/{t}": v for t, v in result["per_answer_type"].items()})
         return scores
 
-    def __call__(self, model: torch.nn.Module, device: torch.device) -> tuple[dict[str, float] | None, dict]:
+    def __call__(self, model: torch.nn.Module, device: torch.device,
+                 stop: Callable[[], bool] | None = None) -> tuple[dict[str, float] | None, dict]:
         t0 = time.time()
-        preds = self.predict(model, device)
+        preds = self.predict(model, device, stop)
         if self.rank != 0:
             return None, preds
         scores = self.score(preds)

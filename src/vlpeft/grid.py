@@ -343,6 +343,8 @@ def resolve(config: dict, run: Run) -> dict:
         "threads": int(train.get("threads", 0)),
         "num_workers": int(train.get("num_workers", 0)),
         "device": str(train.get("device", "auto")),
+        "dist_timeout_min": float(train.get("dist_timeout_min", 30)),
+        "rank0_timeout_min": float(train.get("rank0_timeout_min", 120)),
         # A run whose ViT stays frozen reads its output from the store; one that trains it reads images.
         "feature_store": None if trains_visual_encoder(run.method, options) else features_path(config),
     }
@@ -385,6 +387,8 @@ def resolve_pretrain(config: dict) -> dict:
         "log_every": int(config["train"]["log_every"]),
         "threads": int(config["train"].get("threads", 0)),
         "device": str(config["train"].get("device", "auto")),
+        "dist_timeout_min": float(config["train"].get("dist_timeout_min", 30)),
+        "rank0_timeout_min": float(config["train"].get("rank0_timeout_min", 120)),
         "save_model": init_weights_path(config),
     }
     RunConfig.from_dict(copy.deepcopy(d))

@@ -2,14 +2,16 @@
 
 Snakemake's ``retries`` (the SLURM profile's 3) resubmits a failed job whatever the reason, and cannot be conditioned
 on an exit code; ``torchrun`` does not pass the ranks' exit code 75 (preempted) on anyway. So the training rules start
-with this check, then ``exec torchrun`` (the job's signals still reach torchrun and the ranks as before)::
+with this check, then ``exec`` the run (the job's signals still reach the launcher and the ranks as before)::
 
-    python -m vlpeft.retry --run-dir <run dir> --attempt <Snakemake's attempt> --log <rule log> && exec torchrun ...
+    python -m vlpeft.retry --run-dir <run dir> --attempt <Snakemake's attempt> --log <rule log> && exec python -m ...
 
 - Attempt 1 (a new Snakemake invocation: whatever failed before may have been fixed) always starts.
 - A later attempt starts only if the previous attempt of this run ended *preempted*: its ``status.json``, written
   after that attempt began, says ``preempted`` (SIGTERM/SIGUSR1 before a time limit or a preemption: the ranks
-  checkpointed and exited 75). Any other end (an error, CUDA out of memory, a crash or kill that wrote no status)
+  checkpointed and exited 75); or *finished*: it says ``success`` although the job was counted failed (SLURM
+  records TIMEOUT for a run that finished seconds before its time limit, and Snakemake removes its outputs): the
+  retry restores the record from that status without training (``vlpeft.train``). Any other end (an error, CUDA out of memory, a crash or kill that wrote no status)
   makes the check exit 1 at once without starting torchrun: it prints the first line of the error and the failed
   attempt's log, which stays in the rule's log file (the check runs before the log is truncated), so Snakemake's
   failed-log output shows the failure, not an empty retry.
@@ -39,15 +41,19 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+RETRYABLE = ("preempted", "success")  # checkpointed on a signal; or finished, its outputs removed by Snakemake
+
+
 def previous_outcome(run_dir: Path) -> tuple[bool, str, dict | None]:
-    """(preempted, first error line, marker) of the last attempt recorded in ``run_dir``."""
+    """(retryable, first error line, marker) of the last attempt recorded in ``run_dir``: retryable when it was
+    preempted or finished (see the module docstring)."""
     marker = _read_json(run_dir / MARKER)
     status_path = run_dir / "status.json"
     status = None
     # A status written before that attempt began is an older attempt's: the last one then wrote none.
     if marker is not None and status_path.is_file() and status_path.stat().st_mtime >= marker.get("started", 0) - 1:
         status = _read_json(status_path)
-    if status is not None and status.get("status") == "preempted":
+    if status is not None and status.get("status") in RETRYABLE:
         return True, "", marker
     if status is not None:
         first = str(status.get("error") or f"status {status.get('status')!r}").strip().splitlines()[0]

@@ -224,6 +224,11 @@ class RunConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU; or "cpu" / "cuda"
     save_model: str | None = None  # also write the full model (pre-training) as safetensors here
     num_workers: int = 0
+    # Several processes: how long a collective may wait (the process group's timeout; NCCL's watchdog kills the run
+    # when it is exceeded), and how long the other ranks wait for work rank 0 does alone (scoring with the Java PTB
+    # tokenizer, writing a checkpoint): they wait on a separate gloo group with this patience, not in a collective.
+    dist_timeout_min: float = 30.0
+    rank0_timeout_min: float = 120.0
     feature_store: str | None = None  # stored ViT features read instead of images (a run whose ViT is frozen)
     # Peak learning rate per model part (a top-level module: visual_encoder, text_encoder, fusion_encoder,
     # text_decoder), e.g. mPLUG's full fine-tuning gives the ViT lr2 = 5e-6; same schedule shape as ``lr``.
@@ -243,6 +248,9 @@ class RunConfig:
             raise ValueError("batch sizes must be positive")
         if self.precision not in ("auto", "fp32"):
             raise ValueError(f"precision must be auto or fp32, got {self.precision!r}")
+        for key in ("dist_timeout_min", "rank0_timeout_min"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive (minutes), got {getattr(self, key)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for part, lr in self.part_lr.items():
@@ -267,7 +275,8 @@ class RunConfig:
     def identity(self) -> dict:
         """The settings that make the run what it is: everything but where it writes and how fast it goes."""
         d = self.to_dict()
-        for volatile in ("log_every", "threads", "num_workers", "out_dir", "save_model", "device"):
+        for volatile in ("log_every", "threads", "num_workers", "out_dir", "save_model", "device", "dist_timeout_min",
+                         "rank0_timeout_min"):
             d.pop(volatile, None)
         return d
 

@@ -43,6 +43,10 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
+    def lengths(self, texts: list[str], add_special_tokens: bool = True) -> list[int]:
+        """``len(encode(t))`` of every text, encoded in one parallel batch."""
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
+
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 

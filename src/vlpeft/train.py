@@ -4,9 +4,10 @@ Single process (CPU or one GPU)::
 
     python -m vlpeft.train --config results/paper/runs/coco/lora/size8_ratio0.1/seed0/run_config.yaml
 
-Four GPUs on one node (what the SLURM rule runs)::
+Four GPUs on one node (what the SLURM rule runs: torchrun, with the exit status of a preemption, see vlpeft.launch)::
 
-    torchrun --standalone --nproc_per_node 4 -m vlpeft.train --config .../run_config.yaml
+    python -m vlpeft.launch --nproc-per-node 4 --stop-grace 270 --config .../run_config.yaml
+    # = torchrun --standalone --nproc_per_node 4 --shutdown-timeout 270 -m vlpeft.train --config .../run_config.yaml
 
 The global batch (``total_batch_size``) is world size x per-device batch x gradient accumulation, and the
 loss is normalised by a count over the global batch (captions: target tokens; VQA: questions, each weighing its
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -30,19 +32,21 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import devices
 from .data.datasets import Collator, TrainSet, drop_bad_records, drop_bad_train_items, move
 from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
-from .evaluate import PRIMARY_METRIC, Evaluator
-from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, record_digest,
-                    torch_load)
+from .evaluate import PRIMARY_METRIC, EvaluationStopped, Evaluator
+from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, read_json,
+                    record_digest, torch_load)
 from .methods.base import build_method, count_trainable, trainable_parameters
 from .metrics.caption import CIDER_MIN_IMAGES
 from .model.config import for_tokenizer, preset
@@ -189,21 +193,44 @@ class Trainer:
         self.attempts: list[dict] = []
         # Content digests of the input files (rank 0): part of the checkpoint's identity and of the record.
         self.inputs: dict[str, dict] = {}
+        self.outputs: dict[str, dict] = {}
 
     # -- setup ------------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup_device(self) -> None:
+        """Threads, device and (several processes) the process group."""
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device: cuda was asked for, but torch sees no CUDA device")
-        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        # Every process of this node needs its own GPU (torchrun's LOCAL_WORLD_SIZE); a paper run never falls back
+        # to the CPU (device: cuda), where one step of the base model would take minutes.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        if devices.pick(cfg.device, local) == "cuda":
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.world > 1:
+            if not dist.is_initialized():
+                # An explicit timeout (NCCL's watchdog would stop the run after 10 minutes in one collective), and on
+                # CUDA the group bound to this rank's device (NCCL sets up its communicator at once, on that GPU).
+                cuda = self.device.type == "cuda"
+                dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=cfg.dist_timeout_min),
+                                        **({"device_id": self.device} if cuda else {}))
+            # Work rank 0 does alone is waited for on this CPU group, with its own patience (wait_for_rank0).
+            self.rank0_group = dist.new_group(backend="gloo", timeout=timedelta(minutes=cfg.rank0_timeout_min))
+
+    def wait_for_rank0(self) -> None:
+        """Every rank returns once rank 0 has got here. Called after work rank 0 does alone (scoring with the Java PTB
+        tokenizer, writing a checkpoint, reading one): the others wait in a barrier of the gloo group with the
+        ``rank0_timeout_min`` patience, not in the next NCCL collective, whose watchdog (``dist_timeout_min``) would
+        take a long wait for a hang and stop the run."""
+        if self.world > 1:
+            dist.barrier(group=self.rank0_group)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if not hasattr(self, "device"):
+            self.setup_device()
         micro = self.world * cfg.per_device_batch_size
         if cfg.total_batch_size % micro:
             raise ValueError(f"total_batch_size {cfg.total_batch_size} is not a multiple of world size {self.world}"
@@ -236,6 +263,7 @@ class Trainer:
                                  "its preparation stage")
         items = drop_bad_train_items(cfg.task, train_records, items, images)
         self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
+        self.check_cpus()
         self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
         sc = cfg.schedule
         self.total_steps = steps_for(sc.kind, len(self.data), cfg.total_batch_size, sc.steps, sc.epochs)
@@ -284,11 +312,26 @@ class Trainer:
                                                self.rank, self.world)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
+        self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
         self.step = 0
+        self.eval_pending = False  # the evaluation of this step is still to do (one a signal interrupted)
+        self._stop_agreed: bool | None = None  # the stop flag reduced with the last step's loss (several processes)
         self._batches, self._batches_step = None, 0
         self.curve: list[dict] = []
         self.samples_seen = 0
         self.train_time = 0.0
+
+    def check_cpus(self) -> None:
+        """Say so when this node's processes, each with its torch threads and loader workers, want more CPUs than
+        the job has (a rank's loader then competes with the others' and the GPUs wait)."""
+        cfg = self.cfg
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        want = local * (max(cfg.threads, 1) + cfg.num_workers)
+        if want > cpus:
+            log.warning("%d process(es) x (%d torch threads + %d loader workers) = %d CPUs wanted, %d available: "
+                        "lower train.threads or train.num_workers (or ask for more cpus_per_task)", local,
+                        max(cfg.threads, 1), cfg.num_workers, want, cpus)
 
     def check_feature_store(self, store) -> None:
         """A store serves only a run whose ViT is frozen and is exactly the ViT it was computed with."""
@@ -339,22 +382,27 @@ class Trainer:
         return {name: {"path": str(p), "sha256": content_digest(p)} for name, p in paths.items() if p}
 
     def _broadcast(self, obj):
-        """Rank 0's ``obj`` on every rank."""
+        """Rank 0's ``obj`` on every rank (rank 0 may have worked alone to get it: the others wait for it first)."""
         if self.world == 1:
             return obj
+        self.wait_for_rank0()
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def save_checkpoint(self) -> None:
-        """Every rank contributes its own RNG state; rank 0 writes (tensors and plain types only)."""
+        """Every rank contributes its own RNG state; rank 0 writes (tensors and plain types only); every rank returns
+        once the checkpoint is on disk (so that a preempted run's ranks exit together, after it)."""
         mine = rng_state(self.device)
         rngs = [mine]
         if self.world > 1:
             rngs = [None] * self.world if self.rank == 0 else None
             dist.gather_object(mine, rngs, dst=0)
-        if self.rank != 0:
-            return
+        if self.rank == 0:
+            self._write_checkpoint(rngs)
+        self.wait_for_rank0()
+
+    def _write_checkpoint(self, rngs: list[dict]) -> None:
         state = {
             "digest": self.cfg.digest(),
             "config": self.cfg.identity(),
@@ -367,6 +415,7 @@ class Trainer:
             "rng": rngs,
             "curve": plain(self.curve),
             "samples_seen": self.samples_seen,
+            "eval_pending": self.eval_pending,
             "train_time": self.train_time,
             "best": plain(self.record.get("best")),
             "attempts": plain(self.clock_attempt()),
@@ -424,6 +473,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.curve = state["step"], state["curve"]
         self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
+        self.eval_pending = bool(state.get("eval_pending", False))
         self.record["best"] = state["best"]
         self.attempts = state.get("attempts", [])
         for a in self.attempts:
@@ -442,6 +492,63 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
         return notes
 
+    def finished_record(self) -> tuple[dict | None, str | None]:
+        """(rank 0) The record in ``status.json`` of an earlier attempt that finished this very run, or None and why
+        not. It counts only when its configuration, the content of its inputs, the code version (git commit and
+        dirty flag) and the content of the trained weights it wrote are the ones here and now."""
+        path = self.out / "status.json"
+        if not path.is_file():
+            return None, None
+        try:
+            old = read_json(path, "")
+        except CorruptFileError as e:
+            return None, str(e)
+        if not isinstance(old, dict) or old.get("status") != "success":
+            return None, None
+        if old.get("config_digest") != self.cfg.digest():
+            return None, "its configuration differs"
+        if old.get("inputs") != self.inputs:
+            return None, "the content of an input file differs"
+        if old.get("git") != git_state():
+            return None, f"the code version differs (git {old.get('git')} then, {git_state()} now)"
+        outputs = old.get("outputs") or {}
+        if not outputs:
+            return None, "it names no trained weights"
+        for name, entry in outputs.items():
+            p = Path(entry["path"])
+            if not p.is_file() or content_digest(p) != entry["sha256"]:
+                return None, f"its {name} weights {p} are missing or changed"
+        return old, None
+
+    def restore_finished(self) -> bool:
+        """A run that already finished is not trained again: its record is written again from ``status.json``.
+
+        SLURM can record a job that finished its work as TIMEOUT (its time limit fell while the processes were
+        exiting); Snakemake then deletes the rule's output (record.json) and resubmits the job. Without this the
+        retry would find no checkpoint (a finished run deletes it) and train the whole run again. Rank 0 decides for
+        every rank; the new attempt is recorded as ``restored``."""
+        old = None
+        if self.rank == 0:
+            self.inputs = self.input_digests()
+            old, why_not = self.finished_record()
+            if why_not:
+                log.info("not reusing the finished attempt in %s: %s", self.out / "status.json", why_not)
+        if not self._broadcast(old is not None):
+            return False
+        if self.rank == 0:
+            steps = old.get("steps_done")
+            old["attempts"] = [*old.get("attempts", []), {
+                "start_step": steps, "end_step": steps, "started_at": _now(), "ended_at": _now(), "status": "restored",
+                "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "wall_s": 0.0,
+                "gpus": 0, "signal": None}]
+            write_json(old, self.out / "status.json")
+            write_json(old, self.out / "record.json")
+            self.ckpt_path.unlink(missing_ok=True)
+            log.warning("run %s had already finished (status.json: success after %s steps, same configuration, inputs, "
+                        "code and trained weights): record.json written again from it, nothing retrained. Delete "
+                        "%s to train it again.", self.cfg.run_id, steps, self.out / "status.json")
+        return True
+
     # -- one optimizer step -----------------------------------------------------------------------------------
     def loss_normaliser(self, idx: list[int]) -> float:
         """The divisor of the summed (weighted) token losses of global batch ``idx``: a count over the whole global
@@ -453,8 +560,15 @@ class Trainer:
         """
         if self.cfg.task == "vqa":
             return float(len(idx))
+        return float(sum(self.target_tokens[i] for i in idx))
+
+    @functools.cached_property
+    def target_tokens(self) -> list[int]:
+        """Per training item, the target tokens its loss counts (truncated length - 1), all tokenised once."""
         limit = self.cfg.max_target_tokens
-        return float(sum(len(self.tok.encode(text)[:limit]) - 1 for i in idx for text, _ in self.data.targets(i)))
+        texts = [[text for text, _ in self.data.targets(i)] for i in range(len(self.data))]
+        lengths = iter(self.tok.lengths([t for ts in texts for t in ts]))
+        return [sum(min(next(lengths), limit) - 1 for _ in ts) for ts in texts]
 
     def train_step(self) -> float:
         for g, schedule in zip(self.opt.param_groups, self.group_schedules):
@@ -463,7 +577,8 @@ class Trainer:
             self._batches = self.loader(self.step)
         idx = self.global_batch(self.step)
         norm = self.loss_normaliser(idx)
-        total = 0.0
+        # The loss sums stay on the device (float64: the same sums as Python floats) until the step's one host sync.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         for a in range(self.accum):
             batch = move(next(self._batches), self.device)
             sync = a == self.accum - 1 or self.world == 1
@@ -474,11 +589,17 @@ class Trainer:
                 loss_sum = (per_target * batch["target_weights"]).sum()
                 loss = loss_sum * self.world / norm  # DDP averages over ranks
             loss.backward()
-            total += loss_sum.item()
+            total += loss_sum.detach().double()
         if self.world > 1:
-            t = torch.tensor([total], device=self.device)
+            # One all-reduce per step for the loss and the stop flag (any rank's signal stops every rank at the
+            # same step, see stop_requested).
+            t = torch.stack([total, torch.tensor(1.0 if self.stop_signal else 0.0, dtype=torch.float64,
+                                                 device=self.device)])
             dist.all_reduce(t)
-            total = t.item()
+            total, flag = t.tolist()
+            self._stop_agreed = flag > 0
+        else:
+            total = total.item()
         mean_loss = total / norm
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"loss is {mean_loss} at step {self.step}: stopping (lower the learning rate?)")
@@ -489,11 +610,17 @@ class Trainer:
         self.samples_seen += len(idx)
         return mean_loss
 
-    def evaluate(self) -> None:
+    def evaluate(self, stop=None) -> bool:
+        """Evaluate on every split (curve point, best); False when ``stop`` (see ``Evaluator.predict``) gave it up."""
         point = {"step": self.step, "samples_seen": self.samples_seen, "epoch": self.samples_seen / len(self.data)}
         for split, ev in self.evaluators.items():
-            with self.autocast:
-                scores, _ = ev(self.model, self.device)
+            try:
+                with self.autocast:
+                    scores, _ = ev(self.model, self.device, stop)
+            except EvaluationStopped as e:
+                log.warning("evaluation at step %d given up (%s): the resumed run evaluates again", self.step, e)
+                return False
+            self.wait_for_rank0()  # rank 0 alone scored the predictions
             if scores is not None:
                 point[split] = scores
         if self.rank == 0 and self.evaluators:
@@ -504,6 +631,7 @@ class Trainer:
             if val is not None and (best is None or val > best["val"]):
                 self.record["best"] = {"step": self.step, "val": val,
                                        "test": point.get("test", {}).get(metric), "metric": metric}
+        return True
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> str:
@@ -520,23 +648,29 @@ class Trainer:
                  "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
                  cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
         t_last, s_last = time.time(), self.step
-        while self.step < self.total_steps:
+        while self.step < self.total_steps or self.eval_pending:
             if self.stop_requested():
                 self.end_attempt("preempted")
                 self.save_checkpoint()
                 return "preempted"
-            t0 = time.time()
-            loss = self.train_step()
-            self.train_time += time.time() - t0
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                now = time.time()
-                rate = (self.step - s_last) * cfg.total_batch_size / max(now - t_last, 1e-9)
-                eta = (self.total_steps - self.step) * cfg.total_batch_size / max(rate, 1e-9)
-                log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
-                         loss, self.schedule.lr(self.step - 1), rate, eta)
-                t_last, s_last = now, self.step
-            if self.step in eval_at:
-                self.evaluate()
+            if not self.eval_pending:
+                t0 = time.time()
+                loss = self.train_step()
+                self.train_time += time.time() - t0
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    now = time.time()
+                    rate = (self.step - s_last) * cfg.total_batch_size / max(now - t_last, 1e-9)
+                    eta = (self.total_steps - self.step) * cfg.total_batch_size / max(rate, 1e-9)
+                    log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
+                             loss, self.schedule.lr(self.step - 1), rate, eta)
+                    t_last, s_last = now, self.step
+                self.eval_pending = self.step in eval_at
+            if self.eval_pending:
+                # A signal stops an evaluation at its next batch (beam search over 5,000 images outlasts SLURM's
+                # warning); the checkpoint then says the evaluation is still due, and the resumed run does it first.
+                if not self.evaluate(stop=functools.partial(self.stop_requested, fresh=True)):
+                    continue
+                self.eval_pending = False
             due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else self.step in eval_at
             if due and self.step < self.total_steps:
                 self.save_checkpoint()
@@ -559,12 +693,17 @@ class Trainer:
             self.attempts[-1].update(status=status, end_step=getattr(self, "step", 0), ended_at=_now(),
                                      signal=self.stop_signal)
 
-    def stop_requested(self) -> bool:
-        # Any rank's signal stops every rank at the same step. The flag lives on the communication device (NCCL
-        # reduces CUDA tensors only); `.to()` makes a copy there, so the reduced copy is the one read back.
+    def stop_requested(self, fresh: bool = False) -> bool:
+        """Whether the run stops here: any rank's signal stops every rank at the same point. One process reads its
+        own flag. Several take the flag reduced with the last step's loss (train_step), or, first thing and when
+        ``fresh`` (evaluation batches), reduce it now, on the communication device (NCCL reduces CUDA tensors only)."""
+        if self.world == 1:
+            return self.stop_signal is not None
+        agreed, self._stop_agreed = self._stop_agreed, None
+        if agreed is not None and not fresh:
+            return agreed
         flag = torch.tensor([1 if self.stop_signal else 0], device=self.device)
-        if self.world > 1:
-            dist.all_reduce(flag)
+        dist.all_reduce(flag)
         return bool(flag.item())
 
     def finalize(self, status: str, error: str | None = None) -> dict:
@@ -610,6 +749,8 @@ class Trainer:
             "curve": getattr(self, "curve", []),
             "best": self.record.get("best"),
             "attempts": self.attempts,
+            # The trained weights this run wrote (name -> path, sha256): what a restored record vouches for.
+            "outputs": self.outputs,
             "wall_time_s": wall,
             "train_time_s": getattr(self, "train_time", 0.0),
             "samples_per_s": getattr(self, "samples_seen", 0) / max(getattr(self, "train_time", 0.0), 1e-9),
@@ -617,11 +758,41 @@ class Trainer:
             "peak_gpu_memory_bytes": peak,
             "peak_rss_bytes": rss,
         }
-        if self.rank == 0:
+        if status == "failed":
+            record["failed_rank"] = self.rank
+            if self.first_failure():
+                write_json(record, self.out / "status.json")
+            else:
+                log.error("rank %d failed too; status.json keeps the first failing rank's error", self.rank)
+        elif self.rank == 0:
             write_json(record, self.out / "status.json")
             if status == "success":
                 write_json(record, self.out / "record.json")
         return record
+
+    @property
+    def launch_id(self) -> str:
+        """The same on every rank of one launch, different at the next (torchrun picks a new run id and port)."""
+        env = os.environ
+        return "-".join(env.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")) if (
+            self.world > 1) else str(os.getpid())
+
+    def first_failure(self) -> bool:
+        """Whether this rank is the first of this launch to fail: it alone writes status.json (an error on rank 1-3,
+        an out-of-memory say, would otherwise leave no record: rank 0 then dies in a collective, or is killed).
+        Claimed by creating ``.failed.<launch>`` exclusively; a claim of an earlier launch is removed."""
+        if self.world == 1:
+            return True
+        self.out.mkdir(parents=True, exist_ok=True)
+        name = ".failed." + hashlib.sha256(self.launch_id.encode()).hexdigest()[:16]
+        for old in self.out.glob(".failed.*"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        try:
+            os.close(os.open(self.out / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        return True
 
 
 def evaluate_untuned(cfg: RunConfig) -> dict:
@@ -670,13 +841,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def install_signal_handlers(trainer: Trainer) -> None:
-    """SIGTERM/SIGUSR1 (SLURM) and SIGINT (Ctrl-C) ask the run to checkpoint and exit at the next step boundary; a
-    second SIGINT interrupts at once (the run then records a failure)."""
+    """SIGTERM/SIGUSR1 (SLURM) and SIGINT (Ctrl-C) ask the run to checkpoint and exit at the next step boundary (or
+    the next batch of an evaluation); a second SIGINT, 2 s or more after the first, interrupts at once (the run then
+    records a failure)."""
+
+    first_sigint: list[float] = []
 
     def on_signal(signum, _frame):
-        trainer.stop_signal = signal.Signals(signum).name
         if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # torchrun passes on the Ctrl-C the rank received from the terminal too: a copy within 2 s is the same one
+            if first_sigint and time.monotonic() - first_sigint[0] > 2.0:
+                raise KeyboardInterrupt
+            first_sigint.append(time.monotonic())
+        trainer.stop_signal = signal.Signals(signum).name
         log.warning("received %s: will checkpoint and exit at the next step boundary", trainer.stop_signal)
 
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
@@ -686,18 +863,26 @@ def install_signal_handlers(trainer: Trainer) -> None:
 def _run(trainer: Trainer) -> int:
     cfg = trainer.cfg
     try:
+        trainer.setup_device()
+        if trainer.restore_finished():
+            return 0
         trainer.setup()
         status = trainer.run()
-        if status == "success" and cfg.save_model and trainer.rank == 0:
-            from .model.slim import save_weights
+        if status == "success" and trainer.rank == 0:
+            trainer.method.merge(trainer.model)
+            if cfg.save_model:
+                from .model.slim import save_weights
 
-            trainer.method.merge(trainer.model)
-            save_weights(trainer.model, cfg.save_model)
-            record_digest(cfg.save_model)  # the runs starting from these weights read their digest from the sidecar
-        elif status == "success" and trainer.rank == 0:
-            trainer.method.merge(trainer.model)
-            trainer.method.save(trainer.model, Path(cfg.out_dir) / "trained.safetensors")
+                weights = Path(cfg.save_model)
+                save_weights(trainer.model, weights)
+            else:
+                weights = Path(cfg.out_dir) / "trained.safetensors"
+                trainer.method.save(trainer.model, weights)
+            # (the runs starting from saved weights read their digest from this sidecar)
+            trainer.outputs = {"trained": {"path": str(weights), "sha256": record_digest(weights)}}
         trainer.finalize(status)
+        if status == "preempted":
+            trainer.wait_for_rank0()  # every rank exits once status.json is written (torchrun stops the rest then)
     except (Exception, KeyboardInterrupt) as e:  # a failed run leaves a record saying why, then fails the job
         log.error("run failed: %s", e)
         trainer.finalize("failed", f"{type(e).__name__}: {e}")

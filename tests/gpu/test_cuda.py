@@ -109,3 +109,75 @@ def test_resume_on_cuda_equals_uninterrupted(tiny_study, tmp_path):
     for k in a:  # bf16 kernels are not bit-deterministic run to run: close, not equal
         torch.testing.assert_close(a[k], b[k], atol=2e-3, rtol=2e-2)
     assert [p["step"] for p in full.curve] == [p["step"] for p in second.curve] == [3, 6]
+
+
+# Rank 0 made slow where it works alone (scoring, writing a checkpoint): installed in the ranks by sitecustomize.
+_SLOW_RANK0 = """
+import os
+if os.environ.get("RANK") == "0" and os.environ.get("SLOW_RANK0_S"):
+    import time
+    import torch
+    from vlpeft import evaluate
+    delay = float(os.environ["SLOW_RANK0_S"])
+    _score, _save = evaluate.Evaluator.score, torch.save
+    def _slow_score(self, preds):
+        time.sleep(delay)
+        return _score(self, preds)
+    def _slow_save(*a, **k):
+        time.sleep(delay)
+        return _save(*a, **k)
+    evaluate.Evaluator.score, torch.save = _slow_score, _slow_save
+"""
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason=f"the 2-process NCCL check needs two GPUs ({torch.cuda.device_count()} here)")
+def test_two_nccl_ranks_train_wait_for_rank0_and_exit_75_when_preempted(tiny_study, tmp_path):
+    """Two ranks over NCCL under vlpeft.launch (the rule's command): the process group is bound to each rank's GPU
+    and has a 6 s timeout, rank 0 scores and checkpoints 15 s at a time alone, and nothing is killed by NCCL's
+    watchdog; the record says 2 processes on CUDA. Then a SIGTERM to the whole job mid-run: exit 75 and a checkpoint
+    holding both ranks' CUDA RNG states."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_RANK0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "0,1",
+           "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+    def launch(run: str, steps: int, slow: str) -> tuple[subprocess.Popen, object]:
+        cfg = make_run_config(tiny_study, tmp_path / run, task="vqa", device="cuda", per_device_batch_size=2,
+                              dist_timeout_min=0.1, rank0_timeout_min=5.0,
+                              schedule={"kind": "steps", "steps": steps, "warmup_steps": 2},
+                              eval={"interval": 3, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+        path = tmp_path / f"{run}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        log = open(tmp_path / f"{run}.log", "w")  # noqa: SIM115 (closed by the caller)
+        proc = subprocess.Popen([sys.executable, "-m", "vlpeft.launch", "--nproc-per-node", "2", "--stop-grace", "120",
+                                 "--config", str(path)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**env, "SLOW_RANK0_S": slow}, start_new_session=True)
+        return proc, log
+
+    proc, log = launch("slow", 6, "15")
+    rc = proc.wait(timeout=400)
+    log.close()
+    assert rc == 0, (tmp_path / "slow.log").read_text()[-4000:]
+    rec = json.loads((tmp_path / "slow/record.json").read_text())
+    assert rec["world_size"] == 2 and rec["gpu_hours"] > 0 and [p["step"] for p in rec["curve"]] == [3, 6]
+
+    proc, log = launch("cut", 100000, "")
+    deadline = time.time() + 300
+    while "step 5/" not in (tmp_path / "cut.log").read_text():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "cut.log").read_text()[-4000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    rc = proc.wait(timeout=300)
+    log.close()
+    assert rc == 75, (tmp_path / "cut.log").read_text()[-4000:]
+    state = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)
+    assert state["device_type"] == "cuda" and len(state["rng"]) == 2
+    assert all(r["cuda"] is not None for r in state["rng"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,19 @@ def test_encoders_run_once_per_question_and_states_repeat_per_answer(tok: Tokeni
                        target_ids[r : r + 1, : target_mask[r].sum()], target_mask[r : r + 1, : target_mask[r].sum()],
                        reduction="none")[0] for q, r in rows]
     torch.testing.assert_close(per_answer, torch.stack(alone), rtol=1e-5, atol=1e-5)
+
+
+def test_pixels_travel_as_uint8_and_are_normalised_on_the_device_as_before(tok: Tokenizer) -> None:
+    """The collator keeps uint8 pixels (a quarter of float32's bytes to copy); ``move`` normalises them with the
+    operations ``to_tensor`` always used, so the CPU result is unchanged bit for bit."""
+    from vlpeft.data.datasets import move
+    from vlpeft.data.images import to_tensor
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    batch = [{"image": p, "prompt": "what colour?", "targets": ["red"], "weights": [1.0]} for p in pixels]
+    out = Collator(tok, 16, 8)(batch)
+    assert out["images"].dtype == torch.uint8
+    moved = move(out, torch.device("cpu"))
+    assert moved["images"].dtype == torch.float32 and torch.equal(moved["images"], to_tensor(pixels))
+    features = {"image": np.ones((5, 4), dtype=np.float32), "prompt": "x", "targets": ["red"], "weights": [1.0]}
+    assert torch.equal(move(Collator(tok, 16, 8)([features]), torch.device("cpu"))["images"], torch.ones(1, 5, 4))

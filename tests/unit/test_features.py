@@ -244,3 +244,20 @@ def test_base_architecture_store_equals_the_image_path(tmp_path):
         else:
             assert abs(loss_f - loss_i) <= TOLERANCE[dtype]["loss"] * abs(loss_i)
             assert _grad_error(grads_i, grads_f) <= TOLERANCE[dtype]["grad"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", [False, True], ids=["images", "feature_store"])
+def test_loader_workers_train_exactly_as_the_training_process(tiny_study, tmp_path, store):
+    """2 loader workers (collation, uint8 pixels or stored features, target tokenisation in the workers) give the
+    same curve and trained weights, bit for bit, as loading in the training process; the store's memory map reaches
+    the forked workers."""
+    features = None
+    if store:
+        records = [tiny_study / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")]
+        extract_for_study(_spec(tiny_study), records, tmp_path / "features.npy")
+        features = tmp_path / "features.npy"
+    a = _run(tiny_study, tmp_path / "w0", features, num_workers=0)
+    b = _run(tiny_study, tmp_path / "w2", features, num_workers=2)
+    assert a["record"]["curve"] == b["record"]["curve"] and a["record"]["curve"]
+    assert all(torch.equal(a["trained"][k], b["trained"][k]) for k in a["trained"])

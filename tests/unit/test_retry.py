@@ -41,6 +41,15 @@ def test_a_preempted_attempt_is_retried(run, capsys) -> None:
     assert json.loads((run_dir / retry.MARKER).read_text())["attempt"] == 3
 
 
+def test_an_attempt_that_finished_but_was_counted_failed_is_retried(run, capsys) -> None:
+    """SLURM records TIMEOUT for a run that finished seconds before its limit and Snakemake removes record.json: the
+    run's status says success, and the retry must start (it restores the record from that status, no training)."""
+    run_dir, log = run
+    assert _attempt(run_dir, log, 1, capsys)[0] == 0
+    _status(run_dir, "success")
+    assert _attempt(run_dir, log, 2, capsys)[0] == 0
+
+
 @pytest.mark.parametrize("status", ["failed", None])
 def test_any_other_failure_fails_once_showing_its_error_and_log(run, capsys, status) -> None:
     """A CUDA out-of-memory error (status failed), or a crash that wrote no status: the retries fail at once, each

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from vlpeft.data import stages
+from vlpeft.data.datasets import move
 from vlpeft.data.prepare import read_jsonl
 from vlpeft.data.subsets import read_subset
 from vlpeft.files import CorruptFileError, UnsafeFileError
@@ -108,8 +109,8 @@ def test_vqa_loss_weights_every_human_answer_by_its_share(tiny_study, tmp_path):
             item, answers = t.data[i], t.data.records[t.data.items[i]]["answers"]
             several += len(set(answers)) > 1
             for answer in dict.fromkeys(answers):
-                b = t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
-                                "weights": [1.0]}])
+                b = move(t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
+                                     "weights": [1.0]}]), t.device)
                 ce = t.model(b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"],
                              reduction="none")[0]
                 expected += answers.count(answer) / 10 * ce.item()
@@ -203,9 +204,36 @@ def test_empty_subset_or_split_is_refused_naming_it(tiny_study, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
-def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path):
-    with pytest.raises(RuntimeError, match="device: cuda"):
+def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(RuntimeError, match=r"device: cuda, but torch sees 0 CUDA device\(s\) for 1 process\(es\) on "
+                                           r"this node \(CUDA_VISIBLE_DEVICES=, torch "):
         _trainer(tiny_study, tmp_path, device="cuda")
+
+
+def test_fewer_gpus_than_processes_on_the_node_is_refused_saying_what_torch_sees(tiny_study, tmp_path, monkeypatch):
+    """device: cuda with 4 processes on a node where torch sees 2 GPUs fails at start, before any process group."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    t = Trainer(RunConfig.from_dict(make_run_config(tiny_study, tmp_path / "run", device="cuda")))
+    with pytest.raises(RuntimeError) as err:
+        t.setup_device()
+    assert "torch sees 2 CUDA device(s) for 4 process(es) on this node (CUDA_VISIBLE_DEVICES=0,1" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_auto_without_a_gpu_says_it_runs_on_the_cpu(tiny_study, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    t = Trainer(RunConfig.from_dict(make_run_config(tiny_study, tmp_path / "run", device="auto")))
+    t.setup_device()
+    assert t.device.type == "cpu" and "device: auto and torch sees no CUDA device" in caplog.text
+
+
+def test_the_paper_config_requires_cuda():
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "config/config.yaml").read_text())
+    assert config["train"]["device"] == "cuda"
 
 
 def _cut(study, run_dir: Path, step: int = 2, **kw) -> None:
@@ -586,3 +614,210 @@ def test_record_fields(tiny_study, tmp_path):
     assert rec["method_info"] == {"scaling": 1.0, "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}  # LoRA, no alpha
     assert not (tmp_path / "run/checkpoint.pt").exists()
     assert (tmp_path / "run/trained.safetensors").is_file()
+
+
+def test_a_finished_run_whose_record_was_deleted_is_not_trained_again(tiny_study, tmp_path, caplog):
+    """SLURM may record a job that finished as TIMEOUT (its time limit fell while it was exiting); Snakemake then
+    deletes record.json and resubmits. The retry writes the record again from status.json and trains nothing; with
+    the trained weights changed it trains again (from scratch: a finished run keeps no checkpoint)."""
+    from vlpeft.train import main
+
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(make_run_config(tiny_study, tmp_path / "run", task="vqa")))
+    run = tmp_path / "run"
+    assert main(["--config", str(path)]) == 0
+    first = json.loads((run / "record.json").read_text())
+    assert first["outputs"]["trained"]["path"] == str(run / "trained.safetensors")
+    (run / "record.json").unlink()  # what Snakemake does to a failed job's outputs
+
+    assert main(["--config", str(path)]) == 0
+    again = json.loads((run / "record.json").read_text())
+    log = (run / "train.log").read_text()
+    assert log.count("step 6/6") == 1 and "record.json written again from it, nothing retrained" in log
+    assert [a["status"] for a in again["attempts"]] == ["success", "restored"]
+    assert {k: v for k, v in again.items() if k != "attempts"} == {k: v for k, v in first.items() if k != "attempts"}
+    assert json.loads((run / "status.json").read_text()) == again
+
+    (run / "record.json").unlink()
+    with open(run / "trained.safetensors", "ab") as f:
+        f.write(b"\0")
+    assert main(["--config", str(path)]) == 0
+    log = (run / "train.log").read_text()
+    assert log.count("step 6/6") == 2 and "weights" in log and "are missing or changed" in log
+    assert [a["status"] for a in json.loads((run / "record.json").read_text())["attempts"]] == ["success"]
+
+
+# Rank 0 made slow where it works alone: scoring an evaluation split and writing a checkpoint (by the test only).
+_SLOW_RANK0 = """
+import os, sys, time
+from vlpeft import evaluate, train
+delay = float(os.environ["SLOW_RANK0_S"])
+score, write = evaluate.Evaluator.score, train.Trainer._write_checkpoint
+def slow_score(self, preds):
+    time.sleep(delay)
+    return score(self, preds)
+def slow_write(self, rngs):
+    time.sleep(delay)
+    return write(self, rngs)
+evaluate.Evaluator.score, train.Trainer._write_checkpoint = slow_score, slow_write
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_rank0_working_alone_longer_than_the_collective_timeout_kills_nothing(tiny_study, tmp_path):
+    """NCCL's watchdog stops a run whose collective waits longer than the process group's timeout. Rank 0 scores
+    (Java PTB tokenizer) and writes checkpoints alone: the other ranks wait for that on a gloo group with their own
+    patience (rank0_timeout_min), not in a collective. Here the collective timeout is 3 s and rank 0 takes 6 s each
+    time (2 scorings, 1 checkpoint); both gloo ranks finish."""
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2, dist_timeout_min=0.05,
+                          rank0_timeout_min=5.0, eval={"interval": 3, "splits": ["val"], "num_beams": 1,
+                                                       "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "SLOW_RANK0_S": "6"}
+        log = open(tmp_path / f"rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(subprocess.Popen([sys.executable, "-c", _SLOW_RANK0, "--config", str(path)], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = "".join((tmp_path / f"rank{r}.log").read_text()[-3000:] for r in range(2))
+    assert codes == [0, 0], logs
+    record = json.loads((tmp_path / "run/record.json").read_text())
+    assert record["status"] == "success" and [p["step"] for p in record["curve"]] == [3, 6]
+
+
+def test_a_signal_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_first(tiny_study, tmp_path, caplog):
+    """SIGTERM arriving while an evaluation runs stops it at the next batch; the checkpoint says the evaluation is
+    due, and the resumed run does it before training on: the same curve as without the interruption."""
+    over = {"task": "vqa", "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2},
+            "eval": {"interval": 3, "splits": ["val", "test"], "num_beams": 1, "max_new_tokens": 2, "batch_size": 2}}
+    full = _trainer(tiny_study, tmp_path / "full", **over)
+    assert full.run() == "success"
+
+    first = _trainer(tiny_study, tmp_path / "cut", **over)
+    val = first.evaluators["val"]
+    generate_batches = []
+    predict = val.predict
+
+    def signalled_predict(model, device, stop=None):
+        def stop_after_two():  # the signal arrives after the second batch of val
+            generate_batches.append(1)
+            if len(generate_batches) == 3:
+                first.stop_signal = "SIGTERM"
+            return stop()
+        return predict(model, device, stop_after_two)
+
+    val.predict = signalled_predict
+    assert first.run() == "preempted"
+    assert first.curve == [] and len(generate_batches) == 3  # stopped at the check before the third batch
+    assert "evaluation at step 3 given up (vqa/val: stopped after 2 batch(es))" in caplog.text
+    state = torch.load(tmp_path / "cut/run/checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["eval_pending"] is True
+    second = _trainer(tiny_study, tmp_path / "cut", **over)
+    assert second.run() == "success"
+    assert [p["step"] for p in second.curve] == [p["step"] for p in full.curve] == [3, 6]
+    for split in ("val", "test"):
+        assert [p[split]["accuracy"] for p in second.curve] == pytest.approx([p[split]["accuracy"] for p in full.curve])
+    attempts = second.finalize("success")["attempts"]
+    assert [(a["start_step"], a["end_step"], a["status"]) for a in attempts] == [(0, 3, "preempted"),
+                                                                                (3, 6, "success")]
+
+
+_SLOW_CHECKPOINT = """
+import os
+if os.environ.get("RANK") == "0" and os.environ.get("SLOW_SAVE_S"):
+    import time, torch
+    _save = torch.save
+    def _slow_save(*a, **k):
+        time.sleep(float(os.environ["SLOW_SAVE_S"]))
+        return _save(*a, **k)
+    torch.save = _slow_save
+"""
+
+
+@pytest.mark.slow
+def test_preempted_torchrun_job_exits_75_after_rank0s_checkpoint(tiny_study, tmp_path):
+    """SIGTERM to every process of the job (as SLURM sends it) while 2 gloo ranks train under vlpeft.launch
+    (torchrun): rank 0 takes 35 s to write the checkpoint, longer than torchrun's default 30 s grace; rank 1 waits
+    for it, torchrun (grace 120 s) kills nobody, and the job exits 75, not torchrun's 1. The checkpoint resumes."""
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2,
+                          schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
+                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_CHECKPOINT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_SAVE_S": "35",
+           "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    log = open(tmp_path / "log.txt", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "vlpeft.launch", "--nproc-per-node", "2", "--stop-grace", "120",
+                             "--config", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while "step 3/" not in (tmp_path / "log.txt").read_text():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
+        time.sleep(0.2)
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)  # launcher, torchrun and both ranks, as SLURM does
+    rc = proc.wait(timeout=240)
+    log.close()
+    out = (tmp_path / "log.txt").read_text()
+    assert rc == EXIT_PREEMPTED, out[-4000:]
+    assert time.time() - t0 >= 35 and "exiting 75 so that the job is resubmitted" in out
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    state = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
+    assert status["status"] == "preempted" and state["step"] == status["steps_done"] >= 3
+    assert len(state["rng"]) == 2 and state["attempts"][-1]["signal"] == "SIGTERM"
+
+    resumed = Trainer(RunConfig.from_dict(cfg))  # (one process: resumes the step, reseeds the RNG)
+    resumed.setup()
+    resumed.inputs = resumed.input_digests()
+    assert resumed.maybe_resume()["rng_reseeded"] and resumed.step == state["step"]
+
+
+_RANK1_OOM = """
+import os, sys, torch
+from vlpeft import train
+step = train.Trainer.train_step
+def oom_on_rank1(self):
+    if self.rank == 1 and self.step == 2:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (raised by the test)")
+    return step(self)
+train.Trainer.train_step = oom_on_rank1
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_an_error_on_another_rank_than_0_is_recorded(tiny_study, tmp_path):
+    """Rank 1 runs out of memory at step 2 (2 gloo processes): status.json records its error and rank; rank 0, which
+    then fails in its collective, leaves that record alone."""
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2, dist_timeout_min=1.0,
+                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/.failed.0123456789abcdef").touch()  # an earlier launch's claim does not block this one
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        log = open(tmp_path / f"rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANK1_OOM, "--config", str(path)], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = "".join((tmp_path / f"rank{r}.log").read_text()[-3000:] for r in range(2))
+    assert codes[0] != 0 and codes[1] != 0, logs
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["status"] == "failed" and status["failed_rank"] == 1, status
+    assert status["error"].startswith("OutOfMemoryError: CUDA out of memory") and status["steps_done"] == 2
+    assert [p.name for p in (tmp_path / "run").glob(".failed.*")] != [".failed.0123456789abcdef"]
+    assert "status.json keeps the first failing rank's error" in logs
+    assert not (tmp_path / "run/record.json").exists()

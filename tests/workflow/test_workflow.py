@@ -112,6 +112,18 @@ def test_slurm_jobs_with_several_gpus_stay_on_one_node(profile):
     assert {rule: r.get("nodes") for rule, r in multi.items()} == {rule: 1 for rule in multi}
 
 
+@pytest.mark.parametrize("profile", ["profiles/slurm/config.yaml", "tests/slurm/profile/config.yaml"])
+def test_torchruns_grace_fits_the_warning_signals_lead_time(profile):
+    """SLURM's --signal=TERM@N leaves N s before the time limit; vlpeft.launch gives torchrun's ranks stop_grace_s of
+    them to checkpoint (torchrun's own default: 30 s) and must itself be done before the limit."""
+    train = yaml.safe_load((REPO / profile).read_text())["set-resources"]["train_run"]
+    lead = re.search(r"--signal=(?:B:)?TERM@(\d+)", train["slurm_extra"])
+    assert lead, f"{profile}: train_run has no --signal=TERM@N in slurm_extra: {train['slurm_extra']!r}"
+    assert 30 < train["stop_grace_s"] <= int(lead.group(1)) - 20, (train["stop_grace_s"], lead.group(1))
+    rule = (REPO / "rules/train.smk").read_text()
+    assert rule.count("--stop-grace {resources.stop_grace_s}") == 2  # train_run and pretrain_model
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     from vlpeft.grid import expand
@@ -268,12 +280,13 @@ def test_every_rule_runs_in_the_environment_with_java():
 
 
 def test_cluster_profile_downloads_on_the_login_node_threads_and_local_settings(tmp_path):
-    """profiles/slurm: downloads are local jobs (compute nodes have no internet); 8 threads x 4 ranks fill the 32
-    CPUs of a training job (a dry run shows it with --cores 32); account and partition come from the git-ignored
-    site.env overlay."""
+    """profiles/slurm: downloads are local jobs (compute nodes have no internet); 4 ranks x (2 threads + 6 loader
+    workers) fill the 32 CPUs of a training job (a dry run shows the threads with --cores 32); account and partition
+    come from the git-ignored site.env overlay."""
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     train = profile["set-resources"]["train_run"]
-    assert profile["set-threads"]["train_run"] * train["gpu"] == train["cpus_per_task"]
+    workers = yaml.safe_load((REPO / "config/config.yaml").read_text())["train"]["num_workers"]
+    assert (profile["set-threads"]["train_run"] + workers) * train["gpu"] == train["cpus_per_task"]
     assert "download_file" not in profile["set-resources"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "profiles/slurm/site.env"], cwd=REPO, check=False)
     assert ignored.returncode == 0
@@ -288,6 +301,8 @@ def test_cluster_profile_downloads_on_the_login_node_threads_and_local_settings(
     # (a dry run does not say which jobs are local: the rule's directive is what the executor reads)
     block = (REPO / "rules/download.smk").read_text().split("rule download_file:")[1].split("\nrule ")[0]
     assert "    localrule: True\n" in block
-    commands = re.findall(r"--nproc_per_node (\d+)'; else launch=python; fi; OMP_NUM_THREADS=(\d+) exec \$launch", out)
-    assert commands and set(commands) == {("4", "8")}
+    commands = re.findall(r"launch='vlpeft\.launch --nproc-per-node (\d+) --stop-grace \d+'; else launch=vlpeft\.train; fi;"
+                          r" OMP_NUM_THREADS=(\d+) exec python", out)
+    threads = profile["set-threads"]["train_run"]
+    assert commands and set(commands) == {(str(train["gpu"]), str(threads))}
     assert "slurm_account=test_vlpeft_slurm_account, slurm_partition=test_vlpeft_slurm_partition" in out

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..tokenizer import Tokenizer
-from .images import ImageStore, to_tensor
+from .images import ImageStore, normalise
 
 CAPTION_PROMPT = "a picture of"
 VQA_PROMPT = "Question: {question} Answer: "
@@ -116,8 +116,9 @@ class Collator:
 
     def __call__(self, batch: list[dict]) -> dict:
         visual = np.stack([b["image"] for b in batch])
-        # uint8 pixels [B, S, S, 3] from an ImageStore, or float32 ViT features [B, T, D] from a FeatureStore
-        out = {"images": to_tensor(visual) if visual.ndim == 4 else torch.from_numpy(visual)}
+        # uint8 pixels [B, S, S, 3] from an ImageStore, kept uint8 (``move`` normalises them on the device), or
+        # float32 ViT features [B, T, D] from a FeatureStore
+        out = {"images": torch.from_numpy(visual)}
         out["prompt_ids"], out["prompt_mask"] = self.tok.batch([b["prompt"] for b in batch], self.max_prompt)
         if "targets" in batch[0]:
             texts = [t for b in batch for t in b["targets"]]
@@ -130,4 +131,8 @@ class Collator:
 
 
 def move(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """The batch on ``device``; uint8 pixels are normalised there (``normalise``), features pass as they are."""
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if out.get("images") is not None and out["images"].dtype == torch.uint8:
+        out["images"] = normalise(out["images"])
+    return out

@@ -173,7 +173,9 @@ def extract_for_study(spec: dict, record_files: list[str | Path], out: str | Pat
                                "out_dir": str(Path(out).parent), **{k: spec[k] for k in FEATURE_KEYS}})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    from ..devices import pick
+
+    device = pick(cfg.device)
     tok = Tokenizer(cfg.vocab)
     torch.manual_seed(cfg.seed)  # as Trainer.setup: the same (random) initialisation where there are no weights
     model = build_model(cfg, tok)

@@ -33,13 +33,22 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         raise OSError(f"cannot decode image {path}: {e}") from None
 
 
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., S, S, 3]`` -> normalised float ``[..., 3, S, S]``, on the tensor's device.
+
+    Training sends the uint8 pixels to the GPU (a quarter of the bytes of float32) and normalises them there; on the
+    CPU these are the operations, in the order, the loaders always used, so CPU results are unchanged bit for bit.
+    """
+    x = pixels.float().div_(255.0)
+    x = x.movedim(-1, -3)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``[..., S, S, 3]`` -> normalised float ``[..., 3, S, S]``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    x = x.movedim(-1, -3)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return normalise(torch.from_numpy(np.ascontiguousarray(images)))
 
 
 def build_cache(image_root: str | Path, rel_paths: list[str], size: int, out_npy: str | Path,
