@@ -806,10 +806,19 @@ def evaluate_untuned(cfg: RunConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from .console import EXIT_USAGE, error_line
+
+    prog = "python -m vlpeft.train"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="resolved run config (YAML)")
     args = parser.parse_args(argv)
-    cfg = RunConfig.load(args.config)
+    try:  # a user error in the run config: one line, exit 2 (errors while training are recorded in status.json)
+        cfg = RunConfig.load(args.config)
+    except (OSError, ValueError) as e:
+        if os.environ.get("VLPEFT_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
     trainer = Trainer(cfg)
     level = logging.INFO if trainer.rank == 0 else logging.WARNING
     fmt = f"%(asctime)s [rank {trainer.rank}] %(name)s: %(message)s"

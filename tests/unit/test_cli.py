@@ -33,7 +33,6 @@ HELP_PAGES = [
     ("python -m vlpeft.model.checkpoint", "vlpeft.model.checkpoint", [], ["{count,check}"]),
     ("python -m vlpeft.model.checkpoint check", "vlpeft.model.checkpoint", ["check"], ["{base,tiny}", "path"]),
     ("python -m vlpeft.model.checkpoint count", "vlpeft.model.checkpoint", ["count"], ["{base,tiny}"]),
-    # (train.py names no prog: argparse uses the script's name)
     ("python -m vlpeft.train", "vlpeft.train", [], ["--config"]),
 ]
 
@@ -65,7 +64,7 @@ def test_help_describes_every_option(prog: str, module: str, argv: list[str], sh
         main([*argv, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"usage: {prog}" if module != "vlpeft.train" else "usage: ")
+    assert text.startswith(f"usage: {prog}")
     assert _undescribed(text) == []
     for fragment in shows:
         assert fragment in text
@@ -100,11 +99,7 @@ USER_ERRORS = [
     ("python -m vlpeft.methods.table", ["-m", "vlpeft.methods.table", "--preset", "huge"], "invalid choice: 'huge'"),
     ("python -m vlpeft.model.checkpoint", ["-m", "vlpeft.model.checkpoint", "check", "missing.pth"],
      "file not found: missing.pth"),
-    pytest.param(
-        "python -m vlpeft.train", ["-m", "vlpeft.train", "--config", "missing.yaml"], "run config not found",
-        marks=pytest.mark.xfail(strict=True, reason="train.py is being changed on other branches: its main() still "
-                                "ends a user error with a traceback (issue 17.8 left for after those merges)"),
-    ),
+    ("python -m vlpeft.train", ["-m", "vlpeft.train", "--config", "missing.yaml"], "run config not found"),
 ]
 USER_ERROR_IDS = ["grid-config", "params-preset", "cost-config", "model-preset", "aggregate-config", "figures-runs",
                   "report-column", "report-n-boot", "table-preset", "checkpoint-path", "train-config"]
