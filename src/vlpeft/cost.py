@@ -403,7 +403,7 @@ def attempt_minutes(first: int, attempt: int, settings: CostSettings) -> int:
     return int(min(settings.max_minutes, grown))
 
 
-REPORT_ONLY = ("study", "title", "reported_metric")  # config keys no run's cost depends on
+REPORT_ONLY = ("title", "reported_metric")  # config keys no run's cost depends on (`study` names the root: kept)
 
 
 def cost_inputs(config: dict) -> dict:

@@ -148,6 +148,7 @@ def test_evaluations_and_cost_inputs(paper):
     assert len(eval_steps("epochs", 23637, 0, 605_100, 256)) == 10
     assert len(eval_steps("steps", 60, 0)) == 1
     stripped = cost.cost_inputs(paper)
-    assert cost.cost_inputs({**paper, "reported_metric": "test_at_best_val", "study": "renamed"}) == stripped
+    assert cost.cost_inputs({**paper, "reported_metric": "test_at_best_val", "title": "renamed"}) == stripped
+    assert cost.cost_inputs(paper)["study"] == "paper"  # the study's root: its records and vocabulary are read there
     assert {m["coco"]["lr"] for m in stripped["methods"].values()} == {1.0}
     assert paper["methods"]["lora"]["coco"]["lr"] != 1.0  # the study config itself is untouched
