@@ -1,6 +1,8 @@
 # Config validation, the run grid, wildcard constraints and named input functions.
 import vlpeft.cost as cost
 import vlpeft.grid as grid
+import vlpeft.plots.registry as figreg
+import vlpeft.tasks as tasks
 from snakemake.utils import validate
 
 
@@ -38,23 +40,9 @@ COSTS = f"{ROOT}/cost/runs.json"
 # Seconds torchrun leaves the ranks to checkpoint after a signal (vlpeft.launch); a profile sets it below its
 # sbatch --signal lead time (set-resources: stop_grace_s).
 STOP_GRACE_S = 270
-CURVE_STEMS = {
-    "prompt": "fig6_prompt",
-    "prefix": "fig7_prefix",
-    "lora": "fig8_lora",
-    "serial_adapter": "fig9_serial_adapter",
-    "parallel_adapter": "fig10_parallel_adapter",
-}
-# Only the figures the configured grid can fill: Fig. 3/4 per task, Figs. 6-10 per PEFT method run on COCO.
-FIGURE_STEMS = (
-    [stem for stem, task in (("fig3", "coco"), ("fig4", "vqa")) if task in TASKS]
-    + ["fig5", "fig5_gpu_hours"]
-    + [
-        stem
-        for method, stem in CURVE_STEMS.items()
-        if "coco" in config["methods"].get(method, {})
-    ]
-)
+# Only the figures the configured grid can fill (vlpeft.plots.registry): Fig. 3/4 per task, Figs. 6-10 per PEFT
+# method run on COCO.
+FIGURE_STEMS = figreg.study_stems(config)
 
 
 # Quick jobs that stay on the submitting node on a cluster.
@@ -212,19 +200,19 @@ def baseline_config(wildcards):
     return grid.resolve_baseline(config, wildcards.task)
 
 
-FIG_TASK = {"fig3": "coco", "fig4": "vqa"}
-FIG_CURVE_METHOD = {stem: method for method, stem in CURVE_STEMS.items()}
-
-
 def reported_metric():
     """The runs.csv column the figures and the claims report show (a params value: changing it redraws them)."""
     return config.get("reported_metric", "paper_metric")
 
 
 def figure_params(wildcards):
+    """What a figure depends on besides its tables (a curve figure is named by its method: its task stays None, as
+    in the params of figures drawn before the figure registry, which must not look changed).
+    """
+    spec = figreg.figure(wildcards.stem)
     return {
-        "task": FIG_TASK.get(wildcards.stem),
-        "method": FIG_CURVE_METHOD.get(wildcards.stem),
+        "task": None if spec.curves else spec.task,
+        "method": spec.method,
         "metric": reported_metric(),
         "study": STUDY,
     }

@@ -43,15 +43,15 @@ rule prepare_captions:
     input:
         karpathy=res("data/raw/dataset_coco.json"),
     output:
-        train=grid.records_path(ROOT, "coco", "train"),
-        val=grid.records_path(ROOT, "coco", "val"),
-        test=grid.records_path(ROOT, "coco", "test"),
+        train=grid.records_path(ROOT, tasks.COCO.name, "train"),
+        val=grid.records_path(ROOT, tasks.COCO.name, "val"),
+        test=grid.records_path(ROOT, tasks.COCO.name, "test"),
     log:
         res("logs/data/prepare_captions.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
-        expected=expected_counts("coco"),
+        expected=expected_counts(tasks.COCO.name),
     script:
         "../workflow/scripts/prepare_captions.py"
 
@@ -61,15 +61,15 @@ rule prepare_vqa:
         **vqa_raw_files(),
         karpathy=res("data/raw/dataset_coco.json"),
     output:
-        train=grid.records_path(ROOT, "vqa", "train"),
-        val=grid.records_path(ROOT, "vqa", "val"),
-        test=grid.records_path(ROOT, "vqa", "test"),
+        train=grid.records_path(ROOT, tasks.VQA.name, "train"),
+        val=grid.records_path(ROOT, tasks.VQA.name, "val"),
+        test=grid.records_path(ROOT, tasks.VQA.name, "test"),
     log:
         res("logs/data/prepare_vqa.log"),
     conda:
         "../envs/vlpeft.yaml"
     params:
-        expected=expected_counts("vqa"),
+        expected=expected_counts(tasks.VQA.name),
     script:
         "../workflow/scripts/prepare_vqa.py"
 

@@ -1,4 +1,6 @@
-# Figures from the tables only (never from data, checkpoints or training): Figs. 3-5 and 6-10.
+# Figures from the tables only (never from data, checkpoints or training): Figs. 3-5 and 6-10. Which figures exist,
+# their builders and inputs: vlpeft.plots.registry. One rule per report caption (a report() caption cannot be a
+# function), each drawing the stems the registry gives that caption.
 
 
 rule plot_task_grid:
@@ -15,7 +17,7 @@ rule plot_task_grid:
     log:
         res("logs/figures/{stem}.log"),
     wildcard_constraints:
-        stem="fig3|fig4",
+        stem="|".join(figreg.stems(caption="fig_task_grid")),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -38,7 +40,7 @@ rule plot_cost:
     log:
         res("logs/figures/{stem}.log"),
     wildcard_constraints:
-        stem="fig5|fig5_gpu_hours",
+        stem="|".join(figreg.stems(caption="fig_cost")),
     conda:
         "../envs/vlpeft.yaml"
     params:
@@ -62,7 +64,7 @@ rule plot_val_curves:
     log:
         res("logs/figures/{stem}.log"),
     wildcard_constraints:
-        stem="fig6_prompt|fig7_prefix|fig8_lora|fig9_serial_adapter|fig10_parallel_adapter",
+        stem="|".join(figreg.stems(caption="fig_val_curves")),
     conda:
         "../envs/vlpeft.yaml"
     params:

@@ -79,7 +79,7 @@ if config["model"]["init"] == "pretrain":
         input:
             run_config=res("model/pretrain/run_config.yaml"),
             records=res("data/prepared/pretrain/train.jsonl"),
-            val=grid.records_path(ROOT, "coco", "val"),
+            val=grid.records_path(ROOT, tasks.COCO.name, "val"),
             vocab=grid.vocab_path(ROOT),
             images=res("data/raw/images/.complete"),
             cache=CACHE or [],

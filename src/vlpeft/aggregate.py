@@ -36,8 +36,8 @@ import pandas as pd
 from .files import CorruptFileError, read_json
 from .grid import Run, expand
 from .provenance import study_digest
-from .plots.style import PAPER_SPLIT
-from .plots.style import TASK_METRIC as PRIMARY_METRIC  # evaluate.PRIMARY_METRIC (tested equal), without torch
+from .tasks import PAPER_SPLIT
+from .tasks import TASK_METRIC as PRIMARY_METRIC
 from .plots.tables import CURVE_COLUMNS as TABLE_CURVE_COLUMNS
 from .plots.tables import RUN_COLUMNS as TABLE_RUN_COLUMNS
 

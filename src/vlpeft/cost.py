@@ -12,7 +12,7 @@ Per run of the grid (``vlpeft.grid``):
   (forward and
   backward: a frozen ViT costs its forward only, frozen weights on the gradient path their input gradients only)
   and one evaluation sample (encoder, then the decoder over ``num_beams`` beams of ``max_new_tokens`` tokens: an
-  upper bound, as generation stops at EOS). Token lengths are the stated assumptions of ``TOKENS``;
+  upper bound, as generation stops at EOS). Token lengths are the stated assumptions of ``vlpeft.tasks``;
 - with the visual-feature store a run whose ViT is frozen skips the ViT's forward in training and evaluation: its
   FLOPs are counted with stored features as the model's input; without the store, the frozen ViT's forward
   (counted once) comes on top (``tests/unit/test_cost.py`` checks that this equals a count with images);
@@ -40,13 +40,11 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
-# Token counts per sample (special tokens included, padded to a batch's longest): assumptions, not measurements.
-# coco: the prompt "a picture of", captions of ~11 words; vqa: the question prompt, one- or two-word answers.
-TOKENS = {"coco": {"prompt": 5, "target": 24}, "vqa": {"prompt": 16, "target": 6}}
-# Split sizes of the paper's data (docs/protocol.md), used when neither prepared records nor the config's
-# expected_counts give them: coco train = image-caption pairs, val/test = images; vqa = QA pairs.
-PUBLISHED_SIZES = {"coco": {"train": 566_800, "val": 5_000, "test": 5_000},
-                   "vqa": {"train": 605_100, "val": 26_700, "test": 26_300}}
+from .methods.registry import is_peft
+from .tasks import COCO, TASKS
+
+# Token counts per sample (``prompt_tokens``, ``target_tokens``) and the paper's split sizes (``published_sizes``,
+# used when neither prepared records nor the config's expected_counts give them) are each task's, in vlpeft.tasks.
 CAPTIONS_PER_IMAGE = 5  # Karpathy COCO (5.003 on average) and the synthetic generator
 FALLBACK_MINUTES = 1440  # a training job's limit while the predictions are not written yet (dry runs)
 
@@ -127,14 +125,14 @@ def split_sizes(config: dict, task: str, root: str | os.PathLike = ".") -> tuple
 
     paths = {s: Path(root) / records_path(study_root(config), task, s) for s in ("train", "val", "test")}
     if all(p.is_file() for p in paths.values()):
-        return {s: _count_records(p, pairs=task == "coco" and s == "train") for s, p in paths.items()}, "records"
+        return {s: _count_records(p, pairs=task == COCO.name and s == "train") for s, p in paths.items()}, "records"
     expected = (config["data"].get("expected_counts") or {}).get(task)
     if expected and all(expected.get(s) for s in ("train", "val", "test")):
         sizes = dict(expected)
-        if task == "coco":  # expected_counts counts images
+        if task == COCO.name:  # expected_counts counts images
             sizes["train"] = expected["train"] * CAPTIONS_PER_IMAGE
         return sizes, "expected_counts"
-    return dict(PUBLISHED_SIZES[task]), "published"
+    return dict(TASKS[task].published_sizes), "published"
 
 
 def model_config(config: dict, root: str | os.PathLike = "."):
@@ -316,17 +314,17 @@ def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
         ev = d["eval"]
         items = sum(min(sizes[run.task][s], ev.get("max_items") or sizes[run.task][s]) for s in ev["splits"])
         opts = json.dumps(d["method_options"], sort_keys=True)
-        tok = TOKENS[run.task]
+        tok = TASKS[run.task]
         # The classifier flag changes which weights train, not the forward: one evaluation count for both.
-        eval_opts = json.dumps({**d["method_options"], "classifier": False} if run.method != "full" else {},
+        eval_opts = json.dumps({**d["method_options"], "classifier": False} if is_peft(run.method) else {},
                                sort_keys=True)
-        gen = (tok["prompt"], ev["num_beams"], ev["max_new_tokens"])
+        gen = (tok.prompt_tokens, ev["num_beams"], ev["max_new_tokens"])
         if trains_visual_encoder(run.method, d["method_options"]):  # images only
-            tr = train_flops(mc, run.method, opts, tok["prompt"], tok["target"])
+            tr = train_flops(mc, run.method, opts, tok.prompt_tokens, tok.target_tokens)
             evf = eval_flops(mc, run.method, eval_opts, *gen)
             flops = (tr, tr, evf, evf)
         else:  # counted with the store's features as input; without the store the frozen ViT's forward comes on top
-            tr = train_flops(mc, run.method, opts, tok["prompt"], tok["target"], features=True)
+            tr = train_flops(mc, run.method, opts, tok.prompt_tokens, tok.target_tokens, features=True)
             evf = eval_flops(mc, run.method, eval_opts, *gen, features=True)
             flops = (tr + vit, tr, evf + vit, evf)
         rows.append(RunCost(run.run_id, run.task, run.method,
@@ -512,8 +510,8 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
     lines += [
         f"{len(costs)} runs, model {config['model']['preset']} ({mc.image_size} px); sizes from "
         + ", ".join(f"{t}: {src}" for t, (_, src) in sizes.items()),
-        "token assumptions: " + ", ".join(f"{t} prompt {v['prompt']} / target {v['target']}" for t, v in TOKENS.items()
-                                           if t in config["tasks"]),
+        "token assumptions: " + ", ".join(f"{t.name} prompt {t.prompt_tokens} / target {t.target_tokens}"
+                                           for t in TASKS.values() if t.name in config["tasks"]),
         f"training samples: {sum(c.train_samples for c in costs):,}; evaluation samples: "
         f"{sum(c.eval_samples for c in costs):,}",
         f"whole grid: {without / 1e18:,.1f} EFLOP without the store, {with_store / 1e18:,.1f} EFLOP with it "
@@ -533,13 +531,13 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
 
 
 def _store_images(config: dict, root, sizes) -> int:
-    """Images of the study (every image the coco records name; Karpathy COCO: 123,287)."""
+    """Images of the study (every image the COCO caption records name; Karpathy COCO: 123,287)."""
     from .grid import records_path, study_root
 
-    paths = [Path(root) / records_path(study_root(config), "coco", s) for s in ("train", "val", "test")]
+    paths = [Path(root) / records_path(study_root(config), COCO.name, s) for s in COCO.splits]
     if all(p.is_file() for p in paths):
         return len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()})
-    expected = (config["data"].get("expected_counts") or {}).get("coco")
+    expected = (config["data"].get("expected_counts") or {}).get(COCO.name)
     if expected:
         return sum(expected[s] for s in ("train", "val", "test"))
     return 123_287

@@ -19,10 +19,11 @@ from .data.images import ImageStore
 from .metrics.caption import ptb_tokenize, score_captions
 from .metrics.vqa import vqa_accuracy
 from .model.generation import GenerationConfig, generate
+from .tasks import COCO
+from .tasks import TASK_METRIC as PRIMARY_METRIC  # noqa: F401  (train.py reads it from here)
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("vlpeft.evaluate")
-PRIMARY_METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
 
 
 class EvaluationStopped(Exception):
@@ -36,7 +37,7 @@ class Evaluator:
                  gen: GenerationConfig, prompts: dict, batch_size: int = 32, metrics: list[str] | None = None,
                  max_prompt: int = 40, rank: int = 0, world: int = 1) -> None:
         self.task, self.split, self.records, self.tok, self.gen = task, split, records, tokenizer, gen
-        self.metrics = list(metrics or (["CIDEr"] if task == "coco" else []))
+        self.metrics = list(metrics or ([COCO.metric] if task == COCO.name else []))
         self.rank, self.world = rank, world
         data = EvalSet(task, records, images, prompts)
         shard = Subset(data, list(range(rank, len(data), world)))
@@ -46,7 +47,7 @@ class Evaluator:
         # pair up even where shards differ by one record.
         self.stop_checks = math.ceil(math.ceil(len(data) / world) / batch_size)
         self.refs_tokenized = None
-        if task == "coco" and rank == 0:
+        if task == COCO.name and rank == 0:
             refs = {str(r["image_id"]): r["references"] for r in records}
             self.refs_tokenized = ptb_tokenize(refs)
 
@@ -82,7 +83,7 @@ class Evaluator:
         return preds
 
     def score(self, preds: dict[str, str]) -> dict[str, float]:
-        if self.task == "coco":
+        if self.task == COCO.name:
             result = score_captions(self.refs_tokenized, preds, metrics=self.metrics, tokenize=True,
                                     references_tokenized=True)
             return dict(result["scores"])

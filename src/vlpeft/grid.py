@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data.subsets import check_ratio
+from .methods.registry import METHODS, REFERENCE, is_peft
 from .methods.scope import trains_visual_encoder
-from .runconfig import TASKS, RunConfig, check_batch, check_eval, check_prompts, check_schedule, check_seed
-
-METHODS = ("prompt", "prefix", "lora", "serial_adapter", "parallel_adapter", "full")
+from .runconfig import RunConfig, check_batch, check_eval, check_prompts, check_schedule, check_seed
+from .tasks import COCO, TASKS
 RESULTS = "results"
 # Verified downloads (identified by URL and checksum) are the one thing studies share; everything else a study writes
 # lies under its own root, results/<study> (see study_root).
@@ -37,7 +37,7 @@ def fmt_ratio(ratio: float) -> str:
 class Run:
     task: str
     method: str
-    size: int | None  # None for full fine-tuning
+    size: int | None  # None for full fine-tuning (no size knob)
     ratio: float
     classifier: bool
     seed: int
@@ -65,10 +65,10 @@ def _check_unique(key: str, values: list) -> None:
 def method_options(config: dict, method: str, size: int | None, classifier: bool) -> dict:
     """A run's method options: the method's ``options`` plus the grid's size, classifier flag and targets."""
     options = dict((config["methods"].get(method) or {}).get("options") or {})
-    if method != "full":
+    if is_peft(method):
         options["size"] = size
         options["classifier"] = classifier
-    if "targets" in config and method != "full":
+    if "targets" in config and is_peft(method):
         options.setdefault("targets", list(config["targets"]))
     return options
 
@@ -109,6 +109,9 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
         _check_unique(f"tasks.{task}.eval.splits", tcfg.get("eval", {}).get("splits", []))
         check_schedule(tcfg["schedule"], f"tasks.{task}.schedule")
         check_eval(task, tcfg["eval"], f"tasks.{task}.eval")
+    for task in (config.get("data") or {}).get("expected_counts") or {}:
+        if task not in TASKS:
+            raise ValueError(f"data.expected_counts.{task}: unknown task; expected one of {list(TASKS)}")
     for method, mcfg in config["methods"].items():
         if method not in METHODS:
             raise ValueError(f"methods.{method}: unknown method; expected one of {list(METHODS)}")
@@ -118,9 +121,9 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
             if task not in TASKS:
                 raise ValueError(f"methods.{method}.{task}: unknown task; expected one of {list(TASKS)} or 'options'")
             sizes = per_task.get("sizes") or []
-            if method == "full" and sizes:
-                raise ValueError(f"methods.full.{task}.sizes: full fine-tuning has no size knob")
-            if method != "full" and not sizes:
+            if not is_peft(method) and sizes:
+                raise ValueError(f"methods.{method}.{task}.sizes: full fine-tuning has no size knob")
+            if is_peft(method) and not sizes:
                 raise ValueError(f"methods.{method}.{task}.sizes: give at least one size")
             for i, s in enumerate(sizes):
                 if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
@@ -194,7 +197,7 @@ def expand(config: dict) -> list[Run]:
             if task not in mcfg:
                 continue
             sizes = mcfg[task].get("sizes") or [None]
-            flags = [False] if method == "full" else [bool(c) for c in config["classifier"]]
+            flags = [bool(c) for c in config["classifier"]] if is_peft(method) else [False]
             for size in sizes:
                 for ratio in config["tasks"][task]["ratios"]:
                     for cls in flags:
@@ -356,16 +359,16 @@ def resolve_pretrain(config: dict) -> dict:
     """The tiny model's "pre-training" as a run: every parameter trained on the synthetic captioning corpus."""
     pre = config["model"]["pretrain"]
     root = study_root(config)
-    coco_eval = config["tasks"].get("coco", {}).get("eval", {})
+    coco_eval = config["tasks"].get(COCO.name, {}).get("eval", {})
     d = {
         "run_id": "pretrain",
-        "task": "coco",
-        "method": "full",
+        "task": COCO.name,
+        "method": REFERENCE,
         "method_options": {},
         "data_ratio": 1.0,
         "seed": 0,
         "records": {"train": records_path(root, "pretrain", "train"),
-                    "val": records_path(root, "coco", "val")},
+                    "val": records_path(root, COCO.name, "val")},
         "subset": None,
         "image_root": image_root(root),
         "image_cache": image_cache_path(config),
@@ -380,7 +383,7 @@ def resolve_pretrain(config: dict) -> dict:
         "total_batch_size": int(pre["total_batch_size"]),
         "per_device_batch_size": int(pre["per_device_batch_size"]),
         "schedule": {"kind": "steps", "steps": int(pre["steps"]), "warmup_steps": int(pre.get("warmup_steps", 0))},
-        "eval": {**coco_eval, "interval": 0, "splits": ["val"], "metrics": ["CIDEr"]},
+        "eval": {**coco_eval, "interval": 0, "splits": ["val"], "metrics": [COCO.metric]},
         "prompts": dict(config["prompts"]),
         "max_prompt_tokens": int(config["train"]["max_prompt_tokens"]),
         "max_target_tokens": int(config["train"]["max_target_tokens"]),
@@ -406,7 +409,7 @@ def resolve_features(config: dict) -> dict:
     fs = config["data"]["feature_store"]
     start = resolve_baseline(config, next(iter(config["tasks"])))
     return {**{k: start[k] for k in FEATURE_KEYS},
-            "records": [records_path(study_root(config), "coco", s) for s in ("train", "val", "test")],
+            "records": [records_path(study_root(config), COCO.name, s) for s in COCO.splits],
             "dtype": str(fs.get("dtype", "float16")), "batch_size": int(fs.get("batch_size", 64))}
 
 
@@ -415,9 +418,9 @@ def resolve_baseline(config: dict, task: str) -> dict:
     methods = [m for m in config["methods"] if task in config["methods"][m]]
     if not methods:
         raise ValueError(f"no method is configured for task {task!r}")
-    run = Run(task, "full", None, 1.0, False, 0, study_root(config))
+    run = Run(task, REFERENCE, None, 1.0, False, 0, study_root(config))
     d = resolve(config, run)
-    d.update(run_id=f"{task}/baseline", method="full", method_options={}, subset=None,
+    d.update(run_id=f"{task}/baseline", method=REFERENCE, method_options={}, subset=None,
              out_dir=f"{run.root}/baseline/{task}", lr=1.0, feature_store=None)
     d["eval"] = {**d["eval"], "interval": 0}
     RunConfig.from_dict(copy.deepcopy(d))

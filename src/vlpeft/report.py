@@ -58,19 +58,16 @@ import pandas as pd
 
 from vlpeft import stats
 from vlpeft.provenance import SYNTHETIC_NOTE, table_provenance
-from vlpeft.plots.style import (
-    DEFAULT_VALUE,
+from vlpeft.methods.registry import (
     EMBEDDING_COMPOSITION,
     LAYER_COMPOSITION,
     METHOD_LABELS,
     PEFT_METHODS,
-    TASK_LABELS,
-    TASK_METRIC,
-    TASKS,
-    VALUE_LABELS,
-    format_ratio,
-    format_size,
+    PROMPT,
+    REFERENCE,
 )
+from vlpeft.plots.style import DEFAULT_VALUE, VALUE_LABELS, format_ratio, format_size
+from vlpeft.tasks import COCO, TASK_LABELS, TASK_METRIC, TASKS, VQA
 from vlpeft.plots.tables import VALUE_COLUMNS, load_baseline, load_runs, non_success, successful, validate_runs
 
 SUPPORTED = "supported"
@@ -358,8 +355,8 @@ def _overfit_pairs(df: pd.DataFrame, value: str) -> tuple[pd.DataFrame, dict]:
 def _versus_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
     """Mean over data ratios of (method's plain mean - full fine-tuning's mean at that ratio); bootstrap over ratios."""
     est = _base(df)
-    full = df.loc[df["method"] == "full"].groupby("data_ratio")[value].mean()
-    peft = df.loc[(df["method"] != "full") & ~df["classifier"]].groupby("data_ratio")[value].mean()
+    full = df.loc[df["method"] == REFERENCE].groupby("data_ratio")[value].mean()
+    peft = df.loc[(df["method"] != REFERENCE) & ~df["classifier"]].groupby("data_ratio")[value].mean()
     d = (peft - full).dropna()
     est.units = len(d)
     est.details.update({"ratios": len(d), "method mean": peft.loc[d.index].mean() if len(d) else math.nan,
@@ -375,10 +372,10 @@ def _versus_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Gener
 def _best_classifier_vs_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator) -> Estimate:
     """Best "+ classifier" size mean - full fine-tuning mean, at the largest shared ratio; seeds resampled per cell."""
     est = _base(df)
-    full = df.loc[df["method"] == "full"]
+    full = df.loc[df["method"] == REFERENCE]
     if (~full["classifier"]).any():
         full = full.loc[~full["classifier"]]
-    d = df.loc[(df["method"] != "full") & df["classifier"]]
+    d = df.loc[(df["method"] != REFERENCE) & df["classifier"]]
     shared = sorted(set(d["data_ratio"]) & set(full["data_ratio"]))
     est.details.update({"ratio": "–", "best size": "–", "+ classifier mean": "–", "full FT mean": "–"})
     if not shared:
@@ -474,7 +471,7 @@ def _method_runs(ok: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
 
 
 def _with_full(ok: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
-    return ok.loc[(ok["task"] == task) & ok["method"].isin([method, "full"])]
+    return ok.loc[(ok["task"] == task) & ok["method"].isin([method, REFERENCE])]
 
 
 def _peft_runs(ok: pd.DataFrame, task: str, _: str) -> pd.DataFrame:
@@ -582,43 +579,43 @@ _COCO, _VQA = "COCO Caption: data ratio, parameter size and full fine-tuning", "
     "and full fine-tuning"
 _CLASSIFIER = "Tuning the final classifier as well"
 _GROUPS = "Layer composition vs embedding composition"
-_CIDER, _ACC = MARGIN[TASK_METRIC["coco"]], MARGIN[TASK_METRIC["vqa"]]
+_CIDER, _ACC = MARGIN[COCO.metric], MARGIN[VQA.metric]
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "1a", "COCO: CIDEr does not depend on the data ratio",
         "The performance of the tested PEFTs is regardless of the accessible data size.", _COCO,
-        "COCO runs of each PEFT method, both variants", _per_method("coco"), _method_runs,
+        "COCO runs of each PEFT method, both variants", _per_method(COCO.name), _method_runs,
         Statistic(
             name="mean CIDEr at the largest minus at the smallest data ratio, within sweeps",
             symbol="diff", resamples="sweeps over data ratios (one per size, + classifier and seed)", unit="sweeps",
             compute=partial(_end_difference, x="data_ratio", xname="ratios", by=["size", "classifier"]),
         ),
-        _within(_CIDER), partial(_pivot, "coco", "data_ratio", lambda r: format_ratio(r) + "%"),
+        _within(_CIDER), partial(_pivot, COCO.name, "data_ratio", lambda r: format_ratio(r) + "%"),
     ),
     Claim(
         "1b", "COCO: parameter size has a non-monotonic effect (an interior optimum)",
         "there exists an optimal fine-tunable parameter choice", _COCO,
-        "COCO runs of each PEFT method, both variants", _per_method("coco"), _method_runs,
+        "COCO runs of each PEFT method, both variants", _per_method(COCO.name), _method_runs,
         Statistic(
             name="delta = best interior size mean - better end-size mean, within sweeps",
             symbol="delta", resamples="sweeps over sizes (one per data ratio, + classifier and seed); the p-value "
             "shuffles sizes within each sweep", unit="sweeps", compute=_interior_optimum,
         ),
-        _ABOVE_NULL, partial(_pivot, "coco", "size", format_size),
+        _ABOVE_NULL, partial(_pivot, COCO.name, "size", format_size),
     ),
     Claim(
         "1c", "COCO: every PEFT method but prompt-tuning at least matches full fine-tuning",
         "the tested PEFTs always outperform the full fine-tuning except for the prompt-tuning on MSCOCO Caption",
         _COCO, "plain COCO runs of each PEFT method but prompt-tuning, and full fine-tuning",
-        _per_method("coco", [m for m in PEFT_METHODS if m != "prompt"]), _with_full, _VERSUS_FULL,
+        _per_method(COCO.name, [m for m in PEFT_METHODS if m != PROMPT.name]), _with_full, _VERSUS_FULL,
         Rule(support=(Test(+1, -_CIDER),), refute=(Test(-1, -_CIDER),)),
     ),
     Claim(
         "1d", "COCO: the largest sizes over-fit (the validation score falls after its best step)",
         "too many fine-tunable parameters would lead to over-fitting", _COCO,
         "COCO runs of each PEFT method at its smallest and largest size, validation columns (best_val, final_val)",
-        _per_method("coco"), _method_runs,
+        _per_method(COCO.name), _method_runs,
         Statistic(
             name="mean paired difference of the late drop (best_val - final_val), largest minus smallest size, "
             "matched on (data ratio, + classifier, seed)", symbol="mean diff", resamples="matched pairs",
@@ -629,53 +626,53 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "2a", "VQAv2: accuracy rises with the data ratio",
         "The performance of the tested PEFTs is positively correlated to the accessible training data", _VQA,
-        "VQAv2 runs of each PEFT method, both variants", _per_method("vqa"), _method_runs,
+        "VQAv2 runs of each PEFT method, both variants", _per_method(VQA.name), _method_runs,
         _trend_statistic("data_ratio", "ratios", ["size", "classifier"]), _RISES,
-        partial(_pivot, "vqa", "data_ratio", lambda r: format_ratio(r) + "%"),
+        partial(_pivot, VQA.name, "data_ratio", lambda r: format_ratio(r) + "%"),
     ),
     Claim(
         "2b", "VQAv2: accuracy rises with the parameter size",
         "the fine-tunable parameter size is positively related to the performance", _VQA,
-        "VQAv2 runs of each PEFT method, both variants", _per_method("vqa"), _method_runs,
+        "VQAv2 runs of each PEFT method, both variants", _per_method(VQA.name), _method_runs,
         _trend_statistic("size", "sizes", ["data_ratio", "classifier"]), _RISES,
-        partial(_pivot, "vqa", "size", format_size),
+        partial(_pivot, VQA.name, "size", format_size),
     ),
     Claim(
         "2c", "VQAv2: embedding composition (prompt, prefix) lags far behind full fine-tuning",
         "the embedding composition PEFTs lag far from full finetuning", _VQA,
-        "plain VQAv2 runs of prompt- and prefix-tuning, and full fine-tuning", _per_method("vqa", EMBEDDING_COMPOSITION),
+        "plain VQAv2 runs of prompt- and prefix-tuning, and full fine-tuning", _per_method(VQA.name, EMBEDDING_COMPOSITION),
         _with_full, _VERSUS_FULL,
         Rule(support=(Test(-1, -LARGE_GAP["accuracy"]),), refute=(Test(+1, -LARGE_GAP["accuracy"]),)),
     ),
     Claim(
         "2d", "VQAv2: layer composition (LoRA, adapters) is comparable to full fine-tuning",
         "the layer embedding composition PEFTs achieve comparable performance to the full fine-tuning", _VQA,
-        "plain VQAv2 runs of LoRA and both adapters, and full fine-tuning", _per_method("vqa", LAYER_COMPOSITION),
+        "plain VQAv2 runs of LoRA and both adapters, and full fine-tuning", _per_method(VQA.name, LAYER_COMPOSITION),
         _with_full, _VERSUS_FULL, _within(_ACC),
     ),
     Claim(
         "3a", "COCO: + classifier helps prompt-tuning",
         "simultaneously fine-tuning the final classifier only improves the performance of prompt-tuning",
-        _CLASSIFIER, "COCO prompt-tuning runs, plain and + classifier", _per_method("coco", ["prompt"]),
+        _CLASSIFIER, "COCO prompt-tuning runs, plain and + classifier", _per_method(COCO.name, [PROMPT.name]),
         _method_runs, _PAIRED_CLASSIFIER, _ABOVE_NULL,
     ),
     Claim(
         "3b", "COCO: + classifier hurts layer composition (LoRA, serial and parallel adapter)",
         "and hurts that of the layer composition", _CLASSIFIER,
-        "COCO runs of LoRA and both adapters, plain and + classifier", _per_method("coco", LAYER_COMPOSITION),
+        "COCO runs of LoRA and both adapters, plain and + classifier", _per_method(COCO.name, LAYER_COMPOSITION),
         _method_runs, _PAIRED_CLASSIFIER, _BELOW_NULL,
     ),
     Claim(
         "3c", "VQAv2: + classifier helps every PEFT method",
         "simultaneously fine-tuning the final classifier of the model could further boost the performance",
-        _CLASSIFIER, "VQAv2 runs of each PEFT method, plain and + classifier", _per_method("vqa"), _method_runs,
+        _CLASSIFIER, "VQAv2 runs of each PEFT method, plain and + classifier", _per_method(VQA.name), _method_runs,
         _PAIRED_CLASSIFIER, _ABOVE_NULL,
     ),
     Claim(
         "3d", "VQAv2: with + classifier, PEFT beats full fine-tuning",
         "and even achieve superior performance than full fine-tuning", _CLASSIFIER,
         "VQAv2 + classifier runs of each PEFT method at its best size and full fine-tuning, at the largest shared "
-        "data ratio", _per_method("vqa"), _with_full,
+        "data ratio", _per_method(VQA.name), _with_full,
         Statistic(
             name="best + classifier size mean - full fine-tuning mean (largest shared data ratio)", symbol="diff",
             resamples="seeds within each of the two cells", unit="seeds per cell", compute=_best_classifier_vs_full,

@@ -14,13 +14,12 @@ from pathlib import Path
 import yaml
 
 from .metrics.caption import CIDER_MIN_IMAGES, SUPPORTED_METRICS
-
-TASKS = ("coco", "vqa")
+from .tasks import COCO, TASKS
 MODEL_PARTS = ("visual_encoder", "text_encoder", "fusion_encoder", "text_decoder")
 EVAL_SPLITS = ("val", "test")
 SELECTION_SPLIT = "val"  # the split model selection, the tables and the figures read (best_val)
 MAX_SEED = 2**32 - 1  # numpy's limit, and what the schema allows
-PROMPT_FIELDS = {"caption_prompt": (), "vqa_prompt": ("question",)}  # the fields each template is formatted with
+PROMPT_FIELDS = {t.prompt_key: t.prompt_fields for t in TASKS.values()}  # the fields each template is formatted with
 
 
 def _describe(hint) -> str:
@@ -89,7 +88,7 @@ def check_eval(task: str, ev: dict, where: str) -> None:
         raise ValueError(f"{where}.splits: must include {SELECTION_SPLIT!r} (model selection, the tables and the "
                          f"figures read it), got {splits}")
     metrics = list(ev.get("metrics", ()))
-    if task == "coco":
+    if task == COCO.name:
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise ValueError(f"{where}.metrics: unknown metric(s) {unknown}; known: {list(SUPPORTED_METRICS)}")

@@ -299,7 +299,7 @@ def test_command_line_refuses_duplicate_seeds(tmp_path: Path) -> None:
 
 
 def test_aggregate_names_the_evaluators_primary_metric() -> None:
-    """aggregate reads the task -> metric map from plots.style (no torch to import); it must be the evaluator's."""
+    """aggregate reads the task -> metric map from vlpeft.tasks (no torch to import); it must be the evaluator's."""
     from vlpeft.evaluate import PRIMARY_METRIC
 
     assert aggregate.PRIMARY_METRIC == PRIMARY_METRIC

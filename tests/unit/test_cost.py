@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlpeft import cost
+from vlpeft import cost, tasks
 from vlpeft.grid import expand
 from vlpeft.model.config import preset
 from vlpeft.schedule import eval_steps
@@ -85,7 +85,7 @@ def test_prepared_records_give_the_sizes(tmp_path, paper):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
     assert cost.split_sizes(paper, "coco", tmp_path) == ({"train": 6, "val": 2, "test": 4}, "records")
-    assert cost.split_sizes(paper, "vqa", tmp_path) == (cost.PUBLISHED_SIZES["vqa"], "published")
+    assert cost.split_sizes(paper, "vqa", tmp_path) == (tasks.VQA.published_sizes, "published")
     assert cost.split_sizes(paper, "coco")[0]["train"] == 113287 * cost.CAPTIONS_PER_IMAGE  # expected_counts
 
 

@@ -10,6 +10,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from tests.unit.test_plots import make_curves, make_runs
+from vlpeft.methods import registry
 from vlpeft.plots import figures, style
 
 
@@ -35,7 +36,7 @@ def test_contrast_of_known_colours() -> None:
     assert style.contrast_on_white("#777777") == pytest.approx(4.48, abs=0.01)  # WCAG's worked example
 
 
-@pytest.mark.parametrize("method", style.METHODS)
+@pytest.mark.parametrize("method", registry.METHODS)
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 9])
 def test_every_shade_reads_on_white(method: str, n: int) -> None:
     colors = style.shades(method, n)
@@ -52,7 +53,7 @@ def test_the_lightest_shade_is_as_light_as_readable() -> None:
 
 
 def test_reference_colours_read_on_white() -> None:
-    for color in (*style.METHOD_COLORS.values(), style.BASELINE_COLOR, style.FULL_COLOR):
+    for color in (*registry.METHOD_COLORS.values(), style.BASELINE_COLOR, style.FULL_COLOR):
         assert style.contrast_on_white(to_hex(color)) >= style.MIN_CONTRAST, color
 
 

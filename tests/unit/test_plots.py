@@ -22,7 +22,9 @@ from vlpeft.plots.figures import (
     save_figure,
     series_lines,
 )
-from vlpeft.plots.style import METHOD_COLORS, PEFT_METHODS
+from vlpeft.methods import registry
+from vlpeft.methods.registry import METHOD_COLORS, PEFT_METHODS
+from vlpeft import tasks
 from vlpeft.plots.tables import load_baseline, load_curves, load_runs, validate_runs
 from tests.conftest import with_provenance
 
@@ -166,8 +168,8 @@ def test_fig3_layout_labels_and_series(runs: pd.DataFrame, baseline: pd.DataFram
         ax_r, ax_s = axes[2 * row], axes[2 * row + 1]
         assert ax_r.get_ylabel() == "CIDEr"
         assert ax_r.get_xlabel() == "data ratio (%)"
-        assert ax_s.get_xlabel() == style.SIZE_LABELS[method]
-        assert style.METHOD_LABELS[method] in ax_r.get_title(loc="left")
+        assert ax_s.get_xlabel() == registry.SIZE_LABELS[method]
+        assert registry.METHOD_LABELS[method] in ax_r.get_title(loc="left")
         assert ax_r.get_xscale() == "log" and ax_s.get_xscale() == "log"
         # One line per (size, variant) and per (ratio, variant): 3 x 2 each; the absent cell only makes a gap.
         assert len(series_lines(ax_r)) == 6
@@ -241,13 +243,13 @@ def test_fig5_cost(runs: pd.DataFrame, baseline: pd.DataFrame) -> None:
     for ax, task in zip(fig.axes, ("coco", "vqa")):
         assert ax.get_xscale() == "log"
         assert "data size × trainable parameters" in ax.get_xlabel()
-        assert ax.get_title(loc="left") == style.TASK_LABELS[task]
+        assert ax.get_title(loc="left") == tasks.TASK_LABELS[task]
         lines = series_lines(ax)
         assert len(lines) == 11  # 5 PEFT methods x 2 variants + full fine-tuning
         for line in lines:
             label = line.get_label()
             clf = label.endswith("+ classifier")
-            method = next(m for m, name in style.METHOD_LABELS.items() if label.startswith(name))
+            method = next(m for m, name in registry.METHOD_LABELS.items() if label.startswith(name))
             assert to_hex(line.get_color()) == METHOD_COLORS[method]
             assert line.get_linestyle() == "None"
             assert (line.get_markerfacecolor() == "white") == clf
@@ -324,7 +326,7 @@ def test_method_colours_are_fixed_and_distinct(runs: pd.DataFrame, curves: pd.Da
         in_cost = {
             to_hex(x.get_color())
             for x in series_lines(cost.axes[0])
-            if x.get_label().startswith(style.METHOD_LABELS[method])
+            if x.get_label().startswith(registry.METHOD_LABELS[method])
         }
         assert in_cost == {METHOD_COLORS[method]}
         curve_fig = fig_val_curves(curves, method)
@@ -367,7 +369,7 @@ def test_cli_regenerates_every_figure(
     stems += ["fig9_serial_adapter", "fig10_parallel_adapter"]
     assert list(saved) == stems
     assert len(saved["fig3"].axes) == 10 and len(saved["fig5"].axes) == 2
-    assert style.METHOD_LABELS["serial_adapter"] in saved["fig9_serial_adapter"].get_suptitle()
+    assert registry.METHOD_LABELS["serial_adapter"] in saved["fig9_serial_adapter"].get_suptitle()
     # Every figure names the study, its data, the commit and the config digest; a synthetic one says what it is.
     digest = runs["study_digest"].iloc[0]
     for stem, fig in saved.items():

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from vlpeft import report, stats
-from vlpeft.plots.style import LAYER_COMPOSITION, PEFT_METHODS
+from vlpeft.methods.registry import LAYER_COMPOSITION, PEFT_METHODS
 from vlpeft.report import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, claims_report, claims_table
 from tests.conftest import with_provenance
 

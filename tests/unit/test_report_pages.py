@@ -13,7 +13,7 @@ import pytest
 
 from tests.unit.test_plots import make_runs
 from vlpeft import report
-from vlpeft.plots import figures
+from vlpeft.plots import registry as figreg
 
 # Snakemake renders captions with docutils' writer_name, which docutils 0.22 deprecates; so does this test.
 pytestmark = pytest.mark.filterwarnings("ignore:Argument \"writer_name\":PendingDeprecationWarning")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Argument \"writer_name\":Pending
 REPO = Path(__file__).resolve().parents[2]
 #: Every figure the pipeline can draw, and the figure number its caption must name.
 STEMS = {"fig3": "Fig. 3", "fig4": "Fig. 4", "fig5": "Fig. 5", "fig5_gpu_hours": "Fig. 5",
-         **{stem: f"Fig. {6 + i}" for i, stem in enumerate(figures.CURVE_FIGURES)}}
+         **{stem: f"Fig. {6 + i}" for i, stem in enumerate(figreg.curve_figures())}}
 
 
 def _rules(path: Path) -> dict[str, str]:
@@ -29,16 +29,22 @@ def _rules(path: Path) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, re.S | re.M)}
 
 
+def _stem_pattern(body: str) -> str:
+    """A rule's stem constraint: a regex, or the figure registry's stems of one caption (``figreg.stems(...)``)."""
+    m = re.search(r'stem="\|"\.join\(figreg\.stems\(caption="(\w+)"\)\)', body)
+    return "|".join(figreg.stems(caption=m.group(1))) if m else re.search(r'stem="([^"]+)"', body).group(1)
+
+
 def _rule_of(stem: str) -> tuple[str, str]:
     found = [(name, body) for name, body in _rules(REPO / "rules" / "figures.smk").items()
-             if re.fullmatch(re.search(r'stem="([^"]+)"', body).group(1), stem)]
+             if re.fullmatch(_stem_pattern(body), stem)]
     assert len(found) == 1, (stem, [f[0] for f in found])
     return found[0]
 
 
 def _render(caption: Path, stem: str, metric: str) -> str:
     """The caption as Snakemake renders it: Jinja with the job's wildcards and params, then reStructuredText."""
-    method = figures.CURVE_FIGURES.get(stem)
+    method = figreg.curve_figures().get(stem)
     snakemake = SimpleNamespace(wildcards=SimpleNamespace(stem=stem),
                                 params=SimpleNamespace(fig={"metric": metric, "method": method}, metric=metric))
     rst = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(caption.read_text()).render(
@@ -59,8 +65,8 @@ def test_every_figure_has_a_caption_saying_what_it_shows(stem: str) -> None:
     assert text.startswith(STEMS[stem])
     assert "test_at_best_val" in text  # the column it draws
     assert len(text) > 300
-    if stem in figures.CURVE_FIGURES:
-        assert figures.CURVE_FIGURES[stem] in text
+    if stem in figreg.curve_figures():
+        assert figreg.curve_figures()[stem] in text
 
 
 def test_the_figure_captions_differ_between_the_figures_of_one_rule() -> None:

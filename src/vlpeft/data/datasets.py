@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..tasks import COCO
 from ..tokenizer import Tokenizer
 from .images import ImageStore, normalise
 
@@ -21,7 +22,7 @@ log = logging.getLogger("vlpeft.datasets")
 def prompt_for(task: str, record: dict, caption_prompt: str = CAPTION_PROMPT, vqa_prompt: str = VQA_PROMPT) -> str:
     if "prompt" in record:  # prefix-LM pre-training records carry their own text input
         return record["prompt"]
-    if task == "coco":
+    if task == COCO.name:
         return caption_prompt
     return vqa_prompt.format(question=record["question"])
 
@@ -43,7 +44,7 @@ def _drop_bad(split: str, what: str, entries: list, image_of: Callable[[Any], st
 
 def drop_bad_train_items(task: str, records: list[dict], items: list, images: ImageStore) -> list:
     """Training ``items`` (see ``TrainSet``) whose record's image is not listed as bad in the image cache."""
-    return _drop_bad("train", "training pairs", items, lambda it: records[it[0] if task == "coco" else it]["image"],
+    return _drop_bad("train", "training pairs", items, lambda it: records[it[0] if task == COCO.name else it]["image"],
                      images)
 
 
@@ -78,7 +79,7 @@ class TrainSet(Dataset):
     def targets(self, i: int) -> list[tuple[str, float]]:
         """The (target text, weight) pairs of item ``i`` (no image decoding)."""
         item = self.items[i]
-        if self.task == "coco":
+        if self.task == COCO.name:
             return [(self.records[item[0]]["references"][item[1]], 1.0)]
         r = self.records[item]
         # A record without the human answers (hand-made) trains on its one answer.
@@ -86,7 +87,7 @@ class TrainSet(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
-        r = self.records[item[0] if self.task == "coco" else item]
+        r = self.records[item[0] if self.task == COCO.name else item]
         texts, weights = zip(*self.targets(i))
         return {"image": self.images.get(r["image"]), "prompt": prompt_for(self.task, r, **self.prompts),
                 "targets": list(texts), "weights": list(weights)}
@@ -103,7 +104,7 @@ class EvalSet(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         r = self.records[i]
-        key = str(r["image_id"]) if self.task == "coco" else str(r["question_id"])
+        key = str(r["image_id"]) if self.task == COCO.name else str(r["question_id"])
         return {"image": self.images.get(r["image"]), "prompt": prompt_for(self.task, r, **self.prompts), "id": key}
 
 

@@ -160,14 +160,16 @@ def extract_for_study(spec: dict, record_files: list[str | Path], out: str | Pat
     vocabulary, image root and cache, seed, threads, device, and the store's dtype and batch size.
     """
     from ..grid import FEATURE_KEYS
+    from ..methods.registry import REFERENCE
     from ..model.config import for_tokenizer
     from ..runconfig import RunConfig
+    from ..tasks import COCO
     from ..tokenizer import Tokenizer
     from ..train import build_model
     from .prepare import read_jsonl
 
     # The model as a run builds it (build_model): the run-only fields are placeholders.
-    cfg = RunConfig.from_dict({"run_id": "features", "task": "coco", "method": "full", "method_options": {},
+    cfg = RunConfig.from_dict({"run_id": "features", "task": COCO.name, "method": REFERENCE, "method_options": {},
                                "data_ratio": 1.0, "records": {}, "subset": None, "lr": 1.0,
                                "schedule": {"kind": "steps", "steps": 1},
                                "out_dir": str(Path(out).parent), **{k: spec[k] for k in FEATURE_KEYS}})

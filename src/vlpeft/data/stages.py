@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from ..files import read_json, record_digest
+from ..tasks import COCO, VQA
 from . import prepare, subsets
 from .images import build_cache
 
@@ -58,9 +59,9 @@ def prepare_pretrain(pretrain_json: str | Path, out: str | Path, seed: int = 0) 
 def make_subset(task: str, train_records: str | Path, ratio: float, seed: int, out: str | Path) -> int:
     """Nested subset over image-caption pairs (coco) or QA pairs (vqa)."""
     recs = prepare.read_jsonl(train_records)
-    if task == "coco":
+    if task == COCO.name:
         pairs = subsets.caption_pairs(recs)
-    elif task == "vqa":
+    elif task == VQA.name:
         pairs = recs
     else:
         raise ValueError(f"unknown task {task!r}")
@@ -68,7 +69,7 @@ def make_subset(task: str, train_records: str | Path, ratio: float, seed: int, o
         raise ValueError(f"{train_records} has no training pairs to draw the ratio {ratio} subset from; delete it and "
                          "rerun the preparation that wrote it")
     chosen = subsets.subset(len(pairs), ratio, seed)
-    items = [list(pairs[i]) for i in chosen] if task == "coco" else chosen
+    items = [list(pairs[i]) for i in chosen] if task == COCO.name else chosen
     subsets.write_subset(out, task, ratio, seed, items)
     return len(items)
 

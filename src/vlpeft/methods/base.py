@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..model.config import MPlugConfig
+from . import registry
 
 TARGETS = ("visual_encoder", "text_encoder", "fusion_encoder", "text_decoder")
 DEFAULT_TARGETS = ("text_encoder", "fusion_encoder", "text_decoder")
@@ -35,9 +36,10 @@ METHODS: dict[str, type[PeftMethod]] = {}
 
 
 def register_method(name: str):
-    """Class decorator: make a method selectable by ``name`` in the config."""
+    """Class decorator: make a method selectable by ``name`` in the config (described in ``methods.registry``)."""
 
     def wrap(cls: type[PeftMethod]) -> type[PeftMethod]:
+        registry.info(name)  # an implementation without a description would be missing from grid, figures, report
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
         cls.name = name

@@ -6,12 +6,12 @@ from the visual-feature store (``vlpeft.data.features``).
 
 from __future__ import annotations
 
-# Methods that train every parameter, whatever their options.
-TRAIN_EVERYTHING = frozenset({"full"})
+from .registry import is_peft
+
 VISUAL_ENCODER = "visual_encoder"
 
 
 def trains_visual_encoder(name: str, options: dict) -> bool:
-    """Whether method ``name`` with ``options`` changes the ViT's output in training (it trains every parameter, or
+    """Whether method ``name`` with ``options`` changes the ViT's output in training (it trains every parameter: full fine-tuning, or
     ``visual_encoder`` is among its ``targets``)."""
-    return name in TRAIN_EVERYTHING or VISUAL_ENCODER in (options.get("targets") or ())
+    return not is_peft(name) or VISUAL_ENCODER in (options.get("targets") or ())

@@ -41,7 +41,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from vlpeft.methods.registry import METHOD_LABELS, METHOD_MARKERS, METHODS, PEFT_METHODS, REFERENCE, SIZE_LABELS
 from vlpeft.plots import style
+from vlpeft.plots.registry import FigureSpec, curve_task, figure, figure_table
 from vlpeft.provenance import describe, table_provenance
 from vlpeft.plots.style import (
     BASELINE_COLOR,
@@ -51,15 +53,6 @@ from vlpeft.plots.style import (
     FULL_COLOR,
     FULL_REFERENCE_LINESTYLE,
     FULL_WIDTH,
-    METHOD_LABELS,
-    METHOD_MARKERS,
-    METHODS,
-    PAPER_SPLIT,
-    PEFT_METHODS,
-    SIZE_LABELS,
-    TASK_LABELS,
-    TASK_METRIC,
-    TASKS,
     format_ratio,
     format_size,
     level_marker,
@@ -69,6 +62,7 @@ from vlpeft.plots.style import (
     value_label,
     variant_style,
 )
+from vlpeft.tasks import PAPER_SPLIT, TASK_LABELS, TASK_METRIC, TASKS
 from vlpeft.plots.tables import (
     VALUE_COLUMNS,
     baseline_value,
@@ -86,8 +80,6 @@ log = logging.getLogger("vlpeft.plots.figures")
 PROG = "python -m vlpeft.plots.figures"
 SERIES_GID = "series"
 REFERENCE_GID = "reference"
-#: Figure file stems the CLI writes, in paper order: Figs. 6-10 are one per PEFT method.
-CURVE_FIGURES: dict[str, str] = {f"fig{6 + i}_{m}": m for i, m in enumerate(PEFT_METHODS)}
 _CELL_KEYS = ["task", "method", "classifier", "size", "data_ratio"]
 
 
@@ -194,7 +186,7 @@ def _no_data(ax: Axes, text: str = "no successful runs") -> None:
 
 def _full_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """Full fine-tuning's cells; it trains the classifier anyway, so the plain variant is preferred if both exist."""
-    full = cells.loc[cells["method"] == "full"]
+    full = cells.loc[cells["method"] == REFERENCE]
     if (~full["classifier"]).any():
         full = full.loc[~full["classifier"]]
     return full.groupby("data_ratio", as_index=True).agg(mean=("mean", "mean"), std=("std", "mean"), n=("n", "sum"))
@@ -206,7 +198,7 @@ def fig_task_grid(
     baseline: pd.DataFrame | None = None,
     value: str = DEFAULT_VALUE,
 ) -> Figure:
-    """Fig. 3 (``task="coco"``) / Fig. 4 (``task="vqa"``): 5 rows (PEFT methods) x 2 panels.
+    """Fig. 3 (COCO Caption) / Fig. 4 (VQAv2): one row per PEFT method (five) x 2 panels.
 
     Left: metric vs data ratio (log x), one line per parameter size, full fine-tuning vs ratio as a black line.
     Right: metric vs parameter size (log2 x), one line per data ratio, full fine-tuning at its largest ratio as a
@@ -215,7 +207,7 @@ def fig_task_grid(
 
     Args:
         runs: Runs table (all statuses; only successful runs are drawn).
-        task: "coco" or "vqa".
+        task: A task of ``vlpeft.tasks``.
         baseline: Optional baseline table.
         value: Metric column to draw (``style.VALUE_LABELS``); ``paper_metric``, the paper's number, by default.
 
@@ -302,8 +294,8 @@ def fig_task_grid(
 
 
 def _draw_full_line(ax: Axes, x: Sequence[float], full: pd.DataFrame) -> None:
-    kwargs = {"color": FULL_COLOR, "marker": METHOD_MARKERS["full"], "linestyle": "-", "markersize": 4.5}
-    line = _draw_series(ax, x, full["mean"], full["std"], full["n"], kwargs, METHOD_LABELS["full"])
+    kwargs = {"color": FULL_COLOR, "marker": METHOD_MARKERS[REFERENCE], "linestyle": "-", "markersize": 4.5}
+    line = _draw_series(ax, x, full["mean"], full["std"], full["n"], kwargs, METHOD_LABELS[REFERENCE])
     # The full fine-tuning line is a reference, not one of the method's series.
     line.set_gid(REFERENCE_GID)
     line.set_zorder(1.5)
@@ -342,7 +334,7 @@ def _style_handles(has_baseline: bool, full_ref: bool = True, full_label: str = 
     handles = [
         Line2D([], [], color=grey, marker="o", linestyle="-", label="PEFT method"),
         Line2D([], [], color=grey, marker="o", markerfacecolor="white", linestyle="--", label="+ classifier"),
-        Line2D([], [], color=FULL_COLOR, marker=METHOD_MARKERS["full"], markersize=4.5, label=METHOD_LABELS["full"]),
+        Line2D([], [], color=FULL_COLOR, marker=METHOD_MARKERS[REFERENCE], markersize=4.5, label=METHOD_LABELS[REFERENCE]),
     ]
     if full_ref:
         handles.append(Line2D([], [], color=FULL_COLOR, linestyle=FULL_REFERENCE_LINESTYLE, label=full_label))
@@ -364,7 +356,7 @@ def _method_handles(methods: Sequence[str], has_baseline: bool) -> list[Line2D]:
 def _marker_style(method: str, classifier: bool) -> dict[str, object]:
     kw = variant_style(method, classifier)
     kw.pop("linestyle")
-    kw["markersize"] = 4.5 if method == "full" else 3.5
+    kw["markersize"] = 4.5 if method == REFERENCE else 3.5
     return kw
 
 
@@ -465,7 +457,7 @@ def fig_cost_gpu_hours(runs: pd.DataFrame, baseline: pd.DataFrame | None = None,
 def fig_val_curves(
     curves: pd.DataFrame,
     method: str,
-    task: str = "coco",
+    task: str | None = None,
     runs: pd.DataFrame | None = None,
     baseline: pd.DataFrame | None = None,
     split: str | None = None,
@@ -483,7 +475,7 @@ def fig_val_curves(
     Args:
         curves: Long-format curves table.
         method: One of the methods (Figs. 6-10 are the five PEFT methods).
-        task: "coco" (the paper's appendix) or "vqa".
+        task: A task; by default the one the paper's appendix draws (``vlpeft.plots.registry.curve_task``).
         runs: If given, curves of runs that did not succeed are left out.
         baseline: Optional baseline table (untuned model, drawn dotted grey).
         split: Curve split to draw; by default the split ``value`` is measured on, so that the best point of a
@@ -493,6 +485,7 @@ def fig_val_curves(
     Raises:
         ValueError: Unknown method, or no curve points for that method, task and split.
     """
+    task = task or curve_task()
     split = split or _split_for(value, task)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -599,6 +592,33 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
+def _figure_job(spec: FigureSpec, runs: pd.DataFrame, curves: pd.DataFrame | None, baseline: pd.DataFrame | None,
+                value: str) -> Callable[[], Figure]:
+    """The call that draws ``spec`` from the tables (its builder with the arguments its kind takes)."""
+    builder = BUILDERS[spec.builder]
+    if spec.curves:
+        if curves is None:
+            raise ValueError(f"{spec.stem} needs the curves table")
+        return lambda: builder(curves, spec.method, spec.task, runs, baseline, value=value)
+    if spec.task is not None:
+        return lambda: builder(runs, spec.task, baseline, value)
+    return lambda: builder(runs, baseline, value)
+
+
+def _missing_data(spec: FigureSpec, ok: pd.DataFrame, curves: pd.DataFrame | None, value: str) -> str | None:
+    """Why the tables cannot fill ``spec`` (a warning for :func:`make_all_figures`), or None when they can."""
+    if spec.curves:
+        if curves is None:
+            return "no curves table given"
+        split = _split_for(value, spec.task)
+        has = (curves["method"] == spec.method) & (curves["task"] == spec.task) & (curves["split"] == split)
+        if not (has & curves["run_id"].isin(set(ok["run_id"]))).any():
+            return f"no {TASK_LABELS[spec.task]} {split} curves of successful {spec.method} runs"
+    elif spec.task is not None and not (ok["task"] == spec.task).any():
+        return f"no successful {spec.task} runs"
+    return None
+
+
 def make_all_figures(
     runs: pd.DataFrame,
     out_dir: str | Path,
@@ -606,7 +626,7 @@ def make_all_figures(
     baseline: pd.DataFrame | None = None,
     value: str = DEFAULT_VALUE,
 ) -> dict[str, list[Path]]:
-    """Write every figure the tables allow into ``out_dir``.
+    """Write every figure of :func:`vlpeft.plots.registry.figure_table` the tables allow into ``out_dir``.
 
     Stems: ``fig3`` (COCO), ``fig4`` (VQAv2), ``fig5``, ``fig5_gpu_hours`` and, with curves, ``fig6_prompt``,
     ``fig7_prefix``, ``fig8_lora``, ``fig9_serial_adapter``, ``fig10_parallel_adapter``. A figure whose task or
@@ -618,29 +638,15 @@ def make_all_figures(
     out = Path(out_dir)
     runs = _prepare_runs(runs, value)
     ok = successful(runs)
+    cur = validate_curves(curves) if curves is not None else None
     written: dict[str, list[Path]] = {}
     jobs: list[tuple[str, Callable[[], Figure]]] = []
-    for stem, task in (("fig3", "coco"), ("fig4", "vqa")):
-        if (ok["task"] == task).any():
-            jobs.append((stem, lambda task=task: fig_task_grid(runs, task, baseline, value)))
+    for spec in figure_table():
+        why = _missing_data(spec, ok, cur, value)
+        if why is None:
+            jobs.append((spec.stem, _figure_job(spec, runs, cur, baseline, value)))
         else:
-            log.warning("%s skipped: no successful %s runs", stem, task)
-    jobs.append(("fig5", lambda: fig_cost(runs, baseline, value)))
-    jobs.append(("fig5_gpu_hours", lambda: fig_cost_gpu_hours(runs, baseline, value)))
-    if curves is not None:
-        cur = validate_curves(curves)
-        ok_ids = set(ok["run_id"])
-        for stem, method in CURVE_FIGURES.items():
-            split = _split_for(value, "coco")
-            has = (cur["method"] == method) & (cur["task"] == "coco") & (cur["split"] == split)
-            if (has & cur["run_id"].isin(ok_ids)).any():
-                jobs.append(
-                    (stem, lambda method=method: fig_val_curves(cur, method, "coco", runs, baseline, value=value))
-                )
-            else:
-                log.warning("%s skipped: no COCO %s curves of successful %s runs", stem, split, method)
-    else:
-        log.warning("figs 6-10 skipped: no curves table given")
+            log.warning("%s skipped: %s", spec.stem, why)
     for stem, make in jobs:
         # Figures are built without pyplot, so nothing needs closing: each is freed once written.
         written[stem] = save_figure(stamp(make(), runs), out / stem)
@@ -654,21 +660,17 @@ def build_figure(
     baseline: pd.DataFrame | None = None,
     value: str = DEFAULT_VALUE,
 ) -> Figure:
-    """One figure by its stem (``fig3`` ... ``fig10_parallel_adapter``): what one workflow rule draws, stamped with
-    the table's provenance (:func:`stamp`)."""
+    """One figure by its stem (``fig3`` ... ``fig10_parallel_adapter``, :mod:`vlpeft.plots.registry`): what one
+    workflow rule draws, stamped with the table's provenance (:func:`stamp`)."""
+    spec = figure(stem)
     runs = _prepare_runs(runs, value)
-    if stem in ("fig3", "fig4"):
-        return stamp(fig_task_grid(runs, "coco" if stem == "fig3" else "vqa", baseline, value), runs)
-    if stem == "fig5":
-        return stamp(fig_cost(runs, baseline, value), runs)
-    if stem == "fig5_gpu_hours":
-        return stamp(fig_cost_gpu_hours(runs, baseline, value), runs)
-    if stem in CURVE_FIGURES:
-        if curves is None:
-            raise ValueError(f"{stem} needs the curves table")
-        fig = fig_val_curves(validate_curves(curves), CURVE_FIGURES[stem], "coco", runs, baseline, value=value)
-        return stamp(fig, runs)
-    raise ValueError(f"unknown figure {stem!r}; known: fig3, fig4, fig5, fig5_gpu_hours, {', '.join(CURVE_FIGURES)}")
+    return stamp(_figure_job(spec, runs, curves, baseline, value)(), runs)
+
+
+#: The builders the figure table names (``FigureSpec.builder``).
+BUILDERS: dict[str, Callable[..., Figure]] = {
+    f.__name__: f for f in (fig_task_grid, fig_cost, fig_cost_gpu_hours, fig_val_curves)
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

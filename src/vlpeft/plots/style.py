@@ -1,10 +1,10 @@
-"""One place for the look of every figure: sizes, fonts, the fixed colour and marker per method, labels.
+"""One place for the look of every figure: sizes, fonts, line styles, shades and labels.
 
 Every figure function in :mod:`vlpeft.plots.figures` draws through these helpers, so a method has the same
-colour and marker in Figs. 3-10 and a reader can follow it across figures. Colours come from the Okabe-Ito
-palette (colour-blind safe); the two embedding-composition methods get the warm hues and the three
-layer-composition methods the cool ones, so the paper's main grouping is visible at a glance. Full fine-tuning is
-black because it is the reference every panel compares against.
+colour and marker in Figs. 3-10 and a reader can follow it across figures. Each method's colour, marker and labels
+are part of its description (:mod:`vlpeft.methods.registry`: Okabe-Ito colours, warm for embedding composition, cool
+for layer composition, black for full fine-tuning), each task's labels and metric of its entry in
+:mod:`vlpeft.tasks`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import to_hex, to_rgb
 
+from vlpeft.methods.registry import METHOD_COLORS, METHOD_LABELS, METHOD_MARKERS, REFERENCE
+from vlpeft.tasks import METRIC_LABELS, PAPER_SPLIT, TASK_METRIC
+
 #: Width of one column of a two-column paper, in inches.
 COLUMN_WIDTH = 3.3
 #: Width of a full page (both columns), in inches.
@@ -24,21 +27,6 @@ FULL_WIDTH = 7.0
 #: Resolution of the PNG copies (the PDFs are vector).
 DPI = 200
 
-#: Every method, in the order panels, legends and figure numbers use.
-METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "serial_adapter", "parallel_adapter", "full")
-#: The five parameter-efficient methods (everything but full fine-tuning).
-PEFT_METHODS: tuple[str, ...] = METHODS[:5]
-#: Embedding composition: the trainable vectors enter as extra inputs (prompt) or extra keys/values (prefix).
-EMBEDDING_COMPOSITION: tuple[str, ...] = ("prompt", "prefix")
-#: Layer composition: the trainable modules change what a layer computes (LoRA, adapters).
-LAYER_COMPOSITION: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter")
-#: The two tasks, in figure order.
-TASKS: tuple[str, ...] = ("coco", "vqa")
-#: The metric each task reports.
-TASK_METRIC: dict[str, str] = {"coco": "CIDEr", "vqa": "accuracy"}
-#: The split whose best score over training the paper reports (Section IV-C: "the CIDEr on Karpathy-test split is
-#: used for image captioning, whilst the overall accuracy on VQAv2 validation split is reported").
-PAPER_SPLIT: dict[str, str] = {"coco": "test", "vqa": "val"}
 #: The runs table's metric columns, what each one is, and the default (the paper's reported number).
 VALUE_LABELS: dict[str, str] = {
     "paper_metric": "the paper's metric: best Karpathy-test CIDEr (COCO), best validation accuracy (VQAv2) "
@@ -49,49 +37,13 @@ VALUE_LABELS: dict[str, str] = {
 }
 DEFAULT_VALUE = "paper_metric"
 
-METHOD_COLORS: dict[str, str] = {
-    "prompt": "#e69f00",  # orange
-    "prefix": "#d55e00",  # vermillion
-    "lora": "#0072b2",  # blue
-    "serial_adapter": "#009e73",  # bluish green
-    "parallel_adapter": "#cc79a7",  # reddish purple
-    "full": "#000000",
-}
-METHOD_MARKERS: dict[str, str] = {
-    "prompt": "o",
-    "prefix": "s",
-    "lora": "^",
-    "serial_adapter": "D",
-    "parallel_adapter": "v",
-    "full": "*",
-}
-METHOD_LABELS: dict[str, str] = {
-    "prompt": "Prompt-tuning",
-    "prefix": "Prefix-tuning",
-    "lora": "LoRA",
-    "serial_adapter": "Serial adapter",
-    "parallel_adapter": "Parallel adapter",
-    "full": "Full fine-tuning",
-}
-#: What the ``size`` knob means for each method (axis label of the vs-size panels, legend title).
-SIZE_LABELS: dict[str, str] = {
-    "prompt": "prompt length $p$",
-    "prefix": "prefix length $p$",
-    "lora": "LoRA rank $r$",
-    "serial_adapter": "adapter hidden size $l$",
-    "parallel_adapter": "adapter hidden size $l$",
-    "full": "size",
-}
-TASK_LABELS: dict[str, str] = {"coco": "COCO Caption", "vqa": "VQAv2"}
-METRIC_LABELS: dict[str, str] = {"CIDEr": "CIDEr", "accuracy": "VQA accuracy"}
-
 #: "+ classifier" variants: dashed line, hollow marker, same colour family as the plain method.
 CLASSIFIER_LINESTYLE = "--"
 PLAIN_LINESTYLE = "-"
 #: Full fine-tuning at the largest data ratio, drawn across a vs-size panel; dash-dot so it cannot be mistaken
 #: for a dashed "+ classifier" line.
 FULL_REFERENCE_LINESTYLE = "-."
-FULL_COLOR = METHOD_COLORS["full"]
+FULL_COLOR = METHOD_COLORS[REFERENCE]
 BASELINE_COLOR = "0.55"
 BASELINE_LINESTYLE = ":"
 BASELINE_LABEL = "pre-trained (no tuning)"
@@ -199,7 +151,7 @@ def shades(method: str, n: int) -> list[str]:
     base = np.array(to_rgb(METHOD_COLORS[method]))
     if n <= 1:
         return [to_hex(base)]
-    if method == "full":
+    if method == REFERENCE:
         # Black cannot be darkened: spread full fine-tuning over greys instead (grey 0.6 is 2.8:1 on white).
         return [to_hex(np.full(3, g)) for g in np.linspace(0.6, 0.0, n)]
     white = _max_white_mix(base)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vlpeft.plots.style import METHODS, PEFT_METHODS, TASK_METRIC, TASKS, VALUE_LABELS
+from vlpeft.methods.registry import METHODS, PEFT_METHODS
+from vlpeft.plots.style import VALUE_LABELS
+from vlpeft.tasks import TASK_METRIC, TASKS
 from vlpeft.provenance import PROVENANCE_COLUMNS, table_provenance
 
 log = logging.getLogger(__name__)
@@ -141,7 +144,8 @@ def _first_bad(df: pd.DataFrame, mask: pd.Series) -> str:
     return f"row {df.index.get_loc(df.loc[mask].index[0]) + 1}"
 
 
-def _check_allowed(df: pd.DataFrame, column: str, allowed: tuple[str, ...], source: str) -> None:
+def _check_allowed(df: pd.DataFrame, column: str, allowed: Iterable[str], source: str) -> None:
+    allowed = tuple(allowed)
     values = df[column].astype(str)
     bad = ~values.isin(allowed)
     if bad.any():
