@@ -135,6 +135,16 @@ def read_json(path: str | Path, remedy: str):
         raise CorruptFileError(f"{path} is not valid JSON ({_first_line(e)}): {remedy}") from None
 
 
+def read_json_mapping(path: str | Path) -> dict | None:
+    """The JSON object in ``path``, or None when there is none to read (missing, unreadable, not JSON, not an object):
+    for readers that only look (the retry check, the status view) and must not fail on a file being written."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def torch_load(path: str | Path, remedy: str):
     """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, nothing executed.
 

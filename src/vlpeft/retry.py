@@ -29,16 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from .files import read_json_mapping
+
 MARKER = ".attempt.json"
 LOG_LINES = 60  # lines of the failed attempt's log shown (its end, where the error is)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 RETRYABLE = ("preempted", "success")  # checkpointed on a signal; or finished, its outputs removed by Snakemake
@@ -47,12 +41,12 @@ RETRYABLE = ("preempted", "success")  # checkpointed on a signal; or finished, i
 def previous_outcome(run_dir: Path) -> tuple[bool, str, dict | None]:
     """(retryable, first error line, marker) of the last attempt recorded in ``run_dir``: retryable when it was
     preempted or finished (see the module docstring)."""
-    marker = _read_json(run_dir / MARKER)
+    marker = read_json_mapping(run_dir / MARKER)
     status_path = run_dir / "status.json"
     status = None
     # A status written before that attempt began is an older attempt's: the last one then wrote none.
     if marker is not None and status_path.is_file() and status_path.stat().st_mtime >= marker.get("started", 0) - 1:
-        status = _read_json(status_path)
+        status = read_json_mapping(status_path)
     if status is not None and status.get("status") in RETRYABLE:
         return True, "", marker
     if status is not None:

@@ -12,7 +12,6 @@ task and method that have a record (else of the same task), so the plan firms up
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -21,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import LOCK_NAME
+from .files import LOCK_NAME, read_json_mapping
 from .grid import Run, expand, resolve, run_digests, study_info
 from .schedule import steps_for
 
@@ -40,14 +39,6 @@ class RunStatus:
     eta_s: float | None = None
     gpu_hours: float | None = None
     steps_done: int | None = None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _locked(path: Path) -> bool:
@@ -85,7 +76,7 @@ def run_status(run: Run, digest: str, now: float | None = None, active_s: float 
     """Classify one run from the files in its directory (reads only)."""
     now = time.time() if now is None else now
     d = root / run.dir
-    record, status = _read_json(d / "record.json"), _read_json(d / "status.json")
+    record, status = read_json_mapping(d / "record.json"), read_json_mapping(d / "status.json")
     log = d / "train.log"
     hours = (record or status or {}).get("gpu_hours")
     done = (record or status or {}).get("steps_done")
@@ -121,7 +112,7 @@ def planned_steps(config: dict, run: Run, statuses: RunStatus, root: Path = Path
         return int(schedule["steps"])
     if statuses.total_steps:
         return int(statuses.total_steps)
-    subset = _read_json(root / d["subset"]) if d["subset"] else None
+    subset = read_json_mapping(root / d["subset"]) if d["subset"] else None
     size = int(subset.get("size") or 0) if subset else 0
     if not size:
         return None
