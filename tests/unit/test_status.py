@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from vlpeft.files import RunLock
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((REPO / "tests/workflow/configs/tiny.yaml").read_text())
-NOW = time.time()
+NOW = time.time()  # reset before each test (_fresh_now): the CLI's clock is the real one
+
+
+@pytest.fixture(autouse=True)
+def _fresh_now(monkeypatch) -> None:
+    """Ages are relative to the moment a test starts, not to collection: in a long session the module is imported
+    many minutes before its tests run, which would age every file past --active."""
+    monkeypatch.setattr(sys.modules[__name__], "NOW", time.time())
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
