@@ -47,7 +47,8 @@ from .data.subsets import read_subset
 from .evaluate import PRIMARY_METRIC, EvaluationStopped, Evaluator
 from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, read_json,
                     record_digest, torch_load)
-from .methods.base import build_method, count_trainable, trainable_parameters
+from .methods.base import PeftMethod, build_method, count_trainable, trainable_parameters
+from .methods.registry import REFERENCE
 from .metrics.caption import CIDER_MIN_IMAGES
 from .model.config import for_tokenizer, preset
 from .model.generation import GenerationConfig
@@ -55,6 +56,7 @@ from .model.mplug import MPlug
 from .records import environment, git_state, write_json
 from .runconfig import RunConfig
 from .schedule import Schedule, eval_steps, steps_for
+from .tasks import COCO, VQA
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("vlpeft.train")
@@ -188,12 +190,39 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.stop_signal: str | None = None
         self.t_start = time.time()
-        self.record: dict = {}
         # One entry per start of this run (first start, every resume): where it started and how it ended.
         self.attempts: list[dict] = []
         # Content digests of the input files (rank 0): part of the checkpoint's identity and of the record.
         self.inputs: dict[str, dict] = {}
         self.outputs: dict[str, dict] = {}
+        # What setup_device and setup build: None (or empty) until then, so that the record of a run that failed on
+        # the way (bad data, out of memory while building the model, a signal) says what was not reached.
+        self.device: torch.device | None = None
+        self.rank0_group = None
+        self.accum: int | None = None
+        self.tok: Tokenizer | None = None
+        self.data: TrainSet | None = None
+        self.collate: Collator | None = None
+        self.total_steps: int | None = None
+        self.schedule: Schedule | None = None
+        self.group_schedules: list[Schedule] = []
+        self.model: MPlug | None = None
+        self.method: PeftMethod | None = None
+        self.n_trainable: int | None = None
+        self.n_total: int | None = None
+        self.ddp: torch.nn.Module | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.evaluators: dict[str, Evaluator] = {}
+        self.autocast = nullcontext()
+        # Training progress: what a checkpoint saves and the record reports (a resume restores it).
+        self.step = 0
+        self.curve: list[dict] = []
+        self.samples_seen = 0
+        self.train_time = 0.0
+        self.best: dict | None = None  # the curve point with the best validation score: step, val, test, metric
+        self.eval_pending = False  # the evaluation of this step is still to do (one a signal interrupted)
+        self._stop_agreed: bool | None = None  # the stop flag reduced with the last step's loss (several processes)
+        self._batches, self._batches_step = None, 0
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup_device(self) -> None:
@@ -229,7 +258,7 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.cfg
-        if not hasattr(self, "device"):
+        if self.device is None:
             self.setup_device()
         micro = self.world * cfg.per_device_batch_size
         if cfg.total_batch_size % micro:
@@ -256,7 +285,7 @@ class Trainer:
                 raise ValueError(f"subset {cfg.subset} (data ratio {cfg.data_ratio}) has no training pairs: delete it "
                                  f"and rerun make_subset (are the training records {cfg.records['train']} empty?)")
         else:
-            items = list(range(len(train_records))) if cfg.task == "vqa" else [
+            items = list(range(len(train_records))) if cfg.task == VQA.name else [
                 [i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
             if not items:
                 raise ValueError(f"split train: {cfg.records['train']} has no training pairs; delete it and rerun "
@@ -286,7 +315,7 @@ class Trainer:
             # as in the official checkpoint): DDP must then look for unused parameters every step.
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.method == "full")
+                find_unused_parameters=cfg.method == REFERENCE)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.part_lr), lr=cfg.lr,
                                      betas=(0.9, 0.999))
         # One schedule per group: the same shape (warm-up, cosine, start and end rates), each group's own peak.
@@ -295,7 +324,6 @@ class Trainer:
                                                              cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
             for g in self.opt.param_groups]
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
-        self.evaluators = {}
         for split in cfg.eval.splits:
             recs = read_jsonl(cfg.records[split])
             if not recs:
@@ -304,7 +332,7 @@ class Trainer:
             recs = drop_bad_records(split, recs, images)
             if cfg.eval.max_items:
                 recs = recs[: cfg.eval.max_items]
-            if cfg.task == "coco" and len(recs) < CIDER_MIN_IMAGES:
+            if cfg.task == COCO.name and len(recs) < CIDER_MIN_IMAGES:
                 raise ValueError(f"split {split}: {len(recs)} image(s) to evaluate on; CIDEr needs at least "
                                  f"{CIDER_MIN_IMAGES} (raise eval.max_items)")
             self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
@@ -313,13 +341,6 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
         self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
-        self.step = 0
-        self.eval_pending = False  # the evaluation of this step is still to do (one a signal interrupted)
-        self._stop_agreed: bool | None = None  # the stop flag reduced with the last step's loss (several processes)
-        self._batches, self._batches_step = None, 0
-        self.curve: list[dict] = []
-        self.samples_seen = 0
-        self.train_time = 0.0
 
     def check_cpus(self) -> None:
         """Say so when this node's processes, each with its torch threads and loader workers, want more CPUs than
@@ -417,7 +438,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "eval_pending": self.eval_pending,
             "train_time": self.train_time,
-            "best": plain(self.record.get("best")),
+            "best": plain(self.best),
             "attempts": plain(self.clock_attempt()),
         }
         self.out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +495,7 @@ class Trainer:
         self.step, self.curve = state["step"], state["curve"]
         self.samples_seen, self.train_time = state["samples_seen"], state["train_time"]
         self.eval_pending = bool(state.get("eval_pending", False))
-        self.record["best"] = state["best"]
+        self.best = state["best"]
         self.attempts = state.get("attempts", [])
         for a in self.attempts:
             if a["status"] == "running":  # killed without a clean stop: what it did after this checkpoint is lost
@@ -558,7 +579,7 @@ class Trainer:
         ALBEF, BLIP and official mPLUG (``(weights * per-answer token sums).sum() / batch size``): each question's
         answers weigh 1 in all, so the loss is the mean over questions of the answer-weighted sequence loss.
         """
-        if self.cfg.task == "vqa":
+        if self.cfg.task == VQA.name:
             return float(len(idx))
         return float(sum(self.target_tokens[i] for i in idx))
 
@@ -626,11 +647,10 @@ class Trainer:
         if self.rank == 0 and self.evaluators:
             self.curve.append(point)
             metric = PRIMARY_METRIC[self.cfg.task]
-            best = self.record.get("best")
             val = point.get("val", {}).get(metric)
-            if val is not None and (best is None or val > best["val"]):
-                self.record["best"] = {"step": self.step, "val": val,
-                                       "test": point.get("test", {}).get(metric), "metric": metric}
+            if val is not None and (self.best is None or val > self.best["val"]):
+                self.best = {"step": self.step, "val": val, "test": point.get("test", {}).get(metric),
+                             "metric": metric}
         return True
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -678,7 +698,7 @@ class Trainer:
 
     @property
     def n_gpus(self) -> int:
-        return self.world if getattr(self, "device", torch.device("cpu")).type == "cuda" else 0
+        return self.world if self.device is not None and self.device.type == "cuda" else 0
 
     def clock_attempt(self) -> list[dict]:
         """The attempts, the running one's wall time and GPUs brought up to now (a killed attempt keeps the time of
@@ -690,7 +710,7 @@ class Trainer:
     def end_attempt(self, status: str) -> None:
         if self.attempts and self.attempts[-1]["status"] == "running":
             self.clock_attempt()
-            self.attempts[-1].update(status=status, end_step=getattr(self, "step", 0), ended_at=_now(),
+            self.attempts[-1].update(status=status, end_step=self.step, ended_at=_now(),
                                      signal=self.stop_signal)
 
     def stop_requested(self, fresh: bool = False) -> bool:
@@ -705,6 +725,16 @@ class Trainer:
         flag = torch.tensor([1 if self.stop_signal else 0], device=self.device)
         dist.all_reduce(flag)
         return bool(flag.item())
+
+    def merged_params(self) -> int | None:
+        """What remains trainable once training-only structure is merged away (prefix-tuning: the prefix tensors
+        without the reparametrising MLP); the same as the trainable count for every other method. None before the
+        method is built."""
+        if self.method is None:
+            return None
+        if hasattr(self.method, "merged_count"):  # only the methods with such structure define it
+            return self.method.merged_count(self.model.config)
+        return self.n_trainable
 
     def finalize(self, status: str, error: str | None = None) -> dict:
         cfg = self.cfg
@@ -733,27 +763,24 @@ class Trainer:
             "git": git_state(),
             "environment": environment(),
             "world_size": self.world,
-            "gradient_accumulation": getattr(self, "accum", None),
-            "trainable_params": getattr(self, "n_trainable", None),
-            "total_params": getattr(self, "n_total", None),
-            "closed_form_params": self.method.closed_form_count(self.model.config) if hasattr(self, "method") else None,
-            "method_info": self.method.record_info() if hasattr(self, "method") else None,
-            # What remains trainable once training-only structure is merged away (prefix-tuning: the prefix tensors
-            # without the reparametrising MLP); the same as trainable_params for every other method.
-            "merged_params": (self.method.merged_count(self.model.config) if hasattr(self.method, "merged_count")
-                              else getattr(self, "n_trainable", None)) if hasattr(self, "method") else None,
-            "data_size": len(self.data) if hasattr(self, "data") else None,
-            "total_steps": getattr(self, "total_steps", None),
-            "steps_done": getattr(self, "step", 0),
-            "samples_seen": getattr(self, "samples_seen", 0),
-            "curve": getattr(self, "curve", []),
-            "best": self.record.get("best"),
+            "gradient_accumulation": self.accum,
+            "trainable_params": self.n_trainable,
+            "total_params": self.n_total,
+            "closed_form_params": self.method.closed_form_count(self.model.config) if self.method is not None else None,
+            "method_info": self.method.record_info() if self.method is not None else None,
+            "merged_params": self.merged_params(),
+            "data_size": len(self.data) if self.data is not None else None,
+            "total_steps": self.total_steps,
+            "steps_done": self.step,
+            "samples_seen": self.samples_seen,
+            "curve": self.curve,
+            "best": self.best,
             "attempts": self.attempts,
             # The trained weights this run wrote (name -> path, sha256): what a restored record vouches for.
             "outputs": self.outputs,
             "wall_time_s": wall,
-            "train_time_s": getattr(self, "train_time", 0.0),
-            "samples_per_s": getattr(self, "samples_seen", 0) / max(getattr(self, "train_time", 0.0), 1e-9),
+            "train_time_s": self.train_time,
+            "samples_per_s": self.samples_seen / max(self.train_time, 1e-9),
             "gpu_hours": gpu_hours,
             "peak_gpu_memory_bytes": peak,
             "peak_rss_bytes": rss,

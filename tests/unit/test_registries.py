@@ -185,10 +185,6 @@ def test_toy_method_flows_through_the_report(study_runs: pd.DataFrame, toy: Meth
 # ---------------------------------------------------------------------------------------------------------------
 #: (file, name, reason): quoted names that must stay where they are.
 ALLOWED: tuple[tuple[str, str, str], ...] = (
-    ("src/vlpeft/train.py", "coco", "train.py is being reworked concurrently (loader workers, preemption); its task "
-     "branches move to tasks.COCO / tasks.VQA with that work"),
-    ("src/vlpeft/train.py", "vqa", "as above"),
-    ("src/vlpeft/train.py", "full", "as above (registry.REFERENCE)"),
     ("src/vlpeft/data/datasets.py", "prompt", "the records' text-input field and the batch key, not the method"),
     ("src/vlpeft/data/stages.py", "prompt", "the pre-training records' text-input field, not the method"),
     ("src/vlpeft/data/synthetic.py", "coco", "the Karpathy file format's own 'dataset' value, not the task name"),

@@ -151,6 +151,46 @@ def test_missing_data_file_is_refused_before_training(tiny_study, tmp_path):
         Trainer(RunConfig.from_dict(cfg)).setup()
 
 
+def _failed_record(cfg: dict, tmp_path: Path, error: type[Exception], match: str) -> dict:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    from vlpeft.train import main
+
+    with pytest.raises(error, match=match):
+        main(["--config", str(path)])
+    assert not (tmp_path / "run/record.json").exists()
+    rec = json.loads((tmp_path / "run/status.json").read_text())
+    assert rec["status"] == "failed" and re.search(match, rec["error"]) and rec["failed_rank"] == 0
+    # Training never started: no attempt, no step, no curve, no weights.
+    assert (rec["steps_done"], rec["samples_seen"], rec["curve"], rec["best"], rec["attempts"], rec["outputs"]) == (
+        0, 0, [], None, [], {})
+    assert (rec["train_time_s"], rec["samples_per_s"], rec["gpu_hours"], rec["peak_gpu_memory_bytes"]) == (
+        0.0, 0.0, 0.0, None)
+    assert rec["wall_time_s"] > 0 and rec["world_size"] == 1
+    return rec
+
+
+MODEL_FIELDS = ("trainable_params", "total_params", "closed_form_params", "merged_params", "method_info")
+
+
+def test_a_run_failing_before_setup_records_what_it_did_not_reach(tiny_study, tmp_path):
+    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa")
+    cfg["records"]["val"] = str(tmp_path / "nope.jsonl")
+    rec = _failed_record(cfg, tmp_path, FileNotFoundError, "nope.jsonl")
+    not_reached = ("gradient_accumulation", "data_size", "total_steps", *MODEL_FIELDS)
+    assert {k: rec[k] for k in not_reached} == dict.fromkeys(not_reached)
+
+
+def test_a_run_failing_in_setup_after_building_the_model_records_its_counts(tiny_study, tmp_path):
+    cfg = make_run_config(tiny_study, tmp_path / "run")
+    (tmp_path / "empty.jsonl").write_text("")
+    cfg["records"]["test"] = str(tmp_path / "empty.jsonl")
+    rec = _failed_record(cfg, tmp_path, ValueError, "no records to evaluate on")
+    assert rec["gradient_accumulation"] == 2 and rec["data_size"] > 0 and rec["total_steps"] == 6
+    assert rec["trainable_params"] == rec["closed_form_params"] == rec["merged_params"] > 0
+    assert rec["total_params"] > rec["trainable_params"] and rec["method_info"]
+
+
 def _images_with_bad(study: Path, tmp_path: Path, bad: set[str]) -> dict:
     """A copy of the study's images with ``bad`` truncated, cached with ``skip_bad``: the run config overrides."""
     root = tmp_path / "images"
@@ -412,7 +452,7 @@ def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
         torch.testing.assert_close(pf[k], ps[k], atol=1e-6, rtol=1e-5)
     assert [p["val"]["accuracy"] for p in full.curve] == pytest.approx([p["val"]["accuracy"] for p in second.curve])
     assert [p["step"] for p in full.curve] == [p["step"] for p in second.curve] == [3, 6]
-    assert full.record["best"] == second.record["best"]
+    assert full.best == second.best
     record = second.finalize("success")
     attempts = record["attempts"]
     assert [(a["start_step"], a["end_step"], a["status"], a["signal"]) for a in attempts] == [
