@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from vlpeft.model.checkpoint import make_synthetic_official_checkpoint
+    from vlpeft.testing import make_synthetic_official_checkpoint
     from vlpeft.model.config import preset
     from vlpeft.model.slim import convert
 

@@ -17,14 +17,13 @@ from vlpeft.model.checkpoint import (
     load_official,
     load_official_state_dict,
     main,
-    make_synthetic_official_checkpoint,
     normalise_official_key,
-    official_checkpoint_shapes,
     parameter_table,
     resize_pos_embed,
 )
 from vlpeft.model.config import preset
 from vlpeft.model.mplug import MPlug
+from vlpeft.testing import make_synthetic_official_checkpoint, official_checkpoint_shapes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

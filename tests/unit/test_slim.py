@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlpeft.methods.base import build_method, trainable_parameters
-from vlpeft.model.checkpoint import CheckpointError, load_official, make_synthetic_official_checkpoint
+from vlpeft.model.checkpoint import CheckpointError, load_official
 from vlpeft.model.config import preset
 from vlpeft.model.mplug import MPlug
 from vlpeft.model.slim import (
@@ -21,6 +21,7 @@ from vlpeft.model.slim import (
     save_weights,
     tensor_digest,
 )
+from vlpeft.testing import make_synthetic_official_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -56,9 +56,9 @@ def build(root: Path, n_train: int = 24, n_val: int = 4, n_test: int = 4, seed: 
     import torch
 
     from vlpeft.data import synthetic
-    from vlpeft.model.checkpoint import make_synthetic_official_checkpoint
     from vlpeft.model.config import preset
     from vlpeft.files import sidecar_path
+    from vlpeft.testing import make_synthetic_official_checkpoint
     from vlpeft.tokenizer import Tokenizer, train_vocab
 
     raw, serve = root / "raw", root / "serve"
