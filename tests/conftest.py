@@ -1,8 +1,16 @@
-"""Shared fixtures: a tiny synthetic study on disk, and run configs over it."""
+"""Shared fixtures: one torch thread, a tiny synthetic study on disk, run configs over it, and a local HTTP server
+that answers ``Range`` requests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -95,14 +103,108 @@ def signal_after(trainer, step: int, signal_name: str = "SIGTERM") -> None:
     trainer.train_step = wrapped
 
 
-def with_provenance(runs, study: str = "test", data_source: str = "synthetic", commit: str = "0" * 40):
-    """A hand-made runs table with the provenance columns aggregation writes (vlpeft.provenance), consistent."""
-    import hashlib
+# -- a local HTTP server with Range requests (the download tests) -----------------------------------------------------
+_RANGE = re.compile(r"^bytes=(\d+)-$")
 
-    from vlpeft.provenance import study_digest
 
-    runs = runs.copy()
-    runs["config_digest"] = [hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in runs["run_id"]]
-    runs["study"], runs["data_source"], runs["commit"] = study, data_source, commit
-    runs["study_digest"] = study_digest(study, data_source, dict(zip(runs["run_id"], runs["config_digest"])))
-    return runs
+@dataclass
+class RangeServer:
+    """Serves ``files`` (URL path -> content) on 127.0.0.1; ``Range: bytes=N-`` is answered with 206 (or 416 past the
+    end) unless ``ignore_range``. Each request consumes one entry of ``faults``: "500" (an error), "drop" (half the
+    body, then the connection closes), "stall" (half the body, a 1 s pause, then the close). ``requests`` logs the
+    path and Range header of every request."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    faults: list[str | None] = field(default_factory=list)
+    ignore_range: bool = False
+    requests: list[dict[str, str | None]] = field(default_factory=list)
+    base: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+def _range_handler(state: RangeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep the test output quiet
+
+        def do_GET(self) -> None:
+            self._respond(body=True)
+
+        def do_HEAD(self) -> None:
+            self._respond(body=False)
+
+        def _respond(self, body: bool) -> None:
+            path, requested = self.path.split("?", 1)[0], self.headers.get("Range")
+            with state.lock:
+                state.requests.append({"path": path, "range": requested})
+                fault = state.faults.pop(0) if state.faults else None
+            data = state.files.get(path)
+            if fault == "500":
+                self.send_error(500)
+                return
+            if data is None:
+                self.send_error(404)
+                return
+            start = 0
+            m = _RANGE.match(requested or "")
+            if m and not state.ignore_range:
+                start = int(m.group(1))
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            # The full length is announced even for faults, so the client must notice the short body itself.
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            if not body:
+                return
+            try:
+                if fault in ("drop", "stall"):
+                    self.wfile.write(data[start:][: (len(data) - start) // 2])
+                    self.wfile.flush()
+                    if fault == "stall":
+                        time.sleep(1.0)
+                    self.close_connection = True
+                    return
+                self.wfile.write(data[start:])
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on a stalled response, as intended
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve(files: dict[str, bytes]) -> Iterator[RangeServer]:
+    """A :class:`RangeServer` of ``files`` on a free port, in a thread, for the duration of the block."""
+    state = RangeServer(files=files)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _range_handler(state))
+    httpd.daemon_threads = True
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def http_server() -> Iterator[RangeServer]:
+    """A :class:`RangeServer` serving nothing yet: the test puts its ``files`` (and ``faults``) in."""
+    with serve({}) as server:
+        yield server

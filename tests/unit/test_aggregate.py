@@ -14,14 +14,9 @@ import yaml
 from vlpeft import aggregate, grid
 from vlpeft.grid import Run
 from vlpeft.plots import tables
+from tests.run_rows import CONFIG, DIGESTS, METRIC, NO_TEST_AT_START, REPO, STUDY, TINY, make_record
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "tests" / "workflow" / "configs" / "tiny.yaml"
-CONFIG = yaml.safe_load(TINY.read_text())
-STUDY = grid.study_info(CONFIG)
-DIGESTS = grid.run_digests(CONFIG)
-METRIC = {"coco": "CIDEr", "vqa": "accuracy"}
-FAILED, PREEMPTED, MISSING, NO_TEST_AT_START = 3, 5, 7, 12
+FAILED, PREEMPTED, MISSING = 3, 5, 7
 
 
 @pytest.fixture(scope="module")
@@ -30,42 +25,6 @@ def runs() -> list[Run]:
     assert len(runs) == 20
     assert {runs[i].task for i in (FAILED, PREEMPTED, MISSING)} == {"coco"} and runs[NO_TEST_AT_START].task == "vqa"
     return runs
-
-
-def _scores(task: str, value: float) -> dict:
-    if task == "coco":
-        return {"BLEU-4": value / 100, "CIDEr": value}
-    return {"accuracy": value, "yes/no": value + 10}
-
-
-def _record(run: Run, i: int, status: str = "success") -> dict:
-    """A record like ``train.py``'s ``finalize`` writes: the best validation score is at step 2, not the last one."""
-    base = 10.0 + i
-    n = 40 if run.ratio == 1.0 else 20
-    curve = [
-        {"step": s, "samples_seen": 8 * s, "epoch": 8 * s / n, "val": _scores(run.task, base + dv),
-         "test": _scores(run.task, base + dt)}
-        for s, dv, dt in ((0, 0, -1), (2, 5, 4), (4, 1, 3))
-    ]
-    if i == NO_TEST_AT_START:
-        del curve[0]["test"]
-    return {
-        "run_id": run.run_id,
-        "config_digest": DIGESTS.get(run.run_id),
-        "git": {"commit": "c0ffee" * 6 + "abcd", "dirty": i == 1},
-        "status": status,
-        "error": None if status == "success" else "RuntimeError: boom",
-        "trainable_params": 1000 * (i + 1),
-        "merged_params": 500 * (i + 1),
-        "total_params": 5_000_000,
-        "config": {"schedule": {"kind": "steps" if run.task == "coco" else "epochs"}},
-        "data_size": n,
-        "samples_seen": 32,
-        "curve": curve,
-        "best": {"step": 2, "val": base + 5, "test": base + 4, "metric": METRIC[run.task]},
-        "wall_time_s": 60.0 + i,
-        "gpu_hours": 0.0,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +38,11 @@ def study(runs: list[Run], tmp_path_factory: pytest.TempPathFactory) -> Path:
             continue  # the directory of a job that never wrote anything
         if i == FAILED:
             # A failure after one evaluation: the status file has a best score, which must not be reported.
-            (d / "status.json").write_text(json.dumps(_record(run, i, "failed")))
+            (d / "status.json").write_text(json.dumps(make_record(run, i, "failed")))
         elif i == PREEMPTED:
-            (d / "status.json").write_text(json.dumps(_record(run, i, "preempted")))
+            (d / "status.json").write_text(json.dumps(make_record(run, i, "preempted")))
         else:
-            rec = _record(run, i)
+            rec = make_record(run, i)
             (d / "record.json").write_text(json.dumps(rec))
             (d / "status.json").write_text(json.dumps(rec))
     return root
@@ -228,9 +187,9 @@ def test_a_truncated_record_names_the_file_and_what_to_do(runs: list[Run], tmp_p
     """One damaged record among hundreds: the error says which one (not a bare JSONDecodeError)."""
     for run in runs[:3]:
         (tmp_path / run.dir).mkdir(parents=True)
-        (tmp_path / run.dir / "status.json").write_text(json.dumps(_record(run, 0)))
+        (tmp_path / run.dir / "status.json").write_text(json.dumps(make_record(run, 0)))
     path = tmp_path / runs[1].dir / name
-    path.write_text(json.dumps(_record(runs[1], 0))[:40])
+    path.write_text(json.dumps(make_record(runs[1], 0))[:40])
     with pytest.raises(ValueError, match=re.escape(f"{path} is not valid JSON") + ".*delete it .* rerun that run"):
         aggregate.aggregate(runs, STUDY, DIGESTS, tmp_path)
     baseline = tmp_path / "coco.json"
@@ -322,7 +281,7 @@ def test_a_record_of_another_configuration_is_refused(runs: list[Run], tmp_path:
     study's record in this run directory) is refused, naming the run directory, never counted as a success."""
     for i, run in enumerate(runs[:4]):
         (tmp_path / run.dir).mkdir(parents=True)
-        (tmp_path / run.dir / "record.json").write_text(json.dumps(_record(run, i)))
+        (tmp_path / run.dir / "record.json").write_text(json.dumps(make_record(run, i)))
     other = {**CONFIG, "methods": {**CONFIG["methods"], "lora": {**CONFIG["methods"]["lora"],
                                                                  "coco": {"sizes": [2], "lr": 5.0e-3}}}}
     digests = grid.run_digests(other)
@@ -387,7 +346,7 @@ def test_the_pilot_is_one_short_real_run_per_method_and_its_tables_draw_every_fi
     study, digests = grid.study_info(pilot), grid.run_digests(pilot)
     for i, run in enumerate(runs):
         metric = METRIC[run.task]
-        rec = {**_record(run, i), "config_digest": digests[run.run_id],
+        rec = {**make_record(run, i), "config_digest": digests[run.run_id],
                "curve": [{"step": 10, "epoch": 0.04, "val": {metric: 20.0 + i}, "test": {metric: 19.0 + i}}],
                "best": {"step": 10, "val": 20.0 + i, "test": 19.0 + i, "metric": metric}}
         (tmp_path / run.dir).mkdir(parents=True)

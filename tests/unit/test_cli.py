@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_plots import make_runs
+from tests.run_rows import make_runs
 from vlpeft import console
 
 REPO = Path(__file__).resolve().parents[2]

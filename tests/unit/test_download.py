@@ -9,11 +9,8 @@ import logging
 import random
 import re
 import tarfile
-import threading
 import time
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from vlpeft.data.download import (
     sha256sum,
     unpack,
 )
+from tests.conftest import RangeServer
 
 DATA = random.Random(20240501).randbytes(300_000)
 DATA_MD5 = hashlib.md5(DATA).hexdigest()
@@ -37,84 +35,10 @@ DATA_SHA256 = hashlib.sha256(DATA).hexdigest()
 FAST = {"timeout": 2.0, "chunk_size": 16 * 1024, "backoff": 0.001}
 
 
-@dataclass
-class Server:
-    """Serves ``files`` by URL path; each request consumes one entry of ``faults`` ("drop", "stall", "500")."""
-
-    base: str = ""
-    files: dict[str, bytes] = field(default_factory=dict)
-    faults: list[str | None] = field(default_factory=list)
-    ignore_range: bool = False
-    requests: list[dict[str, str | None]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # keep pytest output clean
-
-        def do_GET(self) -> None:
-            with state.lock:
-                state.requests.append({"path": self.path, "range": self.headers.get("Range")})
-                fault = state.faults.pop(0) if state.faults else None
-            data = state.files.get(self.path)
-            if fault == "500":
-                self.send_error(500)
-                return
-            if data is None:
-                self.send_error(404)
-                return
-            start = 0
-            requested = self.headers.get("Range")
-            if requested and not state.ignore_range:
-                start = int(requested.removeprefix("bytes=").rstrip("-"))
-                if start >= len(data):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(data)}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            else:
-                self.send_response(200)
-            body = data[start:]
-            # The full length is announced even for faults, so the client must notice the short body itself.
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            try:
-                if fault in ("drop", "stall"):
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    if fault == "stall":
-                        time.sleep(1.0)
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up on a stalled response, as intended
-
-    return Handler
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server(files={"/data.bin": DATA})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+def server(http_server: RangeServer) -> RangeServer:
+    http_server.files["/data.bin"] = DATA
+    return http_server
 
 
 def _part(dest: Path) -> Path:
@@ -124,7 +48,7 @@ def _part(dest: Path) -> Path:
 # ------------------------------------------------------------------------------------------------------- download
 
 
-def test_download_verifies_md5_and_sha256(server: Server, tmp_path: Path) -> None:
+def test_download_verifies_md5_and_sha256(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "sub" / "data.bin"
     out = download(server.url("/data.bin"), dest, md5=DATA_MD5, sha256=DATA_SHA256, size=len(DATA), **FAST)
     assert out == dest
@@ -133,7 +57,7 @@ def test_download_verifies_md5_and_sha256(server: Server, tmp_path: Path) -> Non
     assert len(server.requests) == 1 and server.requests[0]["range"] is None
 
 
-def test_dropped_connection_resumes_with_range(server: Server, tmp_path: Path) -> None:
+def test_dropped_connection_resumes_with_range(server: RangeServer, tmp_path: Path) -> None:
     server.faults = ["drop"]
     sleeps: list[float] = []
     dest = tmp_path / "data.bin"
@@ -146,7 +70,7 @@ def test_dropped_connection_resumes_with_range(server: Server, tmp_path: Path) -
     assert not _part(dest).exists()
 
 
-def test_read_timeout_mid_file_resumes(server: Server, tmp_path: Path) -> None:
+def test_read_timeout_mid_file_resumes(server: RangeServer, tmp_path: Path) -> None:
     server.faults = ["stall"]
     dest = tmp_path / "data.bin"
     started = time.monotonic()
@@ -158,7 +82,7 @@ def test_read_timeout_mid_file_resumes(server: Server, tmp_path: Path) -> None:
     assert 0 < resumed_at <= len(DATA) // 2
 
 
-def test_wrong_md5_raises_checksum_error_and_leaves_nothing(server: Server, tmp_path: Path) -> None:
+def test_wrong_md5_raises_checksum_error_and_leaves_nothing(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     wrong = "0" * 32
     with pytest.raises(ChecksumError) as info:
@@ -170,7 +94,7 @@ def test_wrong_md5_raises_checksum_error_and_leaves_nothing(server: Server, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
-def test_404_raises_download_error_without_retry(server: Server, tmp_path: Path) -> None:
+def test_404_raises_download_error_without_retry(server: RangeServer, tmp_path: Path) -> None:
     url = server.url("/missing.bin")
     sleeps: list[float] = []
     with pytest.raises(DownloadError) as info:
@@ -182,7 +106,7 @@ def test_404_raises_download_error_without_retry(server: Server, tmp_path: Path)
     assert not (tmp_path / "missing.bin").exists()
 
 
-def test_server_ignoring_range_restarts_from_zero(server: Server, tmp_path: Path) -> None:
+def test_server_ignoring_range_restarts_from_zero(server: RangeServer, tmp_path: Path) -> None:
     server.faults = ["drop"]
     server.ignore_range = True
     dest = tmp_path / "data.bin"
@@ -192,7 +116,7 @@ def test_server_ignoring_range_restarts_from_zero(server: Server, tmp_path: Path
     assert server.requests[1]["range"] is not None  # it asked to resume, got a 200 with the whole body
 
 
-def test_500_twice_then_success(server: Server, tmp_path: Path) -> None:
+def test_500_twice_then_success(server: RangeServer, tmp_path: Path) -> None:
     server.faults = ["500", "500"]
     sleeps: list[float] = []
     dest = tmp_path / "data.bin"
@@ -202,7 +126,7 @@ def test_500_twice_then_success(server: Server, tmp_path: Path) -> None:
     assert sleeps == [0.5, 1.0]  # exponential back-off
 
 
-def test_persistent_500_gives_up_after_retries_with_capped_backoff(server: Server, tmp_path: Path) -> None:
+def test_persistent_500_gives_up_after_retries_with_capped_backoff(server: RangeServer, tmp_path: Path) -> None:
     server.faults = ["500"] * 10
     sleeps: list[float] = []
     with pytest.raises(DownloadError, match="giving up"):
@@ -223,7 +147,7 @@ def test_connection_refused_is_retried_then_fails(tmp_path: Path) -> None:
     assert len(sleeps) == 2
 
 
-def test_existing_destination_makes_no_request(server: Server, tmp_path: Path) -> None:
+def test_existing_destination_makes_no_request(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     dest.write_bytes(DATA)
     assert download(server.url("/data.bin"), dest, md5=DATA_MD5, size=len(DATA), **FAST) == dest
@@ -231,7 +155,7 @@ def test_existing_destination_makes_no_request(server: Server, tmp_path: Path) -
     assert server.requests == []
 
 
-def test_existing_corrupt_destination_is_moved_aside_and_fetched_again(server: Server, tmp_path: Path) -> None:
+def test_existing_corrupt_destination_is_moved_aside_and_fetched_again(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     dest.write_bytes(b"truncated")
     download(server.url("/data.bin"), dest, md5=DATA_MD5, **FAST)
@@ -240,7 +164,7 @@ def test_existing_corrupt_destination_is_moved_aside_and_fetched_again(server: S
     assert len(server.requests) == 1
 
 
-def test_part_left_by_killed_job_is_resumed_and_rehashed(server: Server, tmp_path: Path) -> None:
+def test_part_left_by_killed_job_is_resumed_and_rehashed(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(DATA[:100_000])
     download(server.url("/data.bin"), dest, md5=DATA_MD5, sha256=DATA_SHA256, **FAST)
@@ -248,7 +172,7 @@ def test_part_left_by_killed_job_is_resumed_and_rehashed(server: Server, tmp_pat
     assert server.requests[0]["range"] == "bytes=100000-"
 
 
-def test_corrupt_part_from_earlier_job_is_caught(server: Server, tmp_path: Path) -> None:
+def test_corrupt_part_from_earlier_job_is_caught(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(b"\0" * 100_000)
     with pytest.raises(ChecksumError):
@@ -256,7 +180,7 @@ def test_corrupt_part_from_earlier_job_is_caught(server: Server, tmp_path: Path)
     assert not dest.exists() and not _part(dest).exists()
 
 
-def test_complete_part_answered_with_416_is_verified_and_finished(server: Server, tmp_path: Path) -> None:
+def test_complete_part_answered_with_416_is_verified_and_finished(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(DATA)
     download(server.url("/data.bin"), dest, md5=DATA_MD5, **FAST)
@@ -264,21 +188,21 @@ def test_complete_part_answered_with_416_is_verified_and_finished(server: Server
     assert len(server.requests) == 1 and server.requests[0]["range"] == f"bytes={len(DATA)}-"
 
 
-def test_complete_part_with_known_size_needs_no_request(server: Server, tmp_path: Path) -> None:
+def test_complete_part_with_known_size_needs_no_request(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(DATA)
     download(server.url("/data.bin"), dest, md5=DATA_MD5, size=len(DATA), **FAST)
     assert dest.read_bytes() == DATA and server.requests == []
 
 
-def test_size_mismatch_reported_by_server_fails_early(server: Server, tmp_path: Path) -> None:
+def test_size_mismatch_reported_by_server_fails_early(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     with pytest.raises(ChecksumError, match=str(len(DATA) + 1)):
         download(server.url("/data.bin"), dest, size=len(DATA) + 1, **FAST)
     assert not dest.exists() and not _part(dest).exists()
 
 
-def test_checksum_record_written_parseable_and_then_pins(server: Server, tmp_path: Path) -> None:
+def test_checksum_record_written_parseable_and_then_pins(server: RangeServer, tmp_path: Path) -> None:
     record = tmp_path / "checksums.txt"
     url = server.url("/data.bin")
     download(url, tmp_path / "a" / "data.bin", checksum_record=record, **FAST)
@@ -331,7 +255,7 @@ def test_malformed_digest_is_refused(tmp_path: Path) -> None:
         download("http://127.0.0.1:9/a", tmp_path / "a", md5="xyz")
 
 
-def test_progress_callback_and_log(server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_callback_and_log(server: RangeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     calls: list[tuple[int, int | None]] = []
     with caplog.at_level(logging.INFO, logger="vlpeft.download"):
         download(server.url("/data.bin"), tmp_path / "data.bin", progress=lambda d, t: calls.append((d, t)), **FAST)

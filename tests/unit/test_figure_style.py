@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from tests.unit.test_plots import make_curves, make_runs
+from tests.run_rows import make_curves, make_runs
 from vlpeft.methods import registry
 from vlpeft.plots import figures, style
 

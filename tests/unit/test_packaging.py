@@ -15,8 +15,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from tests.unit.test_aggregate import DIGESTS, STUDY, TINY, _record
-from tests.unit.test_plots import make_curves, make_runs
+from tests.run_rows import DIGESTS, STUDY, TINY, make_curves, make_record, make_runs
 from vlpeft import aggregate, grid
 from vlpeft.plots import tables
 
@@ -147,7 +146,7 @@ def test_results_readme_lists_exactly_the_columns_the_tables_have(tmp_path: Path
     runs = grid.expand(yaml.safe_load(TINY.read_text()))
     for i, run in enumerate(runs):
         (tmp_path / run.dir).mkdir(parents=True)
-        (tmp_path / run.dir / "record.json").write_text(json.dumps(_record(run, i)))
+        (tmp_path / run.dir / "record.json").write_text(json.dumps(make_record(run, i)))
     base = tmp_path / "coco.json"
     base.write_text(json.dumps({"task": "coco", "scores": {"val": {"CIDEr": 5.0}, "test": {"CIDEr": 4.0}}}))
     out = tmp_path / "tables"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.unit.test_grid import _load
-from tests.unit.test_plots import make_curves, make_runs
+from tests.run_rows import make_curves, make_runs
 from vlpeft import grid, report, tasks
 from vlpeft.methods import registry
 from vlpeft.methods.registry import MethodInfo

@@ -14,7 +14,7 @@ import pytest
 from vlpeft import report, stats
 from vlpeft.methods.registry import LAYER_COMPOSITION, PEFT_METHODS
 from vlpeft.report import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, claims_report, claims_table
-from tests.conftest import with_provenance
+from tests.run_rows import with_provenance
 
 SIZES = {
     "prompt": [2, 8, 32, 128],

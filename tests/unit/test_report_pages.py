@@ -11,7 +11,7 @@ import docutils.core
 import jinja2
 import pytest
 
-from tests.unit.test_plots import make_runs
+from tests.run_rows import make_runs
 from vlpeft import report
 from vlpeft.plots import registry as figreg
 

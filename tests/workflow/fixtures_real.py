@@ -1,20 +1,15 @@
 """Tiny stand-ins for the real downloads (COCO zips, Karpathy splits, VQAv2 zips, vocab.txt, mplug_base.pth),
-packed in the upstream layouts, and a local HTTP server with byte-range support to serve them.
+packed in the upstream layouts (served by tests/conftest.py's Range-capable HTTP server).
 
 Used by test_download_path.py to run the workflow's real data path (``data.source: download``) offline.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import re
 import shutil
-import threading
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # The VQAv2 archives and the JSON file each one holds (as upstream).
@@ -101,83 +96,3 @@ def build(root: Path, n_train: int = 24, n_val: int = 4, n_test: int = 4, seed: 
     }
     shutil.rmtree(raw / "images")  # only the archives are needed from here on
     return fx
-
-
-# ------------------------------------------------------------------------------------------------------ HTTP server
-
-_RANGE = re.compile(r"^bytes=(\d+)-$")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """GET and HEAD of files in ``server.directory``; ``Range: bytes=N-`` is answered with 206 (or 416)."""
-
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # keep the test output quiet
-        pass
-
-    def _respond(self, body: bool) -> None:
-        name = self.path.split("?", 1)[0].lstrip("/")
-        path = self.server.directory / name
-        requested = self.headers.get("Range")
-        with self.server.lock:
-            self.server.requests.append((name, requested))
-        if "/" in name or not name or not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        m = _RANGE.match(requested or "")
-        if m:
-            start = int(m.group(1))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if body:
-            self.wfile.write(data[start:])
-
-    def do_GET(self):
-        self._respond(body=True)
-
-    def do_HEAD(self):
-        self._respond(body=False)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.directory = Path(directory)
-        self.requests: list[tuple[str, str | None]] = []  # (file name, Range header)
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-@contextlib.contextmanager
-def serve(directory: Path) -> Iterator[_Server]:
-    """Serve ``directory`` on 127.0.0.1 (a free port) in a thread, for the duration of the block."""
-    server = _Server(directory)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import with_provenance
+from tests.run_rows import with_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests/workflow/configs/tiny.yaml"
