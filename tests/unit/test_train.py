@@ -151,6 +151,16 @@ def test_missing_data_file_is_refused_before_training(tiny_study, tmp_path):
         Trainer(RunConfig.from_dict(cfg)).setup()
 
 
+def test_evaluate_untuned_scores_the_initial_model_on_every_evaluation_split(tiny_study, tmp_path):
+    from vlpeft.train import evaluate_untuned
+
+    out = evaluate_untuned(RunConfig.from_dict(make_run_config(tiny_study, tmp_path / "a", task="vqa")))
+    t = _trainer(tiny_study, tmp_path, task="vqa")
+    assert t.evaluate() and t.step == 0
+    assert out["task"] == "vqa" and out["scores"] == {s: t.curve[-1][s] for s in ("val", "test")}
+    assert set(out["scores"]["val"]) >= {"accuracy"}
+
+
 def _failed_record(cfg: dict, tmp_path: Path, error: type[Exception], match: str) -> dict:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
