@@ -215,10 +215,11 @@ class TimedBatches:
 
 
 def timed_trainer_steps(cfg: dict, steps: int, warmup: int) -> dict:
-    """``warmup`` + ``steps`` optimizer steps of the Trainer itself (``Trainer.train_step``: its loader over the
+    """Seconds of ``steps`` timed optimizer steps (after ``warmup`` untimed ones) and of their data wait, from the
+    Trainer itself (``Trainer.train_step``: its loader over the
     records and the image cache, its collation, ``move`` and the device-side normalisation, forward, backward,
-    AdamW), timing the time each step blocks on the loader. The warm-up steps (loader workers starting, first
-    batches) are timed apart."""
+    AdamW); the data wait is the time a step blocks on the loader. The warm-up steps (loader workers starting,
+    first batches) are timed apart."""
     from vlpeft.runconfig import RunConfig
     from vlpeft.train import Trainer
 
@@ -243,16 +244,17 @@ def timed_trainer_steps(cfg: dict, steps: int, warmup: int) -> dict:
         raise SystemExit(f"non-finite loss {loss}")
     if len(timed) != 1:
         raise SystemExit(f"the Trainer made {len(timed)} loaders for one run of steps (expected 1)")
-    step_s, wait_s = sum(wall[warmup:]), sum(wait[warmup:])
-    return {"num_workers": cfg["num_workers"], "steps": steps, "samples_per_s": steps * cfg["total_batch_size"] / step_s,
-            "step_s": step_s / steps, "data_wait_s": wait_s / steps, "data_wait_fraction": wait_s / step_s,
-            "warmup_s": sum(wall[:warmup]), "device": str(trainer.device)}
+    del trainer.loader  # (the wrapper refers to the trainer: free its model before the next setting's)
+    return {"step_s": sum(wall[warmup:]), "wait_s": sum(wait[warmup:]), "warmup_s": sum(wall[:warmup]),
+            "device": str(trainer.device)}
 
 
 def end_to_end_part(device: str, workers: list[int], preset_name: str, batch: int, accum: int, steps: int,
-                    warmup: int, threads: int, image_size: int | None, method: str, n_images: int) -> dict:
-    """Training steps from real on-disk records and images through the Trainer's loader, once per loader-worker
-    setting, in one process: samples/s and the fraction of step time spent waiting for data."""
+                    warmup: int, threads: int, image_size: int | None, method: str, n_images: int,
+                    rounds: int = 1) -> dict:
+    """Training steps from real on-disk records and images through the Trainer's loader, for each loader-worker
+    setting in turn, ``rounds`` times (a fresh Trainer each time; a drift of the machine's load then falls on every
+    setting alike), in one process: samples/s and the fraction of step time spent waiting for data."""
     from tests.conftest import make_run_config
 
     from vlpeft.model.config import preset
@@ -264,18 +266,28 @@ def end_to_end_part(device: str, workers: list[int], preset_name: str, batch: in
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         make_study(root, n_images, size)
-        for n in workers:
-            cfg = make_run_config(root, root / f"run_w{n}", task="vqa", method=method, model_preset=preset_name,
+        for r, n in ((r, n) for r in range(rounds) for n in workers):
+            cfg = make_run_config(root, root / f"run{r}_w{n}", task="vqa", method=method, model_preset=preset_name,
                                   model_overrides=overrides, image_cache=str(root / f"images_{size}.npy"),
                                   per_device_batch_size=batch, total_batch_size=batch * accum,
                                   schedule={"kind": "steps", "steps": warmup + steps, "warmup_steps": 1},
                                   eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
                                   threads=threads, num_workers=n, device=device)
-            rows.append(timed_trainer_steps(cfg, steps, warmup))
+            rows.append({"num_workers": n, **timed_trainer_steps(cfg, steps, warmup)})
+    rows = [summarise([r for r in rows if r["num_workers"] == n], steps, batch * accum) for n in workers]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"task": "vqa", "method": method, "preset": preset_name, "image_size": size, "batch": batch,
-            "accum": accum, "threads": threads, "warmup": warmup, "cpus": cpus, "load_start": load_start,
+            "accum": accum, "threads": threads, "warmup": warmup, "rounds": rounds, "cpus": cpus, "load_start": load_start,
             "load_end": os.getloadavg(), "rows": rows}
+
+
+def summarise(runs: list[dict], steps: int, global_batch: int) -> dict:
+    """One worker setting's rounds together: rates over all its timed steps."""
+    step_s, wait_s = sum(r["step_s"] for r in runs), sum(r["wait_s"] for r in runs)
+    n = steps * len(runs)
+    return {"num_workers": runs[0]["num_workers"], "steps": n, "samples_per_s": n * global_batch / step_s,
+            "step_s": step_s / n, "data_wait_s": wait_s / n, "data_wait_fraction": wait_s / step_s,
+            "warmup_s": sum(r["warmup_s"] for r in runs) / len(runs), "device": runs[0]["device"]}
 
 
 def print_end_to_end(res: dict) -> None:
@@ -288,7 +300,8 @@ def print_end_to_end(res: dict) -> None:
     print(f"End to end ({where}): {res['task']} {res['method']}, {res['preset']} model at {res['image_size']} px, "
           f"micro-batch {res['batch']} x {res['accum']} accumulation, {res['threads'] or 'default'} torch thread(s); "
           f"records and the uint8 image cache on disk, through the Trainer's loader and train_step; "
-          f"{rows[0]['steps']} timed steps after {res['warmup']} warm-up")
+          f"{rows[0]['steps']} timed steps per setting ({res['rounds']} round(s), each after {res['warmup']} "
+          "warm-up steps)")
     print(f"  {res['cpus']} CPUs; load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in res['load_start'])},"
           f" at end {' '.join(f'{x:.2f}' for x in res['load_end'])}")
     print(f"  {'workers':>7}  {'samples/s':>10}  {'step ms':>9}  {'data wait ms':>12}  {'data-wait fraction':>18}"
@@ -312,9 +325,10 @@ def worker_list(text: str) -> list[int]:
     return workers
 
 
-def configured_workers() -> int:
-    """``train.num_workers`` of the paper's config (the loader workers each rank of a paper run uses)."""
-    return int(yaml.safe_load((REPO / "config/config.yaml").read_text())["train"]["num_workers"])
+def paper_train_config() -> dict:
+    """The ``train`` block of the paper's config: its ``num_workers`` and ``threads`` are what each rank of a paper
+    run uses."""
+    return yaml.safe_load((REPO / "config/config.yaml").read_text())["train"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -338,8 +352,12 @@ def main(argv: list[str] | None = None) -> None:
                      help="loader workers to compare, e.g. 0,2 (default: 0,2 on the CPU; 0,2 and the paper "
                           "config's train.num_workers on a GPU)")
     e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first (workers start, first batches)")
+    e2e.add_argument("--rounds", type=int, default=1,
+                     help="times every worker setting runs, in turn (each time a fresh Trainer, --steps timed steps)")
     e2e.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
-    e2e.add_argument("--threads", type=int, default=1, help="torch intra-op threads (train.threads; 0: default)")
+    e2e.add_argument("--threads", type=int, default=None,
+                     help="torch intra-op threads (train.threads; 0: torch's default): 1 on the CPU by default, the "
+                          "paper config's train.threads on a GPU")
     e2e.add_argument("--image-size", type=int, default=None, help="model image size (default: the preset's)")
     e2e.add_argument("--method", default="lora", help="method trained (default lora: little compute per sample)")
     e2e.add_argument("--images", type=int, default=64, help="synthetic training images (3 questions each)")
@@ -348,10 +366,12 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.WARNING, format="  %(name)s: %(message)s")  # the Trainer's CPU warning
         on_gpu = (a.model_device or "cpu").startswith("cuda")
         device = "cuda" if on_gpu else "cpu"  # train.device: the Trainer takes its rank's GPU
-        workers = a.workers or sorted({0, 2, configured_workers()} if on_gpu else {0, 2})
+        paper = paper_train_config()
+        workers = a.workers or sorted({0, 2, int(paper["num_workers"])} if on_gpu else {0, 2})
+        threads = a.threads if a.threads is not None else int(paper["threads"]) if on_gpu else 1
         res = end_to_end_part(device, workers, a.preset or ("base" if on_gpu else "tiny"),
-                              a.batch or (64 if on_gpu else 16), a.accum, a.steps, a.warmup, a.threads, a.image_size,
-                              a.method, a.images)
+                              a.batch or (64 if on_gpu else 16), a.accum, a.steps, a.warmup, threads, a.image_size,
+                              a.method, a.images, a.rounds)
         print_end_to_end(res)
         if a.json:
             a.json.write_text(json.dumps(res, indent=1))
