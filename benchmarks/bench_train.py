@@ -216,10 +216,9 @@ class TimedBatches:
 
 def timed_trainer_steps(cfg: dict, steps: int, warmup: int) -> dict:
     """Seconds of ``steps`` timed optimizer steps (after ``warmup`` untimed ones) and of their data wait, from the
-    Trainer itself (``Trainer.train_step``: its loader over the
-    records and the image cache, its collation, ``move`` and the device-side normalisation, forward, backward,
-    AdamW); the data wait is the time a step blocks on the loader. The warm-up steps (loader workers starting,
-    first batches) are timed apart."""
+    Trainer itself (``Trainer.train_step``: its loader over the records and the image cache, its collation,
+    ``move`` and the device-side normalisation, forward, backward, AdamW); the data wait is the time a step blocks
+    on the loader. The warm-up steps (loader workers starting, first batches) are timed apart."""
     from vlpeft.runconfig import RunConfig
     from vlpeft.train import Trainer
 
@@ -363,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     e2e.add_argument("--images", type=int, default=64, help="synthetic training images (3 questions each)")
     a = p.parse_args(argv)
     if a.end_to_end:
+        for name, low in (("steps", 1), ("rounds", 1), ("warmup", 0), ("accum", 1), ("images", 2)):
+            if getattr(a, name) < low:
+                p.error(f"--{name} must be at least {low} with --end-to-end, got {getattr(a, name)}")
         logging.basicConfig(level=logging.WARNING, format="  %(name)s: %(message)s")  # the Trainer's CPU warning
         on_gpu = (a.model_device or "cpu").startswith("cuda")
         device = "cuda" if on_gpu else "cpu"  # train.device: the Trainer takes its rank's GPU
