@@ -8,9 +8,15 @@ samples/s, speed relative to full fine-tuning (with the store: to the same metho
 FLOPs per step (counted by torch.utils.flop_counter over one real step) and model FLOP utilisation against the
 GPU's dense bf16 peak. ``--json`` writes these rows: the throughput recording the cost model reads
 (``vlpeft.cost``, ``profiles/slurm/cost.yaml``).
+End to end (``--end-to-end``, alone): a synthetic VQAv2 study made by the pipeline's own stages (records, JPEGs, the
+uint8 image cache, the vocabulary), trained by ``vlpeft.train.Trainer`` itself (its loader, collation, device-side
+normalisation, ``train_step``) once per loader-worker setting: samples/s, the fraction of step time spent blocked
+waiting for the next batch, and the ratio between the settings, with the machine's load at start and end. On the
+CPU by default the tiny model; on a GPU mPLUG-base at 256 px, micro-batch 64 (the paper's per-device batch).
 
     python benchmarks/bench_train.py [--steps 30] [--gpu-steps 10] [--batch 64]
     python benchmarks/bench_train.py --steps 0 --model-device cpu --preset tiny --batch 4 --gpu-steps 2  # self-check
+    python benchmarks/bench_train.py --end-to-end [--workers 0,2] [--steps 30] [--image-size 256]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -33,23 +40,30 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def cpu_part(steps: int) -> None:
-    from tests.conftest import make_run_config
-
+def make_study(root: Path, n_train: int = 64, image_size: int = 64) -> None:
+    """A synthetic VQAv2 study under ``root`` through the pipeline's own stages: the generator's raw files in the
+    real datasets' formats (Karpathy JSON, JPEGs, VQAv2 questions and annotations), prepared records, a ratio-0.5
+    subset, the uint8 image cache at ``image_size`` (``images_<size>.npy``) and the WordPiece vocabulary."""
     from vlpeft.data import stages, synthetic
     from vlpeft.tokenizer import train_vocab
 
+    synthetic.generate(root / "raw", n_train, 4, 4, seed=0)
+    stages.prepare_vqa(root / "raw/dataset_coco.json",
+                       [root / f"raw/v2_OpenEnded_mscoco_{f}_questions.json" for f in ("train2014", "val2014")],
+                       [root / f"raw/v2_mscoco_{f}_annotations.json" for f in ("train2014", "val2014")],
+                       {s: root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")})
+    stages.make_subset("vqa", root / "prep/vqa/train.jsonl", 0.5, 0, root / "subsets/vqa/ratio0.5.json")
+    stages.cache_images(root / "raw/images", [root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")],
+                        image_size, root / f"images_{image_size}.npy")
+    train_vocab(synthetic.corpus(root / "raw"), root / "vocab.txt")
+
+
+def cpu_part(steps: int) -> None:
+    from tests.conftest import make_run_config
+
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        synthetic.generate(root / "raw", 64, 4, 4, seed=0)
-        stages.prepare_vqa(root / "raw/dataset_coco.json",
-                           [root / f"raw/v2_OpenEnded_mscoco_{f}_questions.json" for f in ("train2014", "val2014")],
-                           [root / f"raw/v2_mscoco_{f}_annotations.json" for f in ("train2014", "val2014")],
-                           {s: root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")})
-        stages.make_subset("vqa", root / "prep/vqa/train.jsonl", 0.5, 0, root / "subsets/vqa/ratio0.5.json")
-        stages.cache_images(root / "raw/images", [root / "prep/vqa/train.jsonl", root / "prep/vqa/val.jsonl",
-                                                   root / "prep/vqa/test.jsonl"], 64, root / "images_64.npy")
-        train_vocab(synthetic.corpus(root / "raw"), root / "vocab.txt")
+        make_study(root)
         times, weights = {}, {}
         for nproc in (1, 2):
             cfg = make_run_config(root, root / f"run{nproc}", task="vqa", per_device_batch_size=16 // nproc,
@@ -184,25 +198,195 @@ def print_model_part(rows: list[dict], device: torch.device, preset_name: str, b
               f"  peak {mem}  {r['tflop_per_step'] * 1e3:10.2f} GFLOP/step  MFU {mfu}  trainable {r['trainable']:>11,}")
 
 
+class TimedBatches:
+    """An iterator over the Trainer's batches that records how long each ``next`` blocked (the data wait)."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.waits = batches, []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        batch = next(self.batches)
+        self.waits.append(time.perf_counter() - t0)
+        return batch
+
+
+def timed_trainer_steps(cfg: dict, steps: int, warmup: int) -> dict:
+    """Seconds of ``steps`` timed optimizer steps (after ``warmup`` untimed ones) and of their data wait, from the
+    Trainer itself (``Trainer.train_step``: its loader over the records and the image cache, its collation,
+    ``move`` and the device-side normalisation, forward, backward, AdamW); the data wait is the time a step blocks
+    on the loader. The warm-up steps (loader workers starting, first batches) are timed apart."""
+    from vlpeft.runconfig import RunConfig
+    from vlpeft.train import Trainer
+
+    trainer = Trainer(RunConfig.from_dict(cfg))
+    trainer.setup()
+    timed: list[TimedBatches] = []
+
+    def loader(start_step: int, trainer=trainer) -> TimedBatches:
+        # The Trainer's own loader (the one ``train_step`` asks for), wrapped to time each batch it hands over.
+        timed.append(TimedBatches(Trainer.loader(trainer, start_step)))
+        return timed[-1]
+
+    trainer.loader = loader
+    wall, wait = [], []
+    for _ in range(warmup + steps):
+        before = sum(sum(t.waits) for t in timed)
+        t0 = time.perf_counter()
+        loss = trainer.train_step()  # ends with the loss on the host: the device has finished the step
+        wall.append(time.perf_counter() - t0)
+        wait.append(sum(sum(t.waits) for t in timed) - before)
+    if not math.isfinite(loss):
+        raise SystemExit(f"non-finite loss {loss}")
+    if len(timed) != 1:
+        raise SystemExit(f"the Trainer made {len(timed)} loaders for one run of steps (expected 1)")
+    del trainer.loader  # (the wrapper refers to the trainer: free its model before the next setting's)
+    return {"step_s": sum(wall[warmup:]), "wait_s": sum(wait[warmup:]), "warmup_s": sum(wall[:warmup]),
+            "device": str(trainer.device)}
+
+
+def end_to_end_part(device: str, workers: list[int], preset_name: str, batch: int, accum: int, steps: int,
+                    warmup: int, threads: int, image_size: int | None, method: str, n_images: int,
+                    rounds: int = 1) -> dict:
+    """Training steps from real on-disk records and images through the Trainer's loader, for each loader-worker
+    setting in turn, ``rounds`` times (a fresh Trainer each time; a drift of the machine's load then falls on every
+    setting alike), in one process: samples/s and the fraction of step time spent waiting for data."""
+    from tests.conftest import make_run_config
+
+    from vlpeft.model.config import preset
+
+    overrides = {"image_size": image_size} if image_size else {}
+    size = preset(preset_name, **overrides).image_size
+    load_start = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        make_study(root, n_images, size)
+        for r, n in ((r, n) for r in range(rounds) for n in workers):
+            cfg = make_run_config(root, root / f"run{r}_w{n}", task="vqa", method=method, model_preset=preset_name,
+                                  model_overrides=overrides, image_cache=str(root / f"images_{size}.npy"),
+                                  per_device_batch_size=batch, total_batch_size=batch * accum,
+                                  schedule={"kind": "steps", "steps": warmup + steps, "warmup_steps": 1},
+                                  eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+                                  threads=threads, num_workers=n, device=device)
+            rows.append({"num_workers": n, **timed_trainer_steps(cfg, steps, warmup)})
+    rows = [summarise([r for r in rows if r["num_workers"] == n], steps, batch * accum) for n in workers]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"task": "vqa", "method": method, "preset": preset_name, "image_size": size, "batch": batch,
+            "accum": accum, "threads": threads, "warmup": warmup, "rounds": rounds, "cpus": cpus, "load_start": load_start,
+            "load_end": os.getloadavg(), "rows": rows}
+
+
+def summarise(runs: list[dict], steps: int, global_batch: int) -> dict:
+    """One worker setting's rounds together: rates over all its timed steps."""
+    step_s, wait_s = sum(r["step_s"] for r in runs), sum(r["wait_s"] for r in runs)
+    n = steps * len(runs)
+    return {"num_workers": runs[0]["num_workers"], "steps": n, "samples_per_s": n * global_batch / step_s,
+            "step_s": step_s / n, "data_wait_s": wait_s / n, "data_wait_fraction": wait_s / step_s,
+            "warmup_s": sum(r["warmup_s"] for r in runs) / len(runs), "device": runs[0]["device"]}
+
+
+def print_end_to_end(res: dict) -> None:
+    rows = res["rows"]
+    where = rows[0]["device"]
+    if where.startswith("cuda"):
+        import torch
+
+        where = torch.cuda.get_device_name(torch.device(where))
+    print(f"End to end ({where}): {res['task']} {res['method']}, {res['preset']} model at {res['image_size']} px, "
+          f"micro-batch {res['batch']} x {res['accum']} accumulation, {res['threads'] or 'default'} torch thread(s); "
+          f"records and the uint8 image cache on disk, through the Trainer's loader and train_step; "
+          f"{rows[0]['steps']} timed steps per setting ({res['rounds']} round(s), each after {res['warmup']} "
+          "warm-up steps)")
+    print(f"  {res['cpus']} CPUs; load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in res['load_start'])},"
+          f" at end {' '.join(f'{x:.2f}' for x in res['load_end'])}")
+    print(f"  {'workers':>7}  {'samples/s':>10}  {'step ms':>9}  {'data wait ms':>12}  {'data-wait fraction':>18}"
+          f"  {'warm-up s':>9}")
+    for r in rows:
+        print(f"  {r['num_workers']:>7}  {r['samples_per_s']:10.1f}  {r['step_s'] * 1e3:9.1f}  "
+              f"{r['data_wait_s'] * 1e3:12.1f}  {r['data_wait_fraction']:18.1%}  {r['warmup_s']:9.2f}")
+    base = rows[0]
+    for r in rows[1:]:
+        print(f"  samples/s with {r['num_workers']} workers / with {base['num_workers']}: "
+              f"{r['samples_per_s'] / base['samples_per_s']:.2f}x")
+
+
+def worker_list(text: str) -> list[int]:
+    try:
+        workers = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated worker counts such as 0,2; got {text!r}") from None
+    if not workers or min(workers) < 0:
+        raise argparse.ArgumentTypeError(f"worker counts must be 0 or more, got {text!r}")
+    return workers
+
+
+def paper_train_config() -> dict:
+    """The ``train`` block of the paper's config: its ``num_workers`` and ``threads`` are what each rank of a paper
+    run uses."""
+    return yaml.safe_load((REPO / "config/config.yaml").read_text())["train"]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30, help="steps of the CPU 1 vs 2 process comparison (0: skip)")
+    p.add_argument("--steps", type=int, default=30,
+                   help="steps of the CPU 1 vs 2 process comparison (0: skip); with --end-to-end: timed steps")
     p.add_argument("--gpu-steps", type=int, default=10, help="timed steps per method in the model part")
-    p.add_argument("--batch", type=int, default=64, help="batch of the model part")
-    p.add_argument("--preset", default="base", help="model size of the model part")
+    p.add_argument("--batch", type=int, default=None,
+                   help="(micro-)batch per step: 64 by default, 16 with --end-to-end on the CPU")
+    p.add_argument("--preset", default=None,
+                   help="model size: base by default, tiny with --end-to-end on the CPU")
     p.add_argument("--model-device", default="cuda" if torch.cuda.is_available() else None,
-                   help="device of the model part (default: cuda when present, else skipped); "
-                        "`cpu` with `--preset tiny` checks the script itself")
-    p.add_argument("--json", type=Path, help="also write the model part's rows here")
+                   help="device of the model part and of --end-to-end (default: cuda when present, else the model "
+                        "part is skipped and --end-to-end runs on the CPU); `cpu` with `--preset tiny` checks the "
+                        "script itself")
+    p.add_argument("--json", type=Path, help="also write the model part's rows (with --end-to-end: its result) here")
+    e2e = p.add_argument_group("end-to-end mode: the Trainer's loader over records and images on disk")
+    e2e.add_argument("--end-to-end", action="store_true",
+                     help="run only this: train steps through the Trainer's loader and report the data-wait fraction")
+    e2e.add_argument("--workers", type=worker_list, default=None,
+                     help="loader workers to compare, e.g. 0,2 (default: 0,2 on the CPU; 0,2 and the paper "
+                          "config's train.num_workers on a GPU)")
+    e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first (workers start, first batches)")
+    e2e.add_argument("--rounds", type=int, default=1,
+                     help="times every worker setting runs, in turn (each time a fresh Trainer, --steps timed steps)")
+    e2e.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    e2e.add_argument("--threads", type=int, default=None,
+                     help="torch intra-op threads (train.threads; 0: torch's default): 1 on the CPU by default, the "
+                          "paper config's train.threads on a GPU")
+    e2e.add_argument("--image-size", type=int, default=None, help="model image size (default: the preset's)")
+    e2e.add_argument("--method", default="lora", help="method trained (default lora: little compute per sample)")
+    e2e.add_argument("--images", type=int, default=64, help="synthetic training images (3 questions each)")
     a = p.parse_args(argv)
+    if a.end_to_end:
+        for name, low in (("steps", 1), ("rounds", 1), ("warmup", 0), ("accum", 1), ("images", 2)):
+            if getattr(a, name) < low:
+                p.error(f"--{name} must be at least {low} with --end-to-end, got {getattr(a, name)}")
+        logging.basicConfig(level=logging.WARNING, format="  %(name)s: %(message)s")  # the Trainer's CPU warning
+        on_gpu = (a.model_device or "cpu").startswith("cuda")
+        device = "cuda" if on_gpu else "cpu"  # train.device: the Trainer takes its rank's GPU
+        paper = paper_train_config()
+        workers = a.workers or sorted({0, 2, int(paper["num_workers"])} if on_gpu else {0, 2})
+        threads = a.threads if a.threads is not None else int(paper["threads"]) if on_gpu else 1
+        res = end_to_end_part(device, workers, a.preset or ("base" if on_gpu else "tiny"),
+                              a.batch or (64 if on_gpu else 16), a.accum, a.steps, a.warmup, threads, a.image_size,
+                              a.method, a.images, a.rounds)
+        print_end_to_end(res)
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
+        return
     if a.steps:
         cpu_part(a.steps)
     if a.model_device is None:
         print("GPU part skipped: no CUDA device")
         return
     device = torch.device(a.model_device)
-    rows = model_part(device, a.preset, a.batch, a.gpu_steps)
-    print_model_part(rows, device, a.preset, a.batch)
+    preset_name, batch = a.preset or "base", a.batch or 64
+    rows = model_part(device, preset_name, batch, a.gpu_steps)
+    print_model_part(rows, device, preset_name, batch)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 

@@ -6,7 +6,9 @@
 #      to each GPU, rank 0 busy alone longer than the collective timeout, then a SIGTERM: exit 75 and a checkpoint;
 #   3. benchmarks/bench_train.py, model part: mPLUG-base at 256 px, full fine-tuning and each PEFT method (each PEFT
 #      method also with the visual-feature store): samples/s, peak GPU memory, counted FLOPs per step and MFU;
-#   4. benchmarks/bench_generation.py on CUDA: cached vs recomputed beam search (base, batch 8, 5 beams), fp32 and bf16.
+#   4. benchmarks/bench_train.py --end-to-end: mPLUG-base at 256 px, LoRA, micro-batch 64, trained by the Trainer from
+#      records and the image cache on disk with 0, 2 and the config's loader workers: samples/s, data-wait fraction;
+#   5. benchmarks/bench_generation.py on CUDA: cached vs recomputed beam search (base, batch 8, 5 beams), fp32 and bf16.
 # Every step runs under `timeout -k 30`: the trainer treats SIGTERM as "checkpoint and stop at the next step", so a
 # hung step is killed 30 s after its time is up. A summary table (step, status, seconds) ends the output.
 # Logs and JSON go to $OUT (or ./gpu_checks). Needs torch with CUDA, safetensors, pytest and the package's other
@@ -51,6 +53,7 @@ else
     summary+=("$(printf '%-18s %-10s %6s    %s' nccl skipped - "one GPU: needs two")")
 fi
 step bench_train 300 $py benchmarks/bench_train.py --steps 0 --gpu-steps 10 --batch 64 --json "$out/bench_train.json"
+step bench_train_e2e 300 $py benchmarks/bench_train.py --end-to-end --steps 30 --json "$out/bench_train_e2e.json"
 step bench_generation 240 $py benchmarks/bench_generation.py --device cuda --bf16
 
 echo

@@ -35,14 +35,21 @@ class Evaluator:
 
     def __init__(self, task: str, split: str, records: list[dict], images: ImageStore, tokenizer: Tokenizer,
                  gen: GenerationConfig, prompts: dict, batch_size: int = 32, metrics: list[str] | None = None,
-                 max_prompt: int = 40, rank: int = 0, world: int = 1) -> None:
+                 max_prompt: int = 40, rank: int = 0, world: int = 1, num_workers: int = 0,
+                 pin_memory: bool = False) -> None:
         self.task, self.split, self.records, self.tok, self.gen = task, split, records, tokenizer, gen
         self.metrics = list(metrics or ([COCO.metric] if task == COCO.name else []))
         self.rank, self.world = rank, world
         data = EvalSet(task, records, images, prompts)
         shard = Subset(data, list(range(rank, len(data), world)))
+        # Loader workers as in training (``num_workers``, the config's ``train.num_workers``): they read and collate
+        # the next batches while the device generates. Batches come back in the shard's order whatever the workers.
+        # No generator of its own: each pass draws its workers' base seed from the global RNG, one draw with or
+        # without workers, as it always did (a run's dropout stream after an evaluation stays what it was).
         self.loader = DataLoader(shard, batch_size=batch_size, shuffle=False,
-                                 collate_fn=Collator(tokenizer, max_prompt, 8))
+                                 collate_fn=Collator(tokenizer, max_prompt, 8), num_workers=num_workers,
+                                 pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
+                                 persistent_workers=False)
         # Batches of the largest shard (rank 0's): every rank asks ``stop`` this many times, so that the ranks' checks
         # pair up even where shards differ by one record.
         self.stop_checks = math.ceil(math.ceil(len(data) / world) / batch_size)

@@ -47,6 +47,20 @@ def test_bench_train_cpu_equivalence_and_model_part(tmp_path):
     assert all(store[r["method"]]["tflop_per_step"] < r["tflop_per_step"] for r in images[1:])
 
 
+def test_bench_train_end_to_end_times_the_data_wait_of_each_worker_setting(tmp_path):
+    out = bench("bench_train.py", "--end-to-end", "--model-device", "cpu", "--preset", "tiny", "--batch", "4",
+                "--steps", "1", "--rounds", "2", "--warmup", "1", "--images", "8", "--workers", "0,2",
+                "--json", str(tmp_path / "e2e.json"))
+    res = json.loads((tmp_path / "e2e.json").read_text())
+    assert [r["num_workers"] for r in res["rows"]] == [0, 2]
+    for r in res["rows"]:
+        assert r["steps"] == 2 and r["samples_per_s"] > 0 and r["device"] == "cpu"
+        assert 0 < r["data_wait_s"] < r["step_s"] and r["data_wait_fraction"] == r["data_wait_s"] / r["step_s"]
+    assert len(res["load_start"]) == len(res["load_end"]) == 3
+    assert re.search(r"samples/s with 2 workers / with 0: \d+\.\d+x", out)
+    assert re.search(r"load average \(1/5/15 min\) at start [\d.]+ [\d.]+ [\d.]+, at end", out)
+
+
 def test_bench_generation_outputs_equal():
     out = bench("bench_generation.py", "--preset", "tiny", "--batch", "2", "--new-tokens", "4", "--threads", "1")
     assert "outputs equal: True" in out
