@@ -337,7 +337,8 @@ class Trainer:
                                  f"{CIDER_MIN_IMAGES} (raise eval.max_items)")
             self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
                                                cfg.eval.batch_size, list(cfg.eval.metrics), cfg.max_prompt_tokens,
-                                               self.rank, self.world)
+                                               self.rank, self.world, num_workers=cfg.num_workers,
+                                               pin_memory=self.device.type == "cuda")
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
         self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
