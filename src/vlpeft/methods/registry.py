@@ -181,6 +181,17 @@ PARALLEL_ADAPTER = describe(MethodInfo(
     name="parallel_adapter", label="Parallel adapter", size_label="adapter hidden size $l$", marker="v",
     color="#cc79a7",  # reddish purple
     composition=LAYER, curve_figure=10, table_sizes=(16, 32, 64, 128, 256, 512)))
+# Beyond the paper (README, "Beyond the paper"): both change what a layer computes, so both join the layer-composition
+# group. DoRA shares LoRA's size axis (the rank); (IA)^3 has no size knob: its one size, 1, means "one vector per
+# target". The two remaining Okabe-Ito hues would be yellow (unreadable on white) and sky blue; (IA)^3 takes Paul
+# Tol's olive instead.
+DORA = describe(MethodInfo(
+    name="dora", label="DoRA", size_label="DoRA rank $r$", marker="<", color="#56b4e9",  # sky blue
+    composition=LAYER, curve_figure=11, table_sizes=(2, 4, 8, 16, 32)))
+IA3 = describe(MethodInfo(
+    name="ia3", label="(IA)³", size_label="(IA)³: one vector per target", marker="p",
+    color="#999933",  # olive
+    composition=LAYER, curve_figure=12, table_sizes=(1,)))
 FULL = describe(MethodInfo(
     name="full", label="Full fine-tuning", size_label="size", marker="*", color="#000000", peft=False))
 
