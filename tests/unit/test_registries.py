@@ -78,9 +78,13 @@ def test_schema_names_no_method_or_task() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The figure table.
 # ---------------------------------------------------------------------------------------------------------------
+PAPER_STEMS = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora", "fig9_serial_adapter",
+               "fig10_parallel_adapter"]
+
+
 def test_figure_table_is_the_papers() -> None:
-    assert figreg.stems() == ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora",
-                              "fig9_serial_adapter", "fig10_parallel_adapter"]
+    # The paper's figures, then the validation curves of the methods beyond the paper (README, "Beyond the paper").
+    assert figreg.stems() == [*PAPER_STEMS, "fig11_dora", "fig12_ia3"]
     assert figreg.curve_figures() == {m.curve_stem: m.name for m in registry.descriptions() if m.curve_stem}
 
 
@@ -100,7 +104,8 @@ def test_every_figure_has_a_builder_a_caption_and_a_rule() -> None:
 
 def test_study_stems_follow_the_configured_grid() -> None:
     config = _load("mini")
-    assert figreg.study_stems(config) == figreg.stems()
+    assert figreg.study_stems(config) == PAPER_STEMS
+    assert figreg.study_stems(_load("beyond")) == ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig11_dora", "fig12_ia3"]
     config["tasks"].pop(tasks.VQA.name)
     config["methods"][registry.LORA.name].pop(tasks.COCO.name)
     stems = figreg.study_stems(config)
