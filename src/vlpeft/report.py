@@ -67,6 +67,7 @@ from vlpeft.methods.registry import (
     PEFT_METHODS,
     PROMPT,
     REFERENCE,
+    info as method_info,
 )
 from vlpeft.plots.style import DEFAULT_VALUE, VALUE_LABELS, format_ratio, format_size
 from vlpeft.tasks import COCO, TASK_LABELS, TASK_METRIC, TASKS, VQA
@@ -771,10 +772,19 @@ def evaluate(claim: Claim, ok: pd.DataFrame, value: str, n_boot: int, seed: int)
 def in_study(claims: Sequence[Claim], runs: pd.DataFrame) -> list[Claim]:
     """``claims`` with their per-method components cut to the methods the runs table holds (any status): a study
     reports on the methods of its own grid, not on every method described (the paper's grid gets no rows for the
-    methods beyond the paper, a study of those none for the paper's). A claim may be left with no component."""
+    methods beyond the paper, a study of those none for the paper's). A claim may be left with no component. The
+    claims are the paper's findings, worded for its methods: where the rows include a method beyond the paper, the
+    selection says which methods of this study's grid they are."""
     present = set(runs["method"])
-    return [dataclasses.replace(c, components=tuple((t, m) for t, m in c.components if m not in METHODS or m in present))
-            for c in claims]
+    out = []
+    for c in claims:
+        kept = tuple((t, m) for t, m in c.components if m not in METHODS or m in present)
+        methods = list(dict.fromkeys(m for _, m in kept if m in METHODS))
+        selection = c.selection
+        if kept != c.components and not all(method_info(m).in_paper for m in methods):
+            selection += f" (in this study's grid: {', '.join(METHOD_LABELS[m] for m in methods)})"
+        out.append(dataclasses.replace(c, components=kept, selection=selection))
+    return out
 
 
 def _prepare(runs: pd.DataFrame, value: str) -> pd.DataFrame:
