@@ -521,6 +521,11 @@ def test_parameter_table_base() -> None:
     d, v = 768, 30522
     # 82 adapted projections: q, k of 24 self-attentions and of 17 cross-attentions (not the connected layer's).
     assert by_key[("lora", 8, False)]["trainable"] == 82 * 8 * 2 * d == 1_007_616
+    # Beyond the paper. DoRA: LoRA's plus a magnitude per output row of the 82 projections. (IA)^3: l_k and l_v of
+    # the 41 running attentions, l_ff (3072) in each of the 24 blocks; its one size, 1.
+    assert by_key[("dora", 8, False)]["trainable"] == 1_007_616 + 82 * d == 1_070_592
+    assert by_key[("ia3", 1, False)]["trainable"] == 41 * 2 * d + 24 * 3072 == 136_704
+    assert {s for (n, s, _c) in by_key if n == "ia3"} == {1}
     assert by_key[("prompt", 16, False)]["trainable"] == 16 * d
     head = classifier_count(mc)
     assert head == (d * d + d) + 2 * d + v + v * d

@@ -125,6 +125,18 @@ def test_torchruns_grace_fits_the_warning_signals_lead_time(profile):
     assert rule.count("--stop-grace {resources.stop_grace_s}") == 2  # train_run and pretrain_model
 
 
+def test_dry_run_of_the_study_beyond_the_paper(tmp_path):
+    """config/beyond.yaml: DoRA, (IA)^3 and full fine-tuning on the paper's grid, under results/beyond."""
+    from vlpeft.grid import expand
+
+    config = yaml.safe_load((REPO / "config/beyond.yaml").read_text())
+    proc = snakemake(tmp_path, REPO / "config/beyond.yaml", "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert int(counts["train_run"]) == len(expand(config)) == 182
+    assert (int(counts["plot_val_curves"]), int(counts["plot_task_grid"])) == (2, 2)
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     from vlpeft.grid import expand
@@ -273,7 +285,7 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
     assert (tmp_path / "out/fig3.pdf").is_file() and (tmp_path / "out/fig5.png").is_file()
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mini.yaml"])
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mini.yaml", "config/beyond.yaml"])
 def test_lint_clean(tmp_path, configfile):
     proc = snakemake(tmp_path, REPO / configfile, "--lint")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

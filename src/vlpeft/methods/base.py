@@ -220,7 +220,8 @@ _NOT_IMPLEMENTATIONS = frozenset({"base", "registry", "scope", "table"})
 
 def import_implementations() -> None:
     """Import every module of ``vlpeft.methods`` (their ``@register_method`` classes register as a side effect), so
-    that a new method is its module alone; ``table`` is left out (a command-line entry point)."""
+    that a new method needs no edit here, only its module and its description in ``registry``; the modules that
+    implement no method (``_NOT_IMPLEMENTATIONS``: ``table`` is a command-line entry point) are left out."""
     import importlib
     import pkgutil
 
