@@ -132,7 +132,8 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
                 raise ValueError(f"methods.{method}.{task}.sizes: duplicate sizes {sizes}")
             if not per_task.get("lr") or per_task["lr"] <= 0:
                 raise ValueError(f"methods.{method}.{task}.lr: a positive learning rate is required")
-            _check_method_options(method, method_options(config, method, sizes[0] if sizes else None, False))
+            for size in sizes or [None]:  # every size: a method may accept only some sizes
+                _check_method_options(method, method_options(config, method, size, False))
     for key in ("targets", "classifier", "seeds"):
         _check_unique(key, config.get(key, []))
     for i, seed in enumerate(config["seeds"]):

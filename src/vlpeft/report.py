@@ -47,6 +47,7 @@ from vlpeft.console import run as run_cli
 announce_main(__name__, "python -m vlpeft.report", "starting (loading pandas)")
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,10 +62,12 @@ from vlpeft.provenance import SYNTHETIC_NOTE, table_provenance
 from vlpeft.methods.registry import (
     EMBEDDING_COMPOSITION,
     LAYER_COMPOSITION,
+    METHODS,
     METHOD_LABELS,
     PEFT_METHODS,
     PROMPT,
     REFERENCE,
+    info as method_info,
 )
 from vlpeft.plots.style import DEFAULT_VALUE, VALUE_LABELS, format_ratio, format_size
 from vlpeft.tasks import COCO, TASK_LABELS, TASK_METRIC, TASKS, VQA
@@ -501,7 +504,7 @@ def _best_configurations(ok: pd.DataFrame, value: str) -> list[str]:
     for task in TASKS:
         d = _peft_runs(ok, task, "")
         body = []
-        for method in PEFT_METHODS:
+        for method in [m for m in PEFT_METHODS if m in set(ok["method"])]:  # (the study's methods)
             dm = d.loc[d["method"] == method]
             if dm.empty:
                 body.append([METHOD_LABELS[method], _group_of(method), 0, math.nan, math.nan, "–"])
@@ -766,6 +769,24 @@ def evaluate(claim: Claim, ok: pd.DataFrame, value: str, n_boot: int, seed: int)
     return rows
 
 
+def in_study(claims: Sequence[Claim], runs: pd.DataFrame) -> list[Claim]:
+    """``claims`` with their per-method components cut to the methods the runs table holds (any status): a study
+    reports on the methods of its own grid, not on every method described (the paper's grid gets no rows for the
+    methods beyond the paper, a study of those none for the paper's). A claim may be left with no component. The
+    claims are the paper's findings, worded for its methods: where the rows include a method beyond the paper, the
+    selection says which methods of this study's grid they are."""
+    present = set(runs["method"])
+    out = []
+    for c in claims:
+        kept = tuple((t, m) for t, m in c.components if m not in METHODS or m in present)
+        methods = list(dict.fromkeys(m for _, m in kept if m in METHODS))
+        selection = c.selection
+        if kept != c.components and not all(method_info(m).in_paper for m in methods):
+            selection += f" (in this study's grid: {', '.join(METHOD_LABELS[m] for m in methods)})"
+        out.append(dataclasses.replace(c, components=kept, selection=selection))
+    return out
+
+
 def _prepare(runs: pd.DataFrame, value: str) -> pd.DataFrame:
     if value not in VALUE_COLUMNS:
         raise ValueError(f"value column must be one of {', '.join(VALUE_COLUMNS)}, got {value!r}")
@@ -793,7 +814,7 @@ def claims_table(
         Columns ``TABLE_COLUMNS``; ``method == "all"`` rows combine a claim's components.
     """
     ok = _prepare(runs, value)
-    rows = [r for c in claims for r in evaluate(c, ok, value, n_boot, seed)]
+    rows = [r for c in in_study(claims, validate_runs(runs)) for r in evaluate(c, ok, value, n_boot, seed)]
     return pd.DataFrame(rows).reindex(columns=list(TABLE_COLUMNS))
 
 
@@ -912,7 +933,7 @@ def claims_report(
     all_runs = validate_runs(runs)
     ok = _prepare(all_runs, value)
     bad = non_success(all_runs)
-    evaluated = [(c, evaluate(c, ok, value, n_boot, seed)) for c in claims]
+    evaluated = [(c, evaluate(c, ok, value, n_boot, seed)) for c in in_study(claims, all_runs)]
     out = _header(all_runs, ok, bad, value, n_boot, seed)
     out.append("## Summary\n")
     summary = [[c.id, c.finding, f"{int(rows[-1]['value'])}/{rows[-1]['n']} supported", rows[-1]["verdict"]]

@@ -24,6 +24,7 @@ from vlpeft.methods.base import (
     trainable_parameters,
 )
 from vlpeft.methods.full import model_count
+from vlpeft.methods.registry import info
 from vlpeft.model.config import preset
 from vlpeft.model.generation import GenerationConfig, generate
 from vlpeft.model.mplug import MPlug
@@ -48,10 +49,16 @@ TEST_CASES: list[tuple[str, str, dict]] = [
     ("serial-8-vit-cls", "serial_adapter", {"size": 8, "targets": ALL, "classifier": True}),
     ("parallel-4", "parallel_adapter", {"size": 4}),
     ("parallel-16-cls", "parallel_adapter", {"size": 16, "classifier": True}),
+    ("dora-2", "dora", {"size": 2}),
+    ("dora-8-cls", "dora", {"size": 8, "alpha": 4.0, "classifier": True}),
+    ("dora-4-vit", "dora", {"size": 4, "targets": ALL}),
+    ("ia3", "ia3", {}),
+    ("ia3-cls", "ia3", {"classifier": True}),
+    ("ia3-vit-cls", "ia3", {"targets": ALL, "classifier": True}),
     ("full", "full", {}),
     ("full-cls", "full", {"classifier": True}),
 ]
-ZERO_INIT = {"lora", "serial_adapter", "parallel_adapter"}
+ZERO_INIT = {"lora", "serial_adapter", "parallel_adapter", "dora", "ia3"}
 
 cases = pytest.mark.parametrize(("name", "options"), [c[1:] for c in TEST_CASES], ids=[c[0] for c in TEST_CASES])
 
@@ -135,7 +142,7 @@ def test_every_registered_method_has_cases() -> None:
         flags = {c[2].get("classifier", False) for c in TEST_CASES if c[1] == n}
         sizes = {c[2].get("size") for c in TEST_CASES if c[1] == n}
         assert flags == {False, True}, n
-        assert len(sizes) >= 2, n
+        assert len(sizes) >= min(2, len(info(n).table_sizes)), n  # (IA)^3 has one size
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------
@@ -251,6 +258,12 @@ def test_closed_form_counts_by_hand() -> None:
     head = (d * d + d) + 2 * d + VOCAB + VOCAB * d
     assert classifier_count(mc) == head
     assert build_method("lora", size=2, classifier=True).closed_form_count(mc) == 8 * 2 * 2 * 2 * d + head
+    # DoRA: LoRA's count plus one magnitude per adapted output row (16 projections of d rows).
+    assert build_method("dora", size=2).closed_form_count(mc) == 8 * 2 * 2 * (d + d) + 16 * d
+    # (IA)^3: l_k, l_v of the 8 running attentions; l_ff (width 2d in the tiny preset) in each of the 5 blocks.
+    assert build_method("ia3").closed_form_count(mc) == 8 * 2 * d + 5 * 2 * d
+    # ... and on the ViT (2 blocks of width d): l_k, l_v on the fused qkv's key and value rows, l_ff at fc2 (4d).
+    assert build_method("ia3", targets=ALL).closed_form_count(mc) == 8 * 2 * d + 5 * 2 * d + 2 * (2 * d + 4 * d)
 
 
 @pytest.mark.parametrize("vocab", [VOCAB, 30522])
@@ -302,6 +315,35 @@ def test_lora_unmerge_restores_the_weights() -> None:
         m.unmerge()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p, before[n], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "options"), [("dora", {"size": 4, "targets": ALL}), ("ia3", {"targets": ALL})])
+def test_dora_and_ia3_unmerge_restore_the_weights(name: str, options: dict) -> None:
+    from vlpeft.methods.dora import DoRALinear
+    from vlpeft.methods.ia3 import IA3Linear
+
+    model, method = attached(name, options)
+    perturb(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        expected = run(model)
+    method.merge(model)
+    wrappers = [m for m in model.modules() if isinstance(m, (DoRALinear, IA3Linear))]
+    assert wrappers and all(m.merged for m in wrappers)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and all("base_layer" in n for n in changed), "merge must write into the frozen weights only"
+    for m in wrappers:
+        m.unmerge()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p, before[n], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(run(model), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ia3_has_no_size_knob() -> None:
+    assert build_method("ia3").cfg.size == 1
+    with pytest.raises(ValueError, match=r"size must be 1 for \(IA\)\^3"):
+        build_method("ia3", size=4)
 
 
 @pytest.mark.parametrize("rank", [2, 32])
@@ -375,6 +417,8 @@ def test_load_refuses_weights_of_another_method_or_size(name: str, options: dict
     with pytest.raises(ValueError, match="holds weights for method"):
         other.load(other_model, path)
 
+    if len(info(name).table_sizes) == 1:
+        return  # no other size to load into
     resized = {**options, "size": 2 * options.get("size", 8)}
     resized_model, resized_method = attached(name, resized)
     with pytest.raises(ValueError, match="holds weights for method"):
@@ -477,6 +521,11 @@ def test_parameter_table_base() -> None:
     d, v = 768, 30522
     # 82 adapted projections: q, k of 24 self-attentions and of 17 cross-attentions (not the connected layer's).
     assert by_key[("lora", 8, False)]["trainable"] == 82 * 8 * 2 * d == 1_007_616
+    # Beyond the paper. DoRA: LoRA's plus a magnitude per output row of the 82 projections. (IA)^3: l_k and l_v of
+    # the 41 running attentions, l_ff (3072) in each of the 24 blocks; its one size, 1.
+    assert by_key[("dora", 8, False)]["trainable"] == 1_007_616 + 82 * d == 1_070_592
+    assert by_key[("ia3", 1, False)]["trainable"] == 41 * 2 * d + 24 * 3072 == 136_704
+    assert {s for (n, s, _c) in by_key if n == "ia3"} == {1}
     assert by_key[("prompt", 16, False)]["trainable"] == 16 * d
     head = classifier_count(mc)
     assert head == (d * d + d) + 2 * d + v + v * d

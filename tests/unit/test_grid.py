@@ -20,6 +20,7 @@ CONFIGS = {
     "paper": REPO / "config" / "config.yaml",
     "mini": REPO / "config" / "mini.yaml",
     "tiny": REPO / "tests" / "workflow" / "configs" / "tiny.yaml",
+    "beyond": REPO / "config" / "beyond.yaml",
 }
 
 # Table II by hand: (sizes) x (ratios: 9 for COCO, 5 for VQAv2) x (2 classifier flags) x (1 seed); full: ratios only.
@@ -106,7 +107,7 @@ def test_run_id_and_dir(run: Run, run_id: str) -> None:
     assert run.dir == f"results/x/runs/{run_id}"
 
 
-@pytest.mark.parametrize(("name", "total"), [("mini", 126), ("tiny", 20)])
+@pytest.mark.parametrize(("name", "total"), [("mini", 126), ("tiny", 20), ("beyond", 182)])
 def test_other_configs_expand_and_resolve(name: str, total: int) -> None:
     config = _load(name)
     runs = grid.expand(config)
@@ -125,6 +126,21 @@ def test_mini_grid_counts() -> None:
     # 5 PEFT methods x 2 sizes x 3 ratios x 2 classifier flags + full x 3 ratios, for each of the two tasks.
     assert dict(grid.counts(_load("mini"))) == {(t, m): 12 for t in ("coco", "vqa") for m in grid.METHODS[:5]} | {
         ("coco", "full"): 3, ("vqa", "full"): 3}
+
+
+def test_beyond_grid_counts() -> None:
+    """config/beyond.yaml: the paper's ratios and flags; DoRA at LoRA's five ranks, (IA)^3 at its one size."""
+    assert dict(grid.counts(_load("beyond"))) == {
+        ("coco", "dora"): 5 * COCO_RATIOS * 2, ("vqa", "dora"): 5 * VQA_RATIOS * 2,
+        ("coco", "ia3"): COCO_RATIOS * 2, ("vqa", "ia3"): VQA_RATIOS * 2,
+        ("coco", "full"): COCO_RATIOS, ("vqa", "full"): VQA_RATIOS}
+
+
+def test_a_size_the_method_refuses_is_caught_for_every_listed_size() -> None:
+    config = _load("beyond")
+    config["methods"]["ia3"]["vqa"]["sizes"] = [1, 4]
+    with pytest.raises(ValueError, match=r"methods\.ia3: size must be 1 for \(IA\)\^3"):
+        grid.check_config(config)
 
 
 # -- resolution ----------------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Our LoRA and prompt-tuning against huggingface/peft, with the same weights.
+"""Our LoRA, prompt-tuning, DoRA and (IA)^3 against huggingface/peft, with the same weights.
 
 (a) ``LoRALinear`` equals peft's LoRA layer on a small torch model (forward, merge, and the row-restricted form
     used on the ViT's fused qkv projection, which equals peft's LoRA with B zero-padded on the value rows).
 (b) Prompt-tuning as ``MPlug.encode`` does it equals peft's prompt tuning on transformers' ``BertModel`` (peft
     0.21, task FEATURE_EXTRACTION: virtual token embeddings concatenated before ``inputs_embeds``, ones prepended
     to the attention mask, positions counted from the first virtual token).
+(c, d) DoRA (peft's ``use_dora=True``) on W_q, W_k and (IA)^3 (peft's ``IA3Config``) on keys, values and the FFN's
+    intermediate activations, attached to our text encoder, equal peft on transformers' ``BertModel`` loaded with
+    the same weights: initial values, outputs and gradients at initialisation and after SGD steps, merged weights.
 """
 
 from __future__ import annotations
@@ -186,3 +189,89 @@ def test_prompt_tuning_equals_peft_on_bert(p: int) -> None:
     # The real tokens (and the virtual ones, which both compute the same way) agree; padding rows are unused.
     torch.testing.assert_close(ours[real], expected[real], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours[:, p:][mask.bool()], expected[:, p:][mask.bool()], rtol=1e-5, atol=1e-5)
+
+
+# -- (c) DoRA and (d) (IA)^3 on a BERT of our block layout ------------------------------------------------------
+def _peft_pairs(model: MPlug, theirs: nn.Module, kind: str) -> list[tuple[nn.Parameter, nn.Parameter, str]]:
+    """(ours, peft's, name) for every trainable tensor of the method, matched by module path."""
+    from vlpeft.methods.dora import DoRALinear
+    from vlpeft.methods.ia3 import IA3Linear
+
+    pairs = []
+    for path, module in model.text_encoder.named_modules():
+        layer = theirs.base_model.model.get_submodule(path) if isinstance(module, (DoRALinear, IA3Linear)) else None
+        if isinstance(module, DoRALinear):
+            pairs += [(module.lora_A.weight, layer.lora_A["default"].weight, f"{path}.lora_A"),
+                      (module.lora_B.weight, layer.lora_B["default"].weight, f"{path}.lora_B"),
+                      (module.magnitude, layer.lora_magnitude_vector["default"].weight, f"{path}.magnitude")]
+        elif isinstance(module, IA3Linear):
+            pairs.append((module.ia3_scale, layer.ia3_l["default"], f"{path}.ia3"))
+    assert pairs, kind
+    return pairs
+
+
+def _text_states(model: MPlug, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return model.text_encoder(ids, mask)
+
+
+@pytest.mark.parametrize(("name", "r"), [("dora", 2), ("dora", 4), ("ia3", 1)])
+def test_dora_and_ia3_equal_peft_on_bert(name: str, r: int) -> None:
+    """Same outputs and same gradients at initialisation and after two gradient steps; same merged weights."""
+    torch.manual_seed(0)
+    mc = preset("tiny", vocab_size=128, text_layers=2)
+    model = MPlug(mc)
+    bert = hf_bert_like(mc)
+    result = bert.load_state_dict(model.text_encoder.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    build_method(name, size=r, targets=["text_encoder"]).attach(model)
+    model.eval()
+    if name == "dora":
+        # Our placement (W_q, W_k); lora_alpha = r gives scaling 1, the study's eq. 13.
+        cfg = peft.LoraConfig(r=r, lora_alpha=r, target_modules=["query", "key"], lora_dropout=0.0, use_dora=True)
+    else:
+        # The (IA)^3 paper's placement: keys, values, and the FFN's intermediate activations (the input of the
+        # block's output.dense; peft's BERT default would also scale the attention's output.dense input).
+        ffn = r".*\.layer\.\d+\.output\.dense"
+        cfg = peft.IA3Config(target_modules=rf"{ffn}|.*\.(key|value)", feedforward_modules=ffn)
+    theirs = peft.get_peft_model(bert, cfg).eval()
+    pairs = _peft_pairs(model, theirs, name)
+    assert sum(p.numel() for p, _, _ in pairs) == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    with torch.no_grad():
+        for ours, ref, n in pairs:
+            if n.endswith("lora_A"):  # random at init: take peft's draw
+                ours.copy_(ref)
+            else:  # B = 0, magnitude = ||W|| per row, (IA)^3 vectors = 1: both must initialise the same
+                torch.testing.assert_close(ours, ref.reshape(ours.shape), rtol=1e-6, atol=1e-6, msg=n)
+
+    ids = torch.randint(5, mc.vocab_size, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    weights = torch.randn(2, 6, mc.hidden_size)
+    real = mask.bool()
+    initial = None
+    for step in range(3):
+        out = _text_states(model, ids, mask)
+        initial = out.detach() if initial is None else initial
+        ref = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(out[real], ref[real], rtol=1e-5, atol=1e-5)
+        for p in [*model.parameters(), *theirs.parameters()]:
+            p.grad = None
+        (out * weights)[real].sum().backward()
+        (ref * weights)[real].sum().backward()
+        with torch.no_grad():
+            for ours, their, n in pairs:
+                torch.testing.assert_close(ours.grad, their.grad.reshape(ours.shape), rtol=1e-4, atol=1e-5,
+                                           msg=f"step {step}: {n}")
+                # A step of 0.2 at the largest entry (the same for both, given equal gradients): big enough that
+                # B and the magnitudes move well away from their initial values.
+                ours.sub_(0.2 * ours.grad / ours.grad.abs().max().clamp_min(1e-12))  # (A: zero gradient at step 0)
+                their.sub_(0.2 * their.grad / their.grad.abs().max().clamp_min(1e-12))
+    with torch.no_grad():
+        moved = _text_states(model, ids, mask)
+        assert not torch.allclose(moved[real], initial[real], atol=1e-3), "the steps should move the output"
+        build_method(name, size=r, targets=["text_encoder"]).merge(model)
+        merged = theirs.merge_and_unload()
+        for path, module in merged.named_modules():
+            if isinstance(module, nn.Linear):
+                torch.testing.assert_close(model.text_encoder.get_submodule(path).weight, module.weight,
+                                           rtol=1e-5, atol=1e-5, msg=path)
+        torch.testing.assert_close(_text_states(model, ids, mask)[real], moved[real], rtol=1e-5, atol=1e-5)

@@ -23,10 +23,10 @@ from vlpeft.plots.figures import (
     series_lines,
 )
 from vlpeft.methods import registry
-from vlpeft.methods.registry import METHOD_COLORS, PEFT_METHODS
+from vlpeft.methods.registry import METHOD_COLORS
 from vlpeft import tasks
 from vlpeft.plots.tables import load_baseline, load_curves, load_runs, validate_runs
-from tests.run_rows import METRIC, RATIOS, make_curves, make_runs, with_provenance
+from tests.run_rows import METRIC, PAPER_METHODS, RATIOS, make_curves, make_runs, with_provenance
 
 @pytest.fixture(scope="module")
 def runs() -> pd.DataFrame:
@@ -65,7 +65,7 @@ def test_fig3_layout_labels_and_series(runs: pd.DataFrame, baseline: pd.DataFram
     axes = fig.axes
     assert len(axes) == 10  # 5 methods x (vs ratio, vs size)
     assert fig.get_figwidth() == pytest.approx(style.FULL_WIDTH)
-    for row, method in enumerate(PEFT_METHODS):
+    for row, method in enumerate(PAPER_METHODS):
         ax_r, ax_s = axes[2 * row], axes[2 * row + 1]
         assert ax_r.get_ylabel() == "CIDEr"
         assert ax_r.get_xlabel() == "data ratio (%)"
@@ -219,7 +219,7 @@ def test_method_colours_are_fixed_and_distinct(runs: pd.DataFrame, curves: pd.Da
     assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
     grid = fig_task_grid(runs, "coco")
     cost = fig_cost(runs)
-    for row, method in enumerate(PEFT_METHODS):
+    for row, method in enumerate(PAPER_METHODS):
         # The middle shade of an odd ramp is the method's own colour; every line is one of the method's shades.
         ramp = set(style.shades(method, 3))
         assert METHOD_COLORS[method] in ramp

@@ -21,8 +21,8 @@ from vlpeft.plots import figures
 from vlpeft.plots import registry as figreg
 
 REPO = Path(__file__).resolve().parents[2]
-TOY = MethodInfo(name="toy", label="Toy method", size_label="toy width $w$", marker="P", color="#56b4e9",
-                 composition=registry.LAYER, curve_figure=11, table_sizes=(1, 2))
+TOY = MethodInfo(name="toy", label="Toy method", size_label="toy width $w$", marker="P", color="#aa4499",
+                 composition=registry.LAYER, curve_figure=13, table_sizes=(1, 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,9 +78,13 @@ def test_schema_names_no_method_or_task() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The figure table.
 # ---------------------------------------------------------------------------------------------------------------
+PAPER_STEMS = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora", "fig9_serial_adapter",
+               "fig10_parallel_adapter"]
+
+
 def test_figure_table_is_the_papers() -> None:
-    assert figreg.stems() == ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora",
-                              "fig9_serial_adapter", "fig10_parallel_adapter"]
+    # The paper's figures, then the validation curves of the methods beyond the paper (README, "Beyond the paper").
+    assert figreg.stems() == [*PAPER_STEMS, "fig11_dora", "fig12_ia3"]
     assert figreg.curve_figures() == {m.curve_stem: m.name for m in registry.descriptions() if m.curve_stem}
 
 
@@ -100,7 +104,8 @@ def test_every_figure_has_a_builder_a_caption_and_a_rule() -> None:
 
 def test_study_stems_follow_the_configured_grid() -> None:
     config = _load("mini")
-    assert figreg.study_stems(config) == figreg.stems()
+    assert figreg.study_stems(config) == PAPER_STEMS
+    assert figreg.study_stems(_load("beyond")) == ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig11_dora", "fig12_ia3"]
     config["tasks"].pop(tasks.VQA.name)
     config["methods"][registry.LORA.name].pop(tasks.COCO.name)
     stems = figreg.study_stems(config)
@@ -144,7 +149,7 @@ def _toy_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def test_toy_method_in_the_views(toy: MethodInfo) -> None:
     assert registry.METHODS[-1] == toy.name and registry.PEFT_METHODS[-1] == toy.name
     assert toy.name in registry.LAYER_COMPOSITION and registry.METHOD_COLORS[toy.name] == toy.color
-    assert figreg.curve_figures()["fig11_toy"] == toy.name and "fig11_toy" in figreg.stems("fig_val_curves")
+    assert figreg.curve_figures()["fig13_toy"] == toy.name and "fig13_toy" in figreg.stems("fig_val_curves")
 
 
 def test_toy_method_flows_through_the_grid(toy: MethodInfo) -> None:
@@ -157,7 +162,7 @@ def test_toy_method_flows_through_the_grid(toy: MethodInfo) -> None:
     assert [dataclasses.replace(r, method=registry.LORA.name) for r in mine] == lora
     resolved = grid.resolve(config, mine[0])
     assert resolved["method"] == toy.name and resolved["method_options"]["size"] == mine[0].size
-    assert "fig11_toy" in figreg.study_stems(config)
+    assert "fig13_toy" in figreg.study_stems(config)
 
 
 def test_toy_method_flows_through_the_figures(study_runs: pd.DataFrame, toy: MethodInfo) -> None:
@@ -170,7 +175,7 @@ def test_toy_method_flows_through_the_figures(study_runs: pd.DataFrame, toy: Met
     cost = figures.build_figure("fig5", runs)
     drawn = {line.get_label(): line for ax in cost.axes for line in figures.series_lines(ax)}
     assert drawn[toy.label].get_color() == toy.color and drawn[toy.label].get_marker() == toy.marker
-    curves = figures.build_figure("fig11_toy", runs, make_curves(runs))
+    curves = figures.build_figure("fig13_toy", runs, make_curves(runs))
     assert toy.label in curves.get_suptitle()
 
 

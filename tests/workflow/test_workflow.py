@@ -17,6 +17,7 @@ from tests.run_rows import with_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests/workflow/configs/tiny.yaml"
+BEYOND_TINY = REPO / "tests/workflow/configs/beyond_tiny.yaml"
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900,
@@ -124,6 +125,18 @@ def test_torchruns_grace_fits_the_warning_signals_lead_time(profile):
     assert rule.count("--stop-grace {resources.stop_grace_s}") == 2  # train_run and pretrain_model
 
 
+def test_dry_run_of_the_study_beyond_the_paper(tmp_path):
+    """config/beyond.yaml: DoRA, (IA)^3 and full fine-tuning on the paper's grid, under results/beyond."""
+    from vlpeft.grid import expand
+
+    config = yaml.safe_load((REPO / "config/beyond.yaml").read_text())
+    proc = snakemake(tmp_path, REPO / "config/beyond.yaml", "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert int(counts["train_run"]) == len(expand(config)) == 182
+    assert (int(counts["plot_val_curves"]), int(counts["plot_task_grid"])) == (2, 2)
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     from vlpeft.grid import expand
@@ -202,6 +215,51 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     assert (root / "tables/runs.csv").read_bytes() == tiny_tables
 
 
+@pytest.mark.slow
+def test_methods_beyond_the_paper_run_through_every_figure_and_the_report(tmp_path):
+    """DoRA, (IA)^3 and full fine-tuning (tests/workflow/configs/beyond_tiny.yaml, config/beyond.yaml's methods): every
+    run succeeds with its closed-form count, every figure of the study is drawn with one row per method of its own
+    grid, and the claims report has their rows and none of the paper's methods'."""
+    from vlpeft.grid import expand
+    from vlpeft.methods.base import build_method
+    from vlpeft.methods.registry import METHOD_LABELS, PEFT_METHODS, SIZE_LABELS
+    from vlpeft.model.config import preset
+    from vlpeft.plots import figures
+    from vlpeft.plots import registry as figreg
+
+    config = yaml.safe_load(BEYOND_TINY.read_text())
+    proc = snakemake(tmp_path, write_config(tmp_path / "beyond.yaml", config), "--profile",
+                     str(REPO / "profiles/local"), timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    root = tmp_path / f"results/{config['study']}"
+    runs = pd.read_csv(root / "tables/runs.csv")
+    assert len(runs) == len(expand(config)) == 6 and set(runs["status"]) == {"success"}
+    mine = [m for m in config["methods"] if m in PEFT_METHODS]
+    assert sorted(mine) == ["dora", "ia3"]
+    for r in runs.loc[runs["method"].isin(mine)].itertuples():
+        assert r.trainable_params == build_method(r.method, size=int(r.size)).closed_form_count(preset("tiny")), r
+    stems = figreg.study_stems(config)
+    assert stems == ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig11_dora", "fig12_ia3"]
+    for stem in stems:
+        for ext in ("pdf", "png"):
+            assert (root / f"figures/{stem}.{ext}").stat().st_size > 1000, stem
+    assert sorted(p.stem for p in (root / "figures").glob("*.pdf")) == sorted(stems)
+
+    # Figs. 3/4: one row per method of this grid; (IA)^3's one size is one point per data ratio on its size axis.
+    fig = figures.build_figure("fig3", runs)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles == [f"{METHOD_LABELS[m]}: vs {x}" for m in mine for x in ("data ratio", "parameter size")]
+    size_ax = fig.axes[2 * mine.index("ia3") + 1]
+    assert size_ax.get_xlabel() == SIZE_LABELS["ia3"]
+    assert [list(line.get_xdata()) for line in figures.series_lines(size_ax)] == [[1.0]]
+
+    report = (root / "report.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| ") for line in report.splitlines() if line.startswith("| ")}
+    assert {METHOD_LABELS[m] for m in mine} <= rows
+    assert not rows & {METHOD_LABELS[m] for m in PEFT_METHODS if m not in mine}
+    assert "(in this study's grid: DoRA, (IA)³)" in report
+
+
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root``: (size, mtime_ns)."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
@@ -227,7 +285,7 @@ def test_figures_regenerate_from_tables_alone(tmp_path):
     assert (tmp_path / "out/fig3.pdf").is_file() and (tmp_path / "out/fig5.png").is_file()
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mini.yaml"])
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mini.yaml", "config/beyond.yaml"])
 def test_lint_clean(tmp_path, configfile):
     proc = snakemake(tmp_path, REPO / configfile, "--lint")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -198,8 +198,7 @@ def n_target_layers(mc: MPlugConfig, targets: tuple[str, ...]) -> tuple[int, int
 
 def build_method(name: str, **options) -> PeftMethod:
     """Instantiate a registered method from its name and options (``size``, ``classifier``, ``targets``...)."""
-    from . import adapters, full, lora, prefix, prompt  # noqa: F401  (registration side effects)
-
+    import_implementations()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
     cls = METHODS[name]
@@ -211,9 +210,25 @@ def build_method(name: str, **options) -> PeftMethod:
 
 
 def method_names() -> list[str]:
-    from . import adapters, full, lora, prefix, prompt  # noqa: F401
-
+    import_implementations()
     return sorted(METHODS)
+
+
+#: Modules of this package that hold no method implementation (importing them registers nothing).
+_NOT_IMPLEMENTATIONS = frozenset({"base", "registry", "scope", "table"})
+
+
+def import_implementations() -> None:
+    """Import every module of ``vlpeft.methods`` (their ``@register_method`` classes register as a side effect), so
+    that a new method needs no edit here, only its module and its description in ``registry``; the modules that
+    implement no method (``_NOT_IMPLEMENTATIONS``: ``table`` is a command-line entry point) are left out."""
+    import importlib
+    import pkgutil
+
+    package = __name__.rpartition(".")[0]
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if mod.name not in _NOT_IMPLEMENTATIONS and not mod.name.startswith("_"):
+            importlib.import_module(f"{package}.{mod.name}")
 
 
 __all__ = [
@@ -223,6 +238,7 @@ __all__ = [
     "build_method",
     "classifier_count",
     "count_trainable",
+    "import_implementations",
     "method_names",
     "register_method",
     "trainable_parameters",

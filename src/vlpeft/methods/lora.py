@@ -99,6 +99,8 @@ class LoRAConfig(MethodConfig):
 @register_method("lora")
 class LoRA(PeftMethod):
     Config = LoRAConfig
+    #: The wrapper put around each adapted projection (a subclass may swap in a variant of the update).
+    layer_class: type[LoRALinear] = LoRALinear
 
     def inject(self, model: nn.Module) -> None:
         r, alpha = self.cfg.size, self.cfg.alpha
@@ -110,22 +112,25 @@ class LoRA(PeftMethod):
             cross = layer.crossattention
             attns = [layer.attention] + ([cross] if cross is not None and id(cross) not in idle else [])
             for attn in attns:
-                attn.self.query = LoRALinear(attn.self.query, r, alpha)
-                attn.self.key = LoRALinear(attn.self.key, r, alpha)
+                attn.self.query = self.layer_class(attn.self.query, r, alpha)
+                attn.self.key = self.layer_class(attn.self.key, r, alpha)
         if "visual_encoder" in self.cfg.targets:
             for block in model.visual_encoder.blocks:
                 d = block.attn.qkv.in_features
-                block.attn.qkv = LoRALinear(block.attn.qkv, r, alpha, rows=(0, 2 * d))
+                block.attn.qkv = self.layer_class(block.attn.qkv, r, alpha, rows=(0, 2 * d))
+
+    def adapted_projections(self, mc: MPlugConfig) -> tuple[int, int]:
+        """(adapted text-side d x d projections, adapted ViT blocks) for the configured targets."""
+        plain, cross = n_target_layers(mc, self.cfg.targets)
+        idle = len(mc.fusion_connected_layers) if "fusion_encoder" in self.cfg.targets else 0
+        n = 2 * plain + 4 * cross - 2 * idle  # q, k per attention; no cross-attention in connected layers
+        return n, (mc.vision_layers if "visual_encoder" in self.cfg.targets else 0)
 
     def method_count(self, mc: MPlugConfig) -> int:
         r, d = self.cfg.size, mc.hidden_size
-        plain, cross = n_target_layers(mc, self.cfg.targets)
-        per_linear = r * (d + d)
-        idle = len(mc.fusion_connected_layers) if "fusion_encoder" in self.cfg.targets else 0
-        n = 2 * plain + 4 * cross - 2 * idle  # q, k per attention; no cross-attention in connected layers
-        vit = mc.vision_layers * r * (mc.vision_width + 2 * mc.vision_width)  # A: r x w, B: 2w x r (q, k rows)
-        vit = vit if "visual_encoder" in self.cfg.targets else 0
-        return n * per_linear + vit
+        n, vit_blocks = self.adapted_projections(mc)
+        vit = vit_blocks * r * (mc.vision_width + 2 * mc.vision_width)  # A: r x w, B: 2w x r (q, k rows)
+        return n * r * (d + d) + vit
 
     def record_info(self) -> dict:
         rule = "eq. 13: Phi = BA (scaling 1)" if self.cfg.alpha is None else "Hu et al.: alpha / r"

@@ -32,9 +32,12 @@ class MethodInfo:
         composition: The paper's grouping: ``"embedding"`` (trainable vectors enter as extra inputs or keys/values),
             ``"layer"`` (trainable modules change what a layer computes), or None (full fine-tuning).
         curve_figure: Number of the paper's figure of this method's validation curves (Figs. 6-10), or None.
-        table_sizes: Size knob values of the paper's Table II (``python -m vlpeft.methods.table``).
+        table_sizes: Size knob values of the paper's Table II (``python -m vlpeft.methods.table``); for a method
+            beyond the paper, those of config/beyond.yaml.
         peft: False for full fine-tuning, the reference: no size knob, no "+ classifier" variant (it trains the
             classifier anyway), every parameter trains.
+        in_paper: False for a method the paper did not study (README, "Beyond the paper"): the claims report,
+            whose findings are the paper's, says when a claim's rows include such a method.
     """
 
     name: str
@@ -46,6 +49,7 @@ class MethodInfo:
     curve_figure: int | None = None
     table_sizes: tuple[int, ...] = ()
     peft: bool = True
+    in_paper: bool = True
 
     def __post_init__(self) -> None:
         if self.composition not in (EMBEDDING, LAYER, None):
@@ -181,6 +185,17 @@ PARALLEL_ADAPTER = describe(MethodInfo(
     name="parallel_adapter", label="Parallel adapter", size_label="adapter hidden size $l$", marker="v",
     color="#cc79a7",  # reddish purple
     composition=LAYER, curve_figure=10, table_sizes=(16, 32, 64, 128, 256, 512)))
+# Beyond the paper (README, "Beyond the paper"): both change what a layer computes, so both join the layer-composition
+# group. DoRA shares LoRA's size axis (the rank); (IA)^3 has no size knob: its one size, 1, means "one vector per
+# target". The two remaining Okabe-Ito hues would be yellow (unreadable on white) and sky blue; (IA)^3 takes Paul
+# Tol's olive instead.
+DORA = describe(MethodInfo(
+    name="dora", label="DoRA", size_label="DoRA rank $r$", marker="<", color="#56b4e9",  # sky blue
+    composition=LAYER, curve_figure=11, table_sizes=(2, 4, 8, 16, 32), in_paper=False))
+IA3 = describe(MethodInfo(
+    name="ia3", label="(IA)³", size_label="(IA)³: one vector per target", marker="p",
+    color="#999933",  # olive
+    composition=LAYER, curve_figure=12, table_sizes=(1,), in_paper=False))
 FULL = describe(MethodInfo(
     name="full", label="Full fine-tuning", size_label="size", marker="*", color="#000000", peft=False))
 

@@ -1,4 +1,5 @@
-"""Trainable parameter counts of every method and size of the paper's Table II, from the closed forms.
+"""Trainable parameter counts of every method and size of the paper's Table II, from the closed forms (and of the
+methods beyond the paper at the sizes of config/beyond.yaml).
 
     python -m vlpeft.methods.table [--preset base] [--format md|csv]
 
@@ -27,7 +28,7 @@ from .base import build_method
 from .full import model_count
 from .registry import REFERENCE, descriptions
 
-# Size knob values of the paper's Table II, from each method's description.
+# Size knob values of the paper's Table II (beyond the paper: config/beyond.yaml's), from each method's description.
 TABLE_II_SIZES: dict[str, tuple[int, ...]] = {m.name: m.table_sizes for m in descriptions() if m.peft}
 
 COLUMNS = ("method", "size", "classifier", "trainable", "percent", "merged", "merged_percent")

@@ -102,6 +102,14 @@ def _split_for(value: str, task: str) -> str:
     return "test" if value.startswith("test") else "val"
 
 
+def attempted(runs: pd.DataFrame, methods: Sequence[str] = METHODS) -> list[str]:
+    """``methods`` that the runs table holds (any status), in the registry's order: a study draws the methods of its
+    own grid, not every method described (the paper's grid has no rows for the methods beyond the paper, a study of
+    those has none for the paper's)."""
+    present = set(runs["method"])
+    return [m for m in methods if m in present]
+
+
 def _prepare_runs(runs: pd.DataFrame, value: str) -> pd.DataFrame:
     if value not in VALUE_COLUMNS:
         raise ValueError(f"value column must be one of {', '.join(VALUE_COLUMNS)}, got {value!r}")
@@ -198,7 +206,7 @@ def fig_task_grid(
     baseline: pd.DataFrame | None = None,
     value: str = DEFAULT_VALUE,
 ) -> Figure:
-    """Fig. 3 (COCO Caption) / Fig. 4 (VQAv2): one row per PEFT method (five) x 2 panels.
+    """Fig. 3 (COCO Caption) / Fig. 4 (VQAv2): one row per PEFT method of the runs table (the paper's five) x 2 panels.
 
     Left: metric vs data ratio (log x), one line per parameter size, full fine-tuning vs ratio as a black line.
     Right: metric vs parameter size (log2 x), one line per data ratio, full fine-tuning at its largest ratio as a
@@ -229,9 +237,13 @@ def fig_task_grid(
     base = baseline_value(baseline, task, _split_for(value, task))
     ylabel = metric_label(TASK_METRIC[task])
 
+    # (a grid of full fine-tuning alone: every described method's row, each saying "no data", as the reference line
+    # still has panels to go in)
+    methods = attempted(all_runs, PEFT_METHODS) or list(PEFT_METHODS)
     with style_context():
-        fig, axes = _subplots(len(PEFT_METHODS), 2, (FULL_WIDTH, 9.3), sharey="row")
-        for row, method in enumerate(PEFT_METHODS):
+        # 9.3 in for the paper's five rows; the same height per row for another number of methods.
+        fig, axes = _subplots(len(methods), 2, (FULL_WIDTH, 9.3 * len(methods) / 5), sharey="row")
+        for row, method in enumerate(methods):
             ax_r, ax_s = axes[row]
             m_all = task_all.loc[task_all["method"] == method]
             # The grid is every value that was attempted, so failed cells show as gaps rather than vanish.
@@ -369,7 +381,8 @@ def _cost_figure(
     plain_ticks: bool = False,
 ) -> Figure:
     """Both tasks side by side: cell means against an x computed per run (averaged over seeds), log x."""
-    ok = successful(_prepare_runs(runs, value))
+    all_runs = _prepare_runs(runs, value)
+    ok = successful(all_runs)
     if ok.empty:
         raise ValueError("no successful runs: nothing to plot")
     x = x_of(ok)
@@ -410,7 +423,7 @@ def _cost_figure(
             base = baseline_value(baseline, task, _split_for(value, task))
             has_base = has_base or base is not None
             _draw_baseline(ax, base)
-        fig.legend(handles=_method_handles(METHODS, has_base), loc="outside lower center", ncol=4)
+        fig.legend(handles=_method_handles(attempted(all_runs), has_base), loc="outside lower center", ncol=4)
         fig.suptitle(value_label(value))
     return fig
 
