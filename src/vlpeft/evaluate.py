@@ -36,7 +36,7 @@ class Evaluator:
     def __init__(self, task: str, split: str, records: list[dict], images: ImageStore, tokenizer: Tokenizer,
                  gen: GenerationConfig, prompts: dict, batch_size: int = 32, metrics: list[str] | None = None,
                  max_prompt: int = 40, rank: int = 0, world: int = 1, num_workers: int = 0,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, refs_tokenized: dict[str, list[str]] | None = None) -> None:
         self.task, self.split, self.records, self.tok, self.gen = task, split, records, tokenizer, gen
         self.metrics = list(metrics or ([COCO.metric] if task == COCO.name else []))
         self.rank, self.world = rank, world
@@ -53,10 +53,11 @@ class Evaluator:
         # Batches of the largest shard (rank 0's): every rank asks ``stop`` this many times, so that the ranks' checks
         # pair up even where shards differ by one record.
         self.stop_checks = math.ceil(math.ceil(len(data) / world) / batch_size)
-        self.refs_tokenized = None
-        if task == COCO.name and rank == 0:
-            refs = {str(r["image_id"]): r["references"] for r in records}
-            self.refs_tokenized = ptb_tokenize(refs)
+        # Rank 0 scores: the COCO references tokenised once (Java), here or by the caller for several splits at once
+        # (:func:`tokenize_references`).
+        self.refs_tokenized = refs_tokenized
+        if task == COCO.name and rank == 0 and refs_tokenized is None:
+            self.refs_tokenized = ptb_tokenize(references(records))
 
     @torch.no_grad()
     def predict(self, model: torch.nn.Module, device: torch.device,
@@ -89,10 +90,15 @@ class Evaluator:
             preds = {k: v for part in gathered for k, v in part.items()}
         return preds
 
-    def score(self, preds: dict[str, str]) -> dict[str, float]:
+    def score(self, preds: dict[str, str], hyps_tokenized: dict[str, list[str]] | None = None) -> dict[str, float]:
+        """Rank 0: the split's scores. ``hyps_tokenized``: the COCO predictions already PTB-tokenised (by
+        :func:`score_splits`, one Java run for every split); None tokenises them here."""
         if self.task == COCO.name:
-            result = score_captions(self.refs_tokenized, preds, metrics=self.metrics, tokenize=True,
-                                    references_tokenized=True)
+            if hyps_tokenized is None:
+                result = score_captions(self.refs_tokenized, preds, metrics=self.metrics, tokenize=True,
+                                        references_tokenized=True)
+            else:
+                result = score_captions(self.refs_tokenized, hyps_tokenized, metrics=self.metrics, tokenize=False)
             return dict(result["scores"])
         refs = {str(r["question_id"]): r["answers"] for r in self.records}
         types = {str(r["question_id"]): r["answer_type"] for r in self.records}
@@ -111,3 +117,37 @@ class Evaluator:
         log.info("eval %s/%s: %s (%d items, %.1fs)", self.task, self.split,
                  ", ".join(f"{k}={v:.2f}" for k, v in scores.items()), len(preds), time.time() - t0)
         return scores, preds
+
+
+def references(records: list[dict]) -> dict[str, list[str]]:
+    """COCO records -> image id (str) -> reference captions, as the scorers key them."""
+    return {str(r["image_id"]): r["references"] for r in records}
+
+
+def tokenize_references(records: dict[str, list[dict]]) -> dict[str, dict[str, list[str]]]:
+    """Split -> its COCO references PTB-tokenised, every split in one Java run (each run costs a JVM start)."""
+    joint = {(split, image_id): caps for split, recs in records.items() for image_id, caps in references(recs).items()}
+    tokenized = ptb_tokenize(joint)
+    return {split: {image_id: tokenized[(split, image_id)] for image_id in references(recs)}
+            for split, recs in records.items()}
+
+
+def score_splits(evaluators: dict[str, Evaluator], preds: dict[str, dict[str, str]],
+                 seconds: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Rank 0: split -> scores of ``preds[split]``, each split's line logged. The COCO predictions of every split are
+    PTB-tokenised in one Java run rather than one per split (the tokenizer treats each caption on its own, so the
+    scores are those of separate runs). ``seconds``: each split's generation time, for the log."""
+    t0 = time.time()
+    coco = [s for s in preds if evaluators[s].task == COCO.name]
+    tokenized: dict = ptb_tokenize({(s, k): [v] for s in coco for k, v in preds[s].items()}) if coco else {}
+    out: dict[str, dict[str, float]] = {}
+    for split, split_preds in preds.items():
+        ev = evaluators[split]
+        if split in coco:
+            out[split] = ev.score(split_preds, {k: tokenized[(split, k)] for k in split_preds})
+        else:
+            out[split] = ev.score(split_preds)
+        took = (seconds or {}).get(split, 0.0) + time.time() - t0
+        log.info("eval %s/%s: %s (%d items, %.1fs)", ev.task, split,
+                 ", ".join(f"{k}={v:.2f}" for k, v in out[split].items()), len(split_preds), took)
+    return out

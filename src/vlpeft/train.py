@@ -44,7 +44,7 @@ from .data.datasets import Collator, TrainSet, drop_bad_records, drop_bad_train_
 from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
-from .evaluate import PRIMARY_METRIC, EvaluationStopped, Evaluator
+from .evaluate import PRIMARY_METRIC, EvaluationStopped, Evaluator, score_splits, tokenize_references
 from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, read_json,
                     record_digest, torch_load)
 from .methods.base import PeftMethod, build_method, count_trainable, trainable_parameters
@@ -324,6 +324,7 @@ class Trainer:
                                                              cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
             for g in self.opt.param_groups]
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
+        split_records: dict[str, list[dict]] = {}
         for split in cfg.eval.splits:
             recs = read_jsonl(cfg.records[split])
             if not recs:
@@ -335,10 +336,15 @@ class Trainer:
             if cfg.task == COCO.name and len(recs) < CIDER_MIN_IMAGES:
                 raise ValueError(f"split {split}: {len(recs)} image(s) to evaluate on; CIDEr needs at least "
                                  f"{CIDER_MIN_IMAGES} (raise eval.max_items)")
+            split_records[split] = recs
+        # Rank 0 scores: the COCO references of every split tokenised in one Java run (a JVM start per run).
+        refs = (tokenize_references(split_records) if cfg.task == COCO.name and self.rank == 0
+                else dict.fromkeys(split_records))
+        for split, recs in split_records.items():
             self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
                                                cfg.eval.batch_size, list(cfg.eval.metrics), cfg.max_prompt_tokens,
                                                self.rank, self.world, num_workers=cfg.num_workers,
-                                               pin_memory=self.device.type == "cuda")
+                                               pin_memory=self.device.type == "cuda", refs_tokenized=refs[split])
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
         self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
@@ -635,16 +641,21 @@ class Trainer:
     def evaluate(self, stop=None) -> bool:
         """Evaluate on every split (curve point, best); False when ``stop`` (see ``Evaluator.predict``) gave it up."""
         point = {"step": self.step, "samples_seen": self.samples_seen, "epoch": self.samples_seen / len(self.data)}
+        preds: dict[str, dict[str, str]] = {}
+        seconds: dict[str, float] = {}
         for split, ev in self.evaluators.items():
+            t0 = time.time()
             try:
                 with self.autocast:
-                    scores, _ = ev(self.model, self.device, stop)
+                    preds[split] = ev.predict(self.model, self.device, stop)
             except EvaluationStopped as e:
                 log.warning("evaluation at step %d given up (%s): the resumed run evaluates again", self.step, e)
                 return False
+            seconds[split] = time.time() - t0
+        if self.rank == 0:  # every split scored together: COCO's PTB tokenizer (Java) runs once
+            point.update(score_splits(self.evaluators, preds, seconds))
+        if self.evaluators:
             self.wait_for_rank0()  # rank 0 alone scored the predictions
-            if scores is not None:
-                point[split] = scores
         if self.rank == 0 and self.evaluators:
             self.curve.append(point)
             metric = PRIMARY_METRIC[self.cfg.task]

@@ -120,9 +120,9 @@ if os.environ.get("RANK") == "0" and os.environ.get("SLOW_RANK0_S"):
     from vlpeft import evaluate
     delay = float(os.environ["SLOW_RANK0_S"])
     _score, _save = evaluate.Evaluator.score, torch.save
-    def _slow_score(self, preds):
+    def _slow_score(self, preds, *args):
         time.sleep(delay)
-        return _score(self, preds)
+        return _score(self, preds, *args)
     def _slow_save(*a, **k):
         time.sleep(delay)
         return _save(*a, **k)

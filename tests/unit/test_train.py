@@ -704,9 +704,9 @@ import os, sys, time
 from vlpeft import evaluate, train
 delay = float(os.environ["SLOW_RANK0_S"])
 score, write = evaluate.Evaluator.score, train.Trainer._write_checkpoint
-def slow_score(self, preds):
+def slow_score(self, preds, *args):
     time.sleep(delay)
-    return score(self, preds)
+    return score(self, preds, *args)
 def slow_write(self, rngs):
     time.sleep(delay)
     return write(self, rngs)
