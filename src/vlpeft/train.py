@@ -744,9 +744,8 @@ class Trainer:
         method is built."""
         if self.method is None:
             return None
-        if hasattr(self.method, "merged_count"):  # only the methods with such structure define it
-            return self.method.merged_count(self.model.config)
-        return self.n_trainable
+        merged = self.method.merged_count(self.model.config)
+        return self.n_trainable if merged is None else merged
 
     def finalize(self, status: str, error: str | None = None) -> dict:
         cfg = self.cfg

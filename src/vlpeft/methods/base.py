@@ -99,6 +99,11 @@ class PeftMethod:
     def merge(self, model: nn.Module) -> None:
         """Fold training-only structure away; outputs must not change. Default: nothing to fold."""
 
+    def merged_count(self, mc: MPlugConfig) -> int | None:
+        """Trainable parameters left after ``merge`` when it removes training-only parameters (prefix-tuning's
+        reparametrising MLP); None (the default) when they are the trainable ones."""
+        return None
+
     def trains_visual_encoder(self) -> bool:
         """Whether training changes the ViT's output: such a run must read images, never ViT features computed
         beforehand (the visual-feature store). See ``vlpeft.methods.scope``."""

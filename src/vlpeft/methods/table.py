@@ -56,7 +56,7 @@ def parameter_table(
             for classifier in (False, True):
                 method = build_method(name, size=size, classifier=classifier)
                 trainable = method.closed_form_count(mc)
-                merged = method.merged_count(mc) if hasattr(method, "merged_count") else None
+                merged = method.merged_count(mc)
                 rows.append(
                     {
                         "method": name,
