@@ -532,15 +532,22 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
 
 def _store_images(config: dict, root, sizes) -> int:
     """Images of the study (every image the COCO caption records name; Karpathy COCO: 123,287)."""
+    return study_images(config, root)[0]
+
+
+def study_images(config: dict, root: str | os.PathLike = ".") -> tuple[int, str]:
+    """Images of the study and where the count comes from: every image the prepared COCO caption records name, else
+    the config's ``expected_counts``, else Karpathy COCO's published 123,287."""
     from .grid import records_path, study_root
 
     paths = [Path(root) / records_path(study_root(config), COCO.name, s) for s in COCO.splits]
     if all(p.is_file() for p in paths):
-        return len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()})
+        return (len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()}),
+                "the prepared caption records")
     expected = (config["data"].get("expected_counts") or {}).get(COCO.name)
     if expected:
-        return sum(expected[s] for s in ("train", "val", "test"))
-    return 123_287
+        return sum(expected[s] for s in ("train", "val", "test")), "the config's expected_counts"
+    return 123_287, "Karpathy COCO's published count"
 
 
 def main(argv: list[str] | None = None) -> int:
