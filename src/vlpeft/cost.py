@@ -362,9 +362,11 @@ class Prediction:
     slurm_minutes: int  # first attempt's limit
 
 
-def predict(costs: list[RunCost], settings: CostSettings) -> tuple[list[Prediction], str]:
+def predict(costs: list[RunCost], settings: CostSettings,
+            measured: tuple[dict[tuple[str, bool], float], str] | None = None) -> tuple[list[Prediction], str]:
     """GPU-hours of every run (with and without the store) and its first attempt's SLURM limit; and a line saying
-    where the throughput came from."""
+    where the throughput came from. ``measured``: training FLOP/s per GPU by (method, store) measured elsewhere (the
+    pilot's run records, ``vlpeft.plan``) and where they come from, used when the profile names no benchmark."""
     rates, bench_peak = _benchmark_rates(settings)
     peak = (bench_peak or settings.gpu_peak_tflops * 1e12)
     default = settings.mfu * settings.gpu_peak_tflops * 1e12
@@ -372,6 +374,10 @@ def predict(costs: list[RunCost], settings: CostSettings) -> tuple[list[Predicti
     if rates:
         source = (f"training throughput measured per method in {settings.benchmark}; evaluation at eval_mfu "
                   f"{settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s")
+    elif measured and measured[0]:
+        rates = measured[0]
+        source = (f"training throughput measured per method by {measured[1]} (methods not measured: MFU "
+                  f"{settings.mfu:.0%}); evaluation at eval_mfu {settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s")
     else:
         source = (f"no recorded benchmark: assumed MFU {settings.mfu:.0%} (training) and {settings.eval_mfu:.0%} "
                   f"(evaluation) of {settings.gpu_peak_tflops:.0f} TFLOP/s per GPU")

@@ -3,8 +3,10 @@
 Every number says where it comes from:
 
 - runs, training and evaluation samples and predicted GPU-hours: the cost model (``vlpeft.cost``: counted FLOPs
-  over the recorded benchmark's measured FLOP rates, else the profile's MFU assumption), with the split sizes of the
-  prepared records, else the config's ``expected_counts``, else the paper's (no data needed);
+  over the training FLOP rate per GPU measured for each method by the benchmark recording the profile names, else by
+  the pilot's run records (``results/pilot/runs/``: counted FLOPs of the samples trained over the training loop's
+  seconds), else the profile's MFU assumption), with the split sizes of the prepared records, else the config's
+  ``expected_counts``, else the paper's (no data needed);
 - wall time at ``-j N``: every training job's predicted duration (its GPU-hours on the profile's GPUs per job, linear
   scaling assumed, as the SLURM limits assume) placed by a greedy longest-first list schedule on ``N`` concurrent
   jobs (each job, longest first, starts on the slot that frees first); also the same schedule of the first
@@ -238,6 +240,36 @@ def _measured_gpu_memory(config: dict, root: Path, settings: cost.CostSettings) 
     return found
 
 
+def pilot_rates(config: dict, root: Path, mc) -> tuple[dict[tuple[str, bool], float], str]:
+    """Training FLOP/s per GPU by (method, store) measured by the pilot's successful run records of the same model:
+    the run's counted FLOPs per training sample x samples trained / (training-loop seconds x processes), averaged
+    over the records of a method. Its few steps include the first, slow ones: a conservative rate."""
+    import statistics
+
+    from .files import read_json_mapping
+    from .grid import study_root
+    from .tasks import TASKS
+
+    runs = root / study_root({"study": PILOT_STUDY}) / "runs"
+    model = (config["model"]["preset"], dict(config["model"].get("overrides") or {}))
+    found: dict[tuple[str, bool], list[float]] = {}
+    for path in sorted(runs.glob("*/*/*/seed*/record.json")) if runs.is_dir() else []:
+        rec = read_json_mapping(path) or {}
+        cfg = rec.get("config") or {}
+        if (rec.get("status") != "success" or (cfg.get("model_preset"), cfg.get("model_overrides") or {}) != model
+                or not rec.get("samples_seen") or not rec.get("train_time_s") or cfg.get("task") not in TASKS):
+            continue
+        store = cfg.get("feature_store") is not None
+        tok = TASKS[cfg["task"]]
+        per_sample = cost.train_flops(mc, cfg["method"], json.dumps(cfg.get("method_options") or {}, sort_keys=True),
+                                      tok.prompt_tokens, tok.target_tokens, features=store)
+        rate = per_sample * rec["samples_seen"] / (rec["train_time_s"] * int(rec.get("world_size") or 1))
+        found.setdefault((cfg["method"], store), []).append(rate)
+    n = sum(len(v) for v in found.values())
+    return ({k: statistics.fmean(v) for k, v in found.items()},
+            f"{n} pilot run record(s) under {runs.relative_to(root)}" if n else "")
+
+
 def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS,
               root: str | os.PathLike = ".") -> dict:
     """The plan of a study as plain data (see the module docstring; :func:`format_plan` prints it)."""
@@ -251,7 +283,7 @@ def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS
     gpus = int((resources["rules"].get("train_run") or {}).get("gpu") or 0)
     mc = cost.model_config(config, root)
     costs = cost.run_costs(config, root)
-    preds, source = cost.predict(costs, settings)
+    preds, source = cost.predict(costs, settings, pilot_rates(config, root, mc))
     trainable = _trainable(config, mc)
     sizes = {t: cost.split_sizes(config, t, root)[1] for t in config["tasks"]}
 

@@ -181,6 +181,32 @@ def test_measured_gpu_peaks_of_the_study_and_the_pilot(tmp_path) -> None:
     assert "results/pilot/runs/coco/lora/size7_ratio1/seed0/record.json" in found[1]["source"]
 
 
+def _pilot_record(root: Path, method: str, preset: str, seen: int, seconds: float, world: int) -> None:
+    rec = root / f"results/pilot/runs/coco/{method}/size2_ratio0.01/seed0/record.json"
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(json.dumps({
+        "status": "success", "samples_seen": seen, "train_time_s": seconds, "world_size": world,
+        "config": {"task": "coco", "method": method, "method_options": {"size": 2}, "model_preset": preset,
+                   "model_overrides": {}, "feature_store": "results/pilot/data/features_256_float16.npy"}}))
+
+
+def test_gpu_hours_from_the_pilot_records(tiny, tmp_path, fake_flops) -> None:
+    profile = _profile(tmp_path / "profile")
+    _pilot_record(tmp_path, "lora", "tiny", seen=1000, seconds=10.0, world=2)
+    _pilot_record(tmp_path, "prompt", "base", seen=1000, seconds=1.0, world=1)  # another model: not used
+    mc = cost.model_config(tiny, tmp_path)
+    rates, source = plan.pilot_rates(tiny, tmp_path, mc)
+    assert rates == {("lora", True): pytest.approx(3 * FLOPS["lora"] * 1000 / (10.0 * 2))}
+    assert source == "1 pilot run record(s) under results/pilot/runs"
+    doc = plan.make_plan(tiny, profile, 3, tmp_path)
+    assert "pilot run record" in doc["source"]
+    settings = cost.load_settings(profile)
+    costs = cost.run_costs(tiny, tmp_path)
+    measured = sum(p.gpu_hours for p in cost.predict(costs, settings, (rates, source))[0])
+    assumed = sum(p.gpu_hours for p in cost.predict(costs, settings)[0])
+    assert doc["gpu_hours"] == pytest.approx(measured) and measured != pytest.approx(assumed)
+
+
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
