@@ -19,8 +19,8 @@ Every number says where it comes from:
   (images x tokens x width x bytes of its dtype), the slim checkpoint (parameters x 4 bytes), the runs' resume
   checkpoints (trainable parameters x 12 bytes: fp32 weights and AdamW's two moments; each running job holds one
   from its first evaluation and deletes it when it ends, so the peak is taken over the list schedule) and the saved
-  weights (trainable parameters x 4 bytes per run). Small files (run configs, logs, records, predictions) are left
-  out;
+  weights (trainable parameters after ``merge`` x 4 bytes per run). Small files (run configs, logs, records,
+  predictions) are left out;
 - the largest job's memory: host memory as the profile requests it (``mem_mb``); GPU memory per rank as a static
   estimate (fp32 weights of the whole model, plus 16 bytes per trainable parameter: gradient, DDP's gradient bucket,
   AdamW's two moments; activations not estimated) and, where recorded, the peaks measured by this study's or the
@@ -205,13 +205,19 @@ def _cache_items(config: dict, mc, n_images: int, images_source: str) -> list[Di
 # -- the plan ----------------------------------------------------------------------------------------------------
 
 
-def _trainable(config: dict, mc) -> dict[str, int]:
-    """Trainable parameters of every run (closed-form counts of its method, size and classifier flag)."""
+def _parameters(config: dict, mc) -> dict[str, tuple[int, int]]:
+    """Per run: trainable parameters while it trains (what its resume checkpoint and optimizer hold) and those its
+    saved weights hold (after ``merge``: prefix-tuning folds its reparametrising MLP away), from the closed-form
+    counts of its method, size and classifier flag."""
     from .grid import expand, resolve
     from .methods.base import build_method
 
-    return {run.run_id: build_method(run.method, **resolve(config, run)["method_options"]).closed_form_count(mc)
-            for run in expand(config)}
+    out = {}
+    for run in expand(config):
+        method = build_method(run.method, **resolve(config, run)["method_options"])
+        trained = method.closed_form_count(mc)
+        out[run.run_id] = (trained, method.merged_count(mc) if hasattr(method, "merged_count") else trained)
+    return out
 
 
 def _measured_gpu_memory(config: dict, root: Path, settings: cost.CostSettings) -> list[dict]:
@@ -284,7 +290,8 @@ def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS
     mc = cost.model_config(config, root)
     costs = cost.run_costs(config, root)
     preds, source = cost.predict(costs, settings, pilot_rates(config, root, mc))
-    trainable = _trainable(config, mc)
+    counts = _parameters(config, mc)
+    trainable = {r: trained for r, (trained, _) in counts.items()}
     sizes = {t: cost.split_sizes(config, t, root)[1] for t in config["tasks"]}
 
     runs = len(costs)
@@ -313,10 +320,9 @@ def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS
         disk.append(DiskItem("checkpoints", "resume checkpoints (peak, deleted when a run ends)", sum(top),
                              f"trainable x {CHECKPOINT_BYTES_PER_PARAM} bytes of the {len(top)} largest runs "
                              f"(no schedule without GPUs)"))
-    total_trainable = sum(trainable.values())
-    disk.append(DiskItem("saved weights", f"trained.safetensors of {runs} runs",
-                         total_trainable * WEIGHTS_BYTES_PER_PARAM,
-                         f"{total_trainable:,} trainable parameters x {WEIGHTS_BYTES_PER_PARAM} bytes (fp32)"))
+    saved = sum(n for _, n in counts.values())
+    disk.append(DiskItem("saved weights", f"trained.safetensors of {runs} runs", saved * WEIGHTS_BYTES_PER_PARAM,
+                         f"{saved:,} trained parameters after merge x {WEIGHTS_BYTES_PER_PARAM} bytes (fp32)"))
 
     host, host_src = _mem_mb(resources, "train_run")
     rules_mem = {r: _mem_mb(resources, r)[0] for r in resources["rules"]}
@@ -400,17 +406,17 @@ def format_plan(doc: dict) -> str:
     unknown = sum(d["bytes"] is None for d in doc["disk"])
     out.append(f"  {'total (peak)':<14} {_size(total):>12}" + (f" + {unknown} item(s) of unknown size" if unknown else ""))
     m = doc["memory"]
-    host = "not set" if m["host_mb_training_job"] is None else f"{m['host_mb_training_job'] / 1000:,.0f} GB"
+    host = "not set" if m["host_mb_training_job"] is None else f"{m['host_mb_training_job']:,} MB"
     out.append("largest job's memory")
     out.append(f"  host, training job   {host} ({m['host_source']})")
     if m["host_largest_rule"] and m["host_largest_rule"] != "train_run":
-        out.append(f"  host, any job        {m['host_mb_largest_job'] / 1000:,.0f} GB ({m['host_largest_rule']})")
+        out.append(f"  host, any job        {m['host_mb_largest_job']:,} MB ({m['host_largest_rule']})")
     if m["gpu_static_run"]:
-        out.append(f"  GPU per rank         {m['gpu_static_bytes'] / 2**30:,.1f} GiB static estimate for "
+        out.append(f"  GPU per rank         {_size(m['gpu_static_bytes'])} static estimate for "
                    f"{m['gpu_static_run']} ({m['gpu_static_trainable']:,} trainable): fp32 weights + "
                    f"{STATIC_GPU_BYTES_PER_TRAINABLE} bytes per trainable parameter; activations not estimated")
     for r in m["gpu_measured"]:
-        out.append(f"  GPU measured         {r['bytes'] / 2**30:,.1f} GiB peak, {r['source']}")
+        out.append(f"  GPU measured         {_size(r['bytes'])} peak, {r['source']}")
     if not m["gpu_measured"]:
         out.append("  GPU measured         none recorded yet (the pilot's run records and a benchmark recording give "
                    "the peak with activations)")

@@ -27,7 +27,7 @@ def _profile(folder: Path, gpu: int = 2) -> Path:
     return folder
 
 
-FLOPS = {"full": 3e9, "lora": 2e9, "prompt": 1e9}  # per sample: stand-ins for the counts (tests/unit/test_cost.py)
+FLOPS = {"full": 3e9, "lora": 2e9, "prompt": 1e9, "prefix": 1.5e9}  # per sample: stand-ins for the counts (tests/unit/test_cost.py)
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +43,39 @@ def fake_flops():
 
 @pytest.fixture(scope="module")
 def tiny() -> dict:
-    return yaml.safe_load(TINY_CONFIG.read_text())
+    """The workflow tests' tiny study with prefix-tuning added (its saved weights are smaller than what it trains)."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["methods"]["prefix"] = {"options": {"reparam_hidden": 8}, "coco": {"sizes": [2], "lr": 1e-3},
+                                   "vqa": {"sizes": [2], "lr": 1e-3}}
+    return config
 
 
 @pytest.fixture(scope="module")
-def trainable(tiny, tmp_path_factory) -> dict[str, int]:
-    """Trainable parameters of every run, counted on the built tiny model (not by the closed forms the plan uses)."""
-    from vlpeft.methods.base import build_method
+def counted(tiny, tmp_path_factory) -> dict[str, tuple[int, int]]:
+    """Per run: parameters that train and that its saved weights hold (after merge), counted on the built tiny model
+    (not by the closed forms the plan uses)."""
+    from vlpeft.methods.base import build_method, trainable_parameters
     from vlpeft.model.mplug import MPlug
 
     mc = cost.model_config(tiny, tmp_path_factory.mktemp("empty"))
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, int]] = {}
     out = {}
     for run in expand(tiny):
         opts = resolve(tiny, run)["method_options"]
         key = json.dumps([run.method, opts], sort_keys=True)
         if key not in counts:
-            model = build_method(run.method, **opts).attach(MPlug(mc))
-            counts[key] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            method = build_method(run.method, **opts)
+            model = method.attach(MPlug(mc))
+            trained = sum(p.numel() for p in trainable_parameters(model).values())
+            method.merge(model)
+            counts[key] = (trained, sum(p.numel() for p in trainable_parameters(model).values()))
         out[run.run_id] = counts[key]
     return out
+
+
+@pytest.fixture(scope="module")
+def trainable(counted) -> dict[str, int]:
+    return {r: trained for r, (trained, _) in counted.items()}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +114,7 @@ def test_peak_concurrent_frees_an_ending_job_before_the_next_starts() -> None:
 
 def test_runs_hours_wall_time_and_peak_gpus(plans) -> None:
     hours = [p.gpu_hours for p in plans["preds"]]
-    assert plans[40]["runs"] == len(hours) == 20
+    assert plans[40]["runs"] == len(hours) == 28
     assert plans[40]["gpu_hours"] == pytest.approx(sum(hours))
     assert plans[1]["wall_hours"] == pytest.approx(sum(hours) / 2)  # one job at a time, 2 GPUs each
     assert plans[40]["wall_hours"] == pytest.approx(max(hours) / 2)  # every run at once
@@ -110,11 +123,11 @@ def test_runs_hours_wall_time_and_peak_gpus(plans) -> None:
     assert plans[3]["wall_hours_lower_bound"] <= plans[3]["wall_hours"]
     limits = [p.slurm_minutes / 60 for p in plans["preds"]]
     assert plans[1]["wall_hours_at_limits"] == pytest.approx(sum(limits))
-    assert [plans[j]["peak_gpus"] for j in (1, 3, 40)] == [2, 6, 40]  # min(N, 20 runs) x 2
+    assert [plans[j]["peak_gpus"] for j in (1, 3, 40)] == [2, 6, 56]  # min(N, 28 runs) x 2
     assert plans["cpu"]["peak_gpus"] == 0 and plans["cpu"]["wall_hours"] is None
 
 
-def test_disk_per_stage(plans, trainable, tiny) -> None:
+def test_disk_per_stage(plans, trainable, counted, tiny) -> None:
     doc = plans[3]
     mc = cost.model_config(tiny, REPO / "nonexistent")
     images = 40 + 6 + 6  # tiny.yaml's expected_counts for coco
@@ -123,7 +136,8 @@ def test_disk_per_stage(plans, trainable, tiny) -> None:
     assert caches["feature store (float32)"] == images * mc.num_image_tokens * mc.vision_width * 4
     assert _disk(doc, "downloads") == []  # synthetic data
     [weights] = _disk(doc, "saved weights")
-    assert weights["bytes"] == 4 * sum(trainable.values())
+    saved = sum(n for _, n in counted.values())
+    assert weights["bytes"] == 4 * saved < 4 * sum(trainable.values())  # prefix-tuning's MLP is folded away
     [model] = _disk(doc, "model")
     from vlpeft.methods.full import model_count
 
