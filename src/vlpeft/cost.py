@@ -512,7 +512,7 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
     h_without = sum(p.gpu_hours_no_store for p in preds)
     h_with = sum(p.gpu_hours for p in preds)
     sizes = {t: split_sizes(config, t, root) for t in config["tasks"]}
-    n_images = _store_images(config, root, sizes)
+    n_images = study_images(config, root)[0]
     lines += [
         f"{len(costs)} runs, model {config['model']['preset']} ({mc.image_size} px); sizes from "
         + ", ".join(f"{t}: {src}" for t, (_, src) in sizes.items()),
@@ -534,11 +534,6 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
     summary = {"runs": len(costs), "flops_no_store": without, "flops_store": with_store,
                "ratio": without / with_store, "gpu_hours_no_store": h_without, "gpu_hours_store": h_with}
     return "\n".join(lines), summary
-
-
-def _store_images(config: dict, root, sizes) -> int:
-    """Images of the study (every image the COCO caption records name; Karpathy COCO: 123,287)."""
-    return study_images(config, root)[0]
 
 
 def study_images(config: dict, root: str | os.PathLike = ".") -> tuple[int, str]:
