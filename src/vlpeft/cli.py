@@ -4,10 +4,11 @@
     vlpeft params [--preset base]                 trainable parameters of every method x size (Table II)
     vlpeft model [--preset base]                  parameters per module of the model
     vlpeft cost [--config config/config.yaml]     samples, FLOPs, predicted GPU-hours and time limit of every run
+    vlpeft plan --config X --profile P [-j N]     runs, GPU-hours, wall time, GPUs, disk and memory before launching
+    vlpeft status --config config/config.yaml     each run's state, progress, ETA and GPU-hours (writes nothing)
 
 A user error (missing config, invalid value) is one line on stderr and exit status 2; every command says on stderr
 that it started before importing torch (seconds).
-    vlpeft status --config config/config.yaml     each run's state, progress, ETA and GPU-hours (writes nothing)
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{grid,params,model,cost,status}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{grid,params,model,cost,plan,status}")
     p = sub.add_parser("grid", help="runs per task and method of a study config")
     p.add_argument("--config", default="config/config.yaml",
                    help="study config, checked as the workflow checks it (default: %(default)s, the paper's)")
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model)
     # `vlpeft cost` has its own options (vlpeft.cost); listed here so that `vlpeft --help` shows it.
     sub.add_parser("cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False)
+    sub.add_parser("plan", help="runs, GPU-hours, wall time at -j N, peak GPUs, disk per stage and the largest job's "
+                   "memory, before launching (writes nothing)", add_help=False)
     p = sub.add_parser("status", help="where each run of a study stands (read-only)")
     p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
     p.add_argument("--all", action="store_true", help="list every run (default: those not success or missing)")
@@ -95,6 +98,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from .cost import main as cost_main
 
         return cost_main(argv[1:])
+    if argv[:1] == ["plan"]:  # its own options (vlpeft.plan)
+        from .plan import main as plan_main
+
+        return plan_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -362,9 +362,11 @@ class Prediction:
     slurm_minutes: int  # first attempt's limit
 
 
-def predict(costs: list[RunCost], settings: CostSettings) -> tuple[list[Prediction], str]:
+def predict(costs: list[RunCost], settings: CostSettings,
+            measured: tuple[dict[tuple[str, bool], float], str] | None = None) -> tuple[list[Prediction], str]:
     """GPU-hours of every run (with and without the store) and its first attempt's SLURM limit; and a line saying
-    where the throughput came from."""
+    where the throughput came from. ``measured``: training FLOP/s per GPU by (method, store) measured elsewhere (the
+    pilot's run records, ``vlpeft.plan``) and where they come from, used when the profile names no benchmark."""
     rates, bench_peak = _benchmark_rates(settings)
     peak = (bench_peak or settings.gpu_peak_tflops * 1e12)
     default = settings.mfu * settings.gpu_peak_tflops * 1e12
@@ -372,6 +374,10 @@ def predict(costs: list[RunCost], settings: CostSettings) -> tuple[list[Predicti
     if rates:
         source = (f"training throughput measured per method in {settings.benchmark}; evaluation at eval_mfu "
                   f"{settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s")
+    elif measured and measured[0]:
+        rates = measured[0]
+        source = (f"training throughput measured per method by {measured[1]} (methods not measured: MFU "
+                  f"{settings.mfu:.0%}); evaluation at eval_mfu {settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s")
     else:
         source = (f"no recorded benchmark: assumed MFU {settings.mfu:.0%} (training) and {settings.eval_mfu:.0%} "
                   f"(evaluation) of {settings.gpu_peak_tflops:.0f} TFLOP/s per GPU")
@@ -506,7 +512,7 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
     h_without = sum(p.gpu_hours_no_store for p in preds)
     h_with = sum(p.gpu_hours for p in preds)
     sizes = {t: split_sizes(config, t, root) for t in config["tasks"]}
-    n_images = _store_images(config, root, sizes)
+    n_images = study_images(config, root)[0]
     lines += [
         f"{len(costs)} runs, model {config['model']['preset']} ({mc.image_size} px); sizes from "
         + ", ".join(f"{t}: {src}" for t, (_, src) in sizes.items()),
@@ -530,17 +536,19 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
     return "\n".join(lines), summary
 
 
-def _store_images(config: dict, root, sizes) -> int:
-    """Images of the study (every image the COCO caption records name; Karpathy COCO: 123,287)."""
+def study_images(config: dict, root: str | os.PathLike = ".") -> tuple[int, str]:
+    """Images of the study and where the count comes from: every image the prepared COCO caption records name, else
+    the config's ``expected_counts``, else Karpathy COCO's published 123,287."""
     from .grid import records_path, study_root
 
     paths = [Path(root) / records_path(study_root(config), COCO.name, s) for s in COCO.splits]
     if all(p.is_file() for p in paths):
-        return len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()})
+        return (len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()}),
+                "the prepared caption records")
     expected = (config["data"].get("expected_counts") or {}).get(COCO.name)
     if expected:
-        return sum(expected[s] for s in ("train", "val", "test"))
-    return 123_287
+        return sum(expected[s] for s in ("train", "val", "test")), "the config's expected_counts"
+    return 123_287, "Karpathy COCO's published count"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: (entry point as run from a shell, module whose main() it calls, argv of one help page, fragments --help must show)
 HELP_PAGES = [
-    ("vlpeft", "vlpeft.cli", [], ["{grid,params,model,cost,status}"]),
+    ("vlpeft", "vlpeft.cli", [], ["{grid,params,model,cost,plan,status}"]),
     ("vlpeft cost", "vlpeft.cli", ["cost"], ["--config", "--profile", "--summary"]),
+    ("vlpeft plan", "vlpeft.cli", ["plan"], ["--config", "--profile", "-j JOBS, --jobs JOBS", "--json"]),
     ("vlpeft status", "vlpeft.cli", ["status"], ["--config", "--all", "--active"]),
     ("vlpeft grid", "vlpeft.cli", ["grid"], ["--config"]),
     ("vlpeft params", "vlpeft.cli", ["params"], ["{base,tiny}"]),
@@ -87,6 +88,8 @@ USER_ERRORS = [
     ("vlpeft", ["-m", "vlpeft.cli", "grid", "--config", "missing.yaml"], "config file not found: missing.yaml"),
     ("vlpeft params", ["-m", "vlpeft.cli", "params", "--preset", "huge"], "invalid choice: 'huge'"),
     ("vlpeft", ["-m", "vlpeft.cli", "cost", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+    ("vlpeft", ["-m", "vlpeft.cli", "plan", "--config", str(REPO / "config" / "mini.yaml"), "--profile", "missing"],
+     "profile not found: missing/config.yaml"),
     ("vlpeft model", ["-m", "vlpeft.cli", "model", "--preset", "huge"], "invalid choice: 'huge'"),
     ("python -m vlpeft.aggregate", ["-m", "vlpeft.aggregate", "--config", "missing.yaml"],
      "config file not found: missing.yaml"),
@@ -101,7 +104,7 @@ USER_ERRORS = [
      "file not found: missing.pth"),
     ("python -m vlpeft.train", ["-m", "vlpeft.train", "--config", "missing.yaml"], "run config not found"),
 ]
-USER_ERROR_IDS = ["grid-config", "params-preset", "cost-config", "model-preset", "aggregate-config", "figures-runs",
+USER_ERROR_IDS = ["grid-config", "params-preset", "cost-config", "plan-profile", "model-preset", "aggregate-config", "figures-runs",
                   "report-column", "report-n-boot", "table-preset", "checkpoint-path", "train-config"]
 
 
@@ -150,6 +153,8 @@ STARTS = [
     ("vlpeft", ["vlpeft.cli", "params"]),
     ("vlpeft", ["vlpeft.cli", "model"]),
     ("vlpeft", ["vlpeft.cli", "grid", "--config", str(REPO / "config" / "mini.yaml")]),
+    ("vlpeft plan", ["vlpeft.cli", "plan", "--config", str(REPO / "config" / "mini.yaml"), "--profile",
+                     str(REPO / "profiles" / "slurm")]),
     ("python -m vlpeft.aggregate", ["vlpeft.aggregate", "--config", str(REPO / "config" / "mini.yaml")]),
     ("python -m vlpeft.plots.figures", ["vlpeft.plots.figures", "--runs", "runs.csv", "--out", "f"]),
     ("python -m vlpeft.report", ["vlpeft.report", "--runs", "runs.csv"]),
