@@ -216,7 +216,8 @@ def _parameters(config: dict, mc) -> dict[str, tuple[int, int]]:
     for run in expand(config):
         method = build_method(run.method, **resolve(config, run)["method_options"])
         trained = method.closed_form_count(mc)
-        out[run.run_id] = (trained, method.merged_count(mc) if hasattr(method, "merged_count") else trained)
+        merged = method.merged_count(mc)  # None: merging removes nothing trainable
+        out[run.run_id] = (trained, trained if merged is None else merged)
     return out
 
 
