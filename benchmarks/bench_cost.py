@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     text, s = report(yaml.safe_load(Path(a.config).read_text()), a.profile, per_run=False)
     print(text)
-    print(f"whole-grid FLOPs without / with the store: {s['ratio']:.2f}x (target >= {TARGET}x: "
-          f"{'PASS' if s['ratio'] >= TARGET else 'FAIL'}); counted in {time.time() - t0:.0f} s")
+    print(
+        f"whole-grid FLOPs without / with the store: {s['ratio']:.2f}x (target >= {TARGET}x: "
+        f"{'PASS' if s['ratio'] >= TARGET else 'FAIL'}); counted in {time.time() - t0:.0f} s"
+    )
     return 0
 
 

@@ -31,8 +31,23 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.time()
-            proc = subprocess.run([exe, "-s", str(REPO / "Snakefile"), "--directory", d, "--configfile", a.config,
-                                   "-n", "--quiet", "rules"], capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [
+                    exe,
+                    "-s",
+                    str(REPO / "Snakefile"),
+                    "--directory",
+                    d,
+                    "--configfile",
+                    a.config,
+                    "-n",
+                    "--quiet",
+                    "rules",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             wall = time.time() - t0
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode:

@@ -38,8 +38,14 @@ def make_jpegs(root: Path, n: int) -> list[str]:
 
 def rate(store: ImageStore, records: list[dict], tok: Tokenizer, workers: int, batch: int, epochs: int) -> float:
     data = TrainSet("vqa", records, list(range(len(records))), store, {})
-    loader = DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers,
-                        collate_fn=Collator(tok, 40, 10), persistent_workers=workers > 0)
+    loader = DataLoader(
+        data,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=Collator(tok, 40, 10),
+        persistent_workers=workers > 0,
+    )
     next(iter(loader))  # start-up (workers, first decode) is not throughput
     t0, n = time.time(), 0
     for _ in range(epochs):
@@ -65,11 +71,14 @@ def main() -> None:
         build_cache(root / "images", paths, a.size, root / "cache.npy")
         cache_s = time.time() - t0
         jpeg = rate(ImageStore(root / "images", a.size), records, tok, a.workers, a.batch, a.epochs)
-        cached = rate(ImageStore(root / "images", a.size, root / "cache.npy"), records, tok, a.workers, a.batch,
-                      a.epochs)
+        cached = rate(
+            ImageStore(root / "images", a.size, root / "cache.npy"), records, tok, a.workers, a.batch, a.epochs
+        )
     print(f"{a.images} synthetic 640x480 JPEGs -> {a.size}px, batch {a.batch}, {a.workers} workers")
     print(f"  from JPEG:  {jpeg:8.1f} images/s")
-    print(f"  from cache: {cached:8.1f} images/s   (cache built once in {cache_s:.1f}s, {a.images / cache_s:.1f} img/s)")
+    print(
+        f"  from cache: {cached:8.1f} images/s   (cache built once in {cache_s:.1f}s, {a.images / cache_s:.1f} img/s)"
+    )
     print(f"  ratio cache/JPEG: {cached / jpeg:.1f}x")
 
 

@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--bf16", action="store_true",
-                        help="also time both searches under bf16 autocast (what training's evaluation runs on CUDA)")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time both searches under bf16 autocast (what training's evaluation runs on CUDA)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         b_cached_s, b_cached = timed(lambda: search(True, bf16=True))
         b_recompute_s, b_recomputed = timed(lambda: search(False, bf16=True))
         agree = sum(x == y for a, b in zip(b_cached, b_recomputed) for x, y in zip(a, b)) / max(
-            1, sum(len(a) for a in b_cached))
+            1, sum(len(a) for a in b_cached)
+        )
         lengths_ok = lengths_ok and all(len(s) == n for s in b_cached)
-        print(f"bf16 cached     {b_cached_s:8.2f} s  ({b_cached_s / n * 1000:7.1f} ms per step); "
-              f"{cached_s / b_cached_s:.2f}x fp32's speed")
+        print(
+            f"bf16 cached     {b_cached_s:8.2f} s  ({b_cached_s / n * 1000:7.1f} ms per step); "
+            f"{cached_s / b_cached_s:.2f}x fp32's speed"
+        )
         print(f"bf16 recompute  {b_recompute_s:8.2f} s  ({b_recompute_s / n * 1000:7.1f} ms per step)")
-        print(f"bf16 tokens agreeing cached/recomputed: {agree:.3f}; agreeing with fp32 cached: "
-              f"{sum(x == y for a, b in zip(b_cached, cached) for x, y in zip(a, b)) / max(1, n * len(cached)):.3f}")
+        print(
+            f"bf16 tokens agreeing cached/recomputed: {agree:.3f}; agreeing with fp32 cached: "
+            f"{sum(x == y for a, b in zip(b_cached, cached) for x, y in zip(a, b)) / max(1, n * len(cached)):.3f}"
+        )
     if not equal:
         diff = [i for i, (a, b) in enumerate(zip(cached, recomputed)) if a != b]
         print(f"items that differ: {diff}", file=sys.stderr)

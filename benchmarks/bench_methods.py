@@ -69,8 +69,7 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def worker(method_name: str, options: dict, steps: int, warmup: int, threads: int,
-           preset_name: str = "base") -> dict:
+def worker(method_name: str, options: dict, steps: int, warmup: int, threads: int, preset_name: str = "base") -> dict:
     """Build, attach, train ``warmup + steps`` steps; return times and memory (runs in a subprocess)."""
     import torch
 
@@ -179,15 +178,18 @@ def report(results: dict[str, dict]) -> str:
             f"{r['peak_rss_mib']:>7.0f} {total:>6.3f}"
         )
     lines.append(f"with the feature store (target: step time <= {STORE_TARGET}x the same method's without it)")
-    lines.append(f"{'method':<20} {'wall s':>7} {'store s':>7} {'x':>6} {'':>4} {'cpu s':>7} {'store s':>7} {'x':>6} "
-                 f"{'':>4}")
+    lines.append(
+        f"{'method':<20} {'wall s':>7} {'store s':>7} {'x':>6} {'':>4} {'cpu s':>7} {'store s':>7} {'x':>6} {'':>4}"
+    )
     for label, r in results.items():
         if r.get("store_step_s") is None:
             continue
         t, c = r["store_step_s"] / r["step_s"], r["store_cpu_s"] / r["cpu_s"]
-        lines.append(f"{label:<20} {r['step_s']:>7.2f} {r['store_step_s']:>7.2f} {t:>6.3f} "
-                     f"{'PASS' if t <= STORE_TARGET else 'FAIL':>4} {r['cpu_s']:>7.2f} {r['store_cpu_s']:>7.2f} "
-                     f"{c:>6.3f} {'PASS' if c <= STORE_TARGET else 'FAIL':>4}")
+        lines.append(
+            f"{label:<20} {r['step_s']:>7.2f} {r['store_step_s']:>7.2f} {t:>6.3f} "
+            f"{'PASS' if t <= STORE_TARGET else 'FAIL':>4} {r['cpu_s']:>7.2f} {r['store_cpu_s']:>7.2f} "
+            f"{c:>6.3f} {'PASS' if c <= STORE_TARGET else 'FAIL':>4}"
+        )
     lines.append(f"threads: {full['threads']}; load average at the end: {os.getloadavg()[0]:.1f}")
     if not all(r["peak_reset"] for r in results.values()):
         lines.append("warning: the peak-RSS counter could not be reset; peaks include model building")

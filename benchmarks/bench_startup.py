@@ -63,16 +63,31 @@ def worker(kind: str, path: str, preset_name: str, t_launch: float) -> dict:
     opt = torch.optim.AdamW(trainable_parameters(model).values(), lr=1e-5)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 % cfg.vocab_size, cfg.vocab_size, (2, 12), generator=g)
-    model(torch.randn(2, 3, cfg.image_size, cfg.image_size, generator=g), ids[:, :6], torch.ones(2, 6, dtype=torch.long),
-          ids, torch.ones_like(ids)).backward()
+    model(
+        torch.randn(2, 3, cfg.image_size, cfg.image_size, generator=g),
+        ids[:, :6],
+        torch.ones(2, 6, dtype=torch.long),
+        ids,
+        torch.ones_like(ids),
+    ).backward()
     opt.step()
     return {"startup_s": ready, "ready": at_ready, "step": _status()}
 
 
 def run(kind: str, path: Path, preset_name: str) -> dict:
     t0 = time.time()
-    cmd = [sys.executable, __file__, "--worker", kind, "--path", str(path), "--preset", preset_name,
-           "--launched", repr(t0)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--path",
+        str(path),
+        "--preset",
+        preset_name,
+        "--launched",
+        repr(t0),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -111,28 +126,39 @@ def main(argv: list[str] | None = None) -> int:
             results[kind] = [run(kind, path, a.preset) for _ in range(a.repeats)]
         sizes = {"official": official.stat().st_size, "slim": slim.stat().st_size}
 
-    print(f"{a.preset} model, CPU; checkpoint files: official layout {sizes['official'] / 2**30:.2f} GiB, "
-          f"slim {sizes['slim'] / 2**30:.2f} GiB (converted once in {t_convert:.1f} s)")
-    print(f"{'':<8} {'start-up s':>10} {'peak RSS at start MiB':>22} {'peak RSS after a step MiB':>26} "
-          f"{'private / file-backed after a step MiB':>40}")
+    print(
+        f"{a.preset} model, CPU; checkpoint files: official layout {sizes['official'] / 2**30:.2f} GiB, "
+        f"slim {sizes['slim'] / 2**30:.2f} GiB (converted once in {t_convert:.1f} s)"
+    )
+    print(
+        f"{'':<8} {'start-up s':>10} {'peak RSS at start MiB':>22} {'peak RSS after a step MiB':>26} "
+        f"{'private / file-backed after a step MiB':>40}"
+    )
     summary = {}
     for kind, rows in results.items():
-        s = {"startup_s": statistics.median(r["startup_s"] for r in rows),
-             "peak_ready_mib": statistics.median(r["ready"]["VmHWM"] for r in rows),
-             "peak_step_mib": statistics.median(r["step"]["VmHWM"] for r in rows),
-             "anon_mib": statistics.median(r["step"]["RssAnon"] for r in rows),
-             "file_mib": statistics.median(r["step"]["RssFile"] for r in rows)}
+        s = {
+            "startup_s": statistics.median(r["startup_s"] for r in rows),
+            "peak_ready_mib": statistics.median(r["ready"]["VmHWM"] for r in rows),
+            "peak_step_mib": statistics.median(r["step"]["VmHWM"] for r in rows),
+            "anon_mib": statistics.median(r["step"]["RssAnon"] for r in rows),
+            "file_mib": statistics.median(r["step"]["RssFile"] for r in rows),
+        }
         summary[kind] = s
-        print(f"{kind:<8} {s['startup_s']:>10.1f} {s['peak_ready_mib']:>22.0f} {s['peak_step_mib']:>26.0f} "
-              f"{s['anon_mib']:>19.0f} / {s['file_mib']:<18.0f}")
+        print(
+            f"{kind:<8} {s['startup_s']:>10.1f} {s['peak_ready_mib']:>22.0f} {s['peak_step_mib']:>26.0f} "
+            f"{s['anon_mib']:>19.0f} / {s['file_mib']:<18.0f}"
+        )
     b, f = summary["before"], summary["after"]
-    print(f"after / before: start-up {f['startup_s'] / b['startup_s']:.2f}x, peak RSS at start "
-          f"{f['peak_ready_mib'] / b['peak_ready_mib']:.2f}x, after a step {f['peak_step_mib'] / b['peak_step_mib']:.2f}x,"
-          f" private memory after a step {f['anon_mib'] / b['anon_mib']:.2f}x")
+    print(
+        f"after / before: start-up {f['startup_s'] / b['startup_s']:.2f}x, peak RSS at start "
+        f"{f['peak_ready_mib'] / b['peak_ready_mib']:.2f}x, after a step {f['peak_step_mib'] / b['peak_step_mib']:.2f}x,"
+        f" private memory after a step {f['anon_mib'] / b['anon_mib']:.2f}x"
+    )
     print(f"repeats: {a.repeats} (medians); load average at the end: {os.getloadavg()[0]:.1f}")
     if a.json:
-        a.json.write_text(json.dumps({"sizes": sizes, "convert_s": t_convert, "runs": results, "summary": summary},
-                                     indent=1))
+        a.json.write_text(
+            json.dumps({"sizes": sizes, "convert_s": t_convert, "runs": results, "summary": summary}, indent=1)
+        )
     return 0
 
 

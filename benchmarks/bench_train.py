@@ -48,13 +48,19 @@ def make_study(root: Path, n_train: int = 64, image_size: int = 64) -> None:
     from vlpeft.tokenizer import train_vocab
 
     synthetic.generate(root / "raw", n_train, 4, 4, seed=0)
-    stages.prepare_vqa(root / "raw/dataset_coco.json",
-                       [root / f"raw/v2_OpenEnded_mscoco_{f}_questions.json" for f in ("train2014", "val2014")],
-                       [root / f"raw/v2_mscoco_{f}_annotations.json" for f in ("train2014", "val2014")],
-                       {s: root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")})
+    stages.prepare_vqa(
+        root / "raw/dataset_coco.json",
+        [root / f"raw/v2_OpenEnded_mscoco_{f}_questions.json" for f in ("train2014", "val2014")],
+        [root / f"raw/v2_mscoco_{f}_annotations.json" for f in ("train2014", "val2014")],
+        {s: root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")},
+    )
     stages.make_subset("vqa", root / "prep/vqa/train.jsonl", 0.5, 0, root / "subsets/vqa/ratio0.5.json")
-    stages.cache_images(root / "raw/images", [root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")],
-                        image_size, root / f"images_{image_size}.npy")
+    stages.cache_images(
+        root / "raw/images",
+        [root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")],
+        image_size,
+        root / f"images_{image_size}.npy",
+    )
     train_vocab(synthetic.corpus(root / "raw"), root / "vocab.txt")
 
 
@@ -66,18 +72,37 @@ def cpu_part(steps: int) -> None:
         make_study(root)
         times, weights = {}, {}
         for nproc in (1, 2):
-            cfg = make_run_config(root, root / f"run{nproc}", task="vqa", per_device_batch_size=16 // nproc,
-                                  total_batch_size=16,
-                                  model_overrides={"hidden_dropout": 0.0, "attention_dropout": 0.0,
-                                                   "vision_attention_dropout": 0.0},
-                                  schedule={"kind": "steps", "steps": steps, "warmup_steps": 2},
-                                  eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+            cfg = make_run_config(
+                root,
+                root / f"run{nproc}",
+                task="vqa",
+                per_device_batch_size=16 // nproc,
+                total_batch_size=16,
+                model_overrides={"hidden_dropout": 0.0, "attention_dropout": 0.0, "vision_attention_dropout": 0.0},
+                schedule={"kind": "steps", "steps": steps, "warmup_steps": 2},
+                eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+            )
             path = root / f"cfg{nproc}.yaml"
             path.write_text(yaml.safe_dump(cfg))
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--log-dir", os.devnull,
-                               "--nproc_per_node", str(nproc), "-m", "vlpeft.train",
-                                   "--config", str(path)], capture_output=True, text=True, env=env, check=False)
+            proc = subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "torchrun"),
+                    "--standalone",
+                    "--log-dir",
+                    os.devnull,
+                    "--nproc_per_node",
+                    str(nproc),
+                    "-m",
+                    "vlpeft.train",
+                    "--config",
+                    str(path),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+            )
             if proc.returncode:
                 sys.exit(proc.stderr[-3000:])
             rec = json.loads((root / f"run{nproc}/record.json").read_text())
@@ -96,8 +121,14 @@ def cpu_part(steps: int) -> None:
 
 # Dense bf16 peak TFLOP/s of common training GPUs (vendor data sheets, SXM parts); GPU_PEAK_TFLOPS overrides.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A6000": 155.0, "V100": 125.0}
-SETTINGS = [("full", {}), ("prompt", {"size": 16}), ("prefix", {"size": 16}), ("lora", {"size": 8}),
-            ("serial_adapter", {"size": 64}), ("parallel_adapter", {"size": 64})]
+SETTINGS = [
+    ("full", {}),
+    ("prompt", {"size": 16}),
+    ("prefix", {"size": 16}),
+    ("lora", {"size": 8}),
+    ("serial_adapter", {"size": 64}),
+    ("parallel_adapter", {"size": 64}),
+]
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -109,8 +140,15 @@ def peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def model_part(device: torch.device, preset_name: str = "base", batch: int = 64, steps: int = 10,
-               warmup: int = 3, n_prompt: int = 8, n_target: int = 20) -> list[dict]:
+def model_part(
+    device: torch.device,
+    preset_name: str = "base",
+    batch: int = 64,
+    steps: int = 10,
+    warmup: int = 3,
+    n_prompt: int = 8,
+    n_target: int = 20,
+) -> list[dict]:
     """Train steps (forward, backward, AdamW) of every method on random inputs; bf16 autocast on CUDA.
 
     Model FLOPs per step are counted by ``torch.utils.flop_counter`` over one real step (matmuls and attention
@@ -172,11 +210,18 @@ def model_part(device: torch.device, preset_name: str = "base", batch: int = 64,
             dt = (time.perf_counter() - t0) / steps
             if not math.isfinite(loss):
                 raise SystemExit(f"{name}: non-finite loss {loss}")
-            rows.append({"method": name, "store": store, "samples_per_s": batch / dt, "step_s": dt,
-                         "tflop_per_step": flops / 1e12,
-                         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
-                         "trainable": count_trainable(model),
-                         "mfu": flops / dt / (peak * 1e12) if peak else None})
+            rows.append(
+                {
+                    "method": name,
+                    "store": store,
+                    "samples_per_s": batch / dt,
+                    "step_s": dt,
+                    "tflop_per_step": flops / 1e12,
+                    "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+                    "trainable": count_trainable(model),
+                    "mfu": flops / dt / (peak * 1e12) if peak else None,
+                }
+            )
         del model, opt, step
         if cuda:
             torch.cuda.empty_cache()
@@ -192,10 +237,15 @@ def print_model_part(rows: list[dict], device: torch.device, preset_name: str, b
         mem = f"{r['peak_gib']:6.1f} GiB" if r["peak_gib"] is not None else "   n/a    "
         mfu = f"{r['mfu']:6.1%}" if r["mfu"] is not None else "  n/a"
         label = r["method"] + (" + store" if r["store"] else "")
-        vs = (f"{images[r['method']]['step_s'] / r['step_s']:4.2f}x without store" if r["store"]
-              else f"{full['step_s'] / r['step_s']:4.2f}x full")
-        print(f"  {label:<25} {r['samples_per_s']:9.1f} samples/s ({vs:>21})"
-              f"  peak {mem}  {r['tflop_per_step'] * 1e3:10.2f} GFLOP/step  MFU {mfu}  trainable {r['trainable']:>11,}")
+        vs = (
+            f"{images[r['method']]['step_s'] / r['step_s']:4.2f}x without store"
+            if r["store"]
+            else f"{full['step_s'] / r['step_s']:4.2f}x full"
+        )
+        print(
+            f"  {label:<25} {r['samples_per_s']:9.1f} samples/s ({vs:>21})"
+            f"  peak {mem}  {r['tflop_per_step'] * 1e3:10.2f} GFLOP/step  MFU {mfu}  trainable {r['trainable']:>11,}"
+        )
 
 
 class TimedBatches:
@@ -244,13 +294,28 @@ def timed_trainer_steps(cfg: dict, steps: int, warmup: int) -> dict:
     if len(timed) != 1:
         raise SystemExit(f"the Trainer made {len(timed)} loaders for one run of steps (expected 1)")
     del trainer.loader  # (the wrapper refers to the trainer: free its model before the next setting's)
-    return {"step_s": sum(wall[warmup:]), "wait_s": sum(wait[warmup:]), "warmup_s": sum(wall[:warmup]),
-            "device": str(trainer.device)}
+    return {
+        "step_s": sum(wall[warmup:]),
+        "wait_s": sum(wait[warmup:]),
+        "warmup_s": sum(wall[:warmup]),
+        "device": str(trainer.device),
+    }
 
 
-def end_to_end_part(device: str, workers: list[int], preset_name: str, batch: int, accum: int, steps: int,
-                    warmup: int, threads: int, image_size: int | None, method: str, n_images: int,
-                    rounds: int = 1) -> dict:
+def end_to_end_part(
+    device: str,
+    workers: list[int],
+    preset_name: str,
+    batch: int,
+    accum: int,
+    steps: int,
+    warmup: int,
+    threads: int,
+    image_size: int | None,
+    method: str,
+    n_images: int,
+    rounds: int = 1,
+) -> dict:
     """Training steps from real on-disk records and images through the Trainer's loader, for each loader-worker
     setting in turn, ``rounds`` times (a fresh Trainer each time; a drift of the machine's load then falls on every
     setting alike), in one process: samples/s and the fraction of step time spent waiting for data."""
@@ -266,27 +331,56 @@ def end_to_end_part(device: str, workers: list[int], preset_name: str, batch: in
         root = Path(d)
         make_study(root, n_images, size)
         for r, n in ((r, n) for r in range(rounds) for n in workers):
-            cfg = make_run_config(root, root / f"run{r}_w{n}", task="vqa", method=method, model_preset=preset_name,
-                                  model_overrides=overrides, image_cache=str(root / f"images_{size}.npy"),
-                                  per_device_batch_size=batch, total_batch_size=batch * accum,
-                                  schedule={"kind": "steps", "steps": warmup + steps, "warmup_steps": 1},
-                                  eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
-                                  threads=threads, num_workers=n, device=device)
+            cfg = make_run_config(
+                root,
+                root / f"run{r}_w{n}",
+                task="vqa",
+                method=method,
+                model_preset=preset_name,
+                model_overrides=overrides,
+                image_cache=str(root / f"images_{size}.npy"),
+                per_device_batch_size=batch,
+                total_batch_size=batch * accum,
+                schedule={"kind": "steps", "steps": warmup + steps, "warmup_steps": 1},
+                eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+                threads=threads,
+                num_workers=n,
+                device=device,
+            )
             rows.append({"num_workers": n, **timed_trainer_steps(cfg, steps, warmup)})
     rows = [summarise([r for r in rows if r["num_workers"] == n], steps, batch * accum) for n in workers]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"task": "vqa", "method": method, "preset": preset_name, "image_size": size, "batch": batch,
-            "accum": accum, "threads": threads, "warmup": warmup, "rounds": rounds, "cpus": cpus, "load_start": load_start,
-            "load_end": os.getloadavg(), "rows": rows}
+    return {
+        "task": "vqa",
+        "method": method,
+        "preset": preset_name,
+        "image_size": size,
+        "batch": batch,
+        "accum": accum,
+        "threads": threads,
+        "warmup": warmup,
+        "rounds": rounds,
+        "cpus": cpus,
+        "load_start": load_start,
+        "load_end": os.getloadavg(),
+        "rows": rows,
+    }
 
 
 def summarise(runs: list[dict], steps: int, global_batch: int) -> dict:
     """One worker setting's rounds together: rates over all its timed steps."""
     step_s, wait_s = sum(r["step_s"] for r in runs), sum(r["wait_s"] for r in runs)
     n = steps * len(runs)
-    return {"num_workers": runs[0]["num_workers"], "steps": n, "samples_per_s": n * global_batch / step_s,
-            "step_s": step_s / n, "data_wait_s": wait_s / n, "data_wait_fraction": wait_s / step_s,
-            "warmup_s": sum(r["warmup_s"] for r in runs) / len(runs), "device": runs[0]["device"]}
+    return {
+        "num_workers": runs[0]["num_workers"],
+        "steps": n,
+        "samples_per_s": n * global_batch / step_s,
+        "step_s": step_s / n,
+        "data_wait_s": wait_s / n,
+        "data_wait_fraction": wait_s / step_s,
+        "warmup_s": sum(r["warmup_s"] for r in runs) / len(runs),
+        "device": runs[0]["device"],
+    }
 
 
 def print_end_to_end(res: dict) -> None:
@@ -296,22 +390,32 @@ def print_end_to_end(res: dict) -> None:
         import torch
 
         where = torch.cuda.get_device_name(torch.device(where))
-    print(f"End to end ({where}): {res['task']} {res['method']}, {res['preset']} model at {res['image_size']} px, "
-          f"micro-batch {res['batch']} x {res['accum']} accumulation, {res['threads'] or 'default'} torch thread(s); "
-          f"records and the uint8 image cache on disk, through the Trainer's loader and train_step; "
-          f"{rows[0]['steps']} timed steps per setting ({res['rounds']} round(s), each after {res['warmup']} "
-          "warm-up steps)")
-    print(f"  {res['cpus']} CPUs; load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in res['load_start'])},"
-          f" at end {' '.join(f'{x:.2f}' for x in res['load_end'])}")
-    print(f"  {'workers':>7}  {'samples/s':>10}  {'step ms':>9}  {'data wait ms':>12}  {'data-wait fraction':>18}"
-          f"  {'warm-up s':>9}")
+    print(
+        f"End to end ({where}): {res['task']} {res['method']}, {res['preset']} model at {res['image_size']} px, "
+        f"micro-batch {res['batch']} x {res['accum']} accumulation, {res['threads'] or 'default'} torch thread(s); "
+        f"records and the uint8 image cache on disk, through the Trainer's loader and train_step; "
+        f"{rows[0]['steps']} timed steps per setting ({res['rounds']} round(s), each after {res['warmup']} "
+        "warm-up steps)"
+    )
+    print(
+        f"  {res['cpus']} CPUs; load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in res['load_start'])},"
+        f" at end {' '.join(f'{x:.2f}' for x in res['load_end'])}"
+    )
+    print(
+        f"  {'workers':>7}  {'samples/s':>10}  {'step ms':>9}  {'data wait ms':>12}  {'data-wait fraction':>18}"
+        f"  {'warm-up s':>9}"
+    )
     for r in rows:
-        print(f"  {r['num_workers']:>7}  {r['samples_per_s']:10.1f}  {r['step_s'] * 1e3:9.1f}  "
-              f"{r['data_wait_s'] * 1e3:12.1f}  {r['data_wait_fraction']:18.1%}  {r['warmup_s']:9.2f}")
+        print(
+            f"  {r['num_workers']:>7}  {r['samples_per_s']:10.1f}  {r['step_s'] * 1e3:9.1f}  "
+            f"{r['data_wait_s'] * 1e3:12.1f}  {r['data_wait_fraction']:18.1%}  {r['warmup_s']:9.2f}"
+        )
     base = rows[0]
     for r in rows[1:]:
-        print(f"  samples/s with {r['num_workers']} workers / with {base['num_workers']}: "
-              f"{r['samples_per_s'] / base['samples_per_s']:.2f}x")
+        print(
+            f"  samples/s with {r['num_workers']} workers / with {base['num_workers']}: "
+            f"{r['samples_per_s'] / base['samples_per_s']:.2f}x"
+        )
 
 
 def worker_list(text: str) -> list[int]:
@@ -332,31 +436,56 @@ def paper_train_config() -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30,
-                   help="steps of the CPU 1 vs 2 process comparison (0: skip); with --end-to-end: timed steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=30,
+        help="steps of the CPU 1 vs 2 process comparison (0: skip); with --end-to-end: timed steps",
+    )
     p.add_argument("--gpu-steps", type=int, default=10, help="timed steps per method in the model part")
-    p.add_argument("--batch", type=int, default=None,
-                   help="(micro-)batch per step: 64 by default, 16 with --end-to-end on the CPU")
-    p.add_argument("--preset", default=None,
-                   help="model size: base by default, tiny with --end-to-end on the CPU")
-    p.add_argument("--model-device", default="cuda" if torch.cuda.is_available() else None,
-                   help="device of the model part and of --end-to-end (default: cuda when present, else the model "
-                        "part is skipped and --end-to-end runs on the CPU); `cpu` with `--preset tiny` checks the "
-                        "script itself")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="(micro-)batch per step: 64 by default, 16 with --end-to-end on the CPU",
+    )
+    p.add_argument("--preset", default=None, help="model size: base by default, tiny with --end-to-end on the CPU")
+    p.add_argument(
+        "--model-device",
+        default="cuda" if torch.cuda.is_available() else None,
+        help="device of the model part and of --end-to-end (default: cuda when present, else the model "
+        "part is skipped and --end-to-end runs on the CPU); `cpu` with `--preset tiny` checks the "
+        "script itself",
+    )
     p.add_argument("--json", type=Path, help="also write the model part's rows (with --end-to-end: its result) here")
     e2e = p.add_argument_group("end-to-end mode: the Trainer's loader over records and images on disk")
-    e2e.add_argument("--end-to-end", action="store_true",
-                     help="run only this: train steps through the Trainer's loader and report the data-wait fraction")
-    e2e.add_argument("--workers", type=worker_list, default=None,
-                     help="loader workers to compare, e.g. 0,2 (default: 0,2 on the CPU; 0,2 and the paper "
-                          "config's train.num_workers on a GPU)")
+    e2e.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="run only this: train steps through the Trainer's loader and report the data-wait fraction",
+    )
+    e2e.add_argument(
+        "--workers",
+        type=worker_list,
+        default=None,
+        help="loader workers to compare, e.g. 0,2 (default: 0,2 on the CPU; 0,2 and the paper "
+        "config's train.num_workers on a GPU)",
+    )
     e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first (workers start, first batches)")
-    e2e.add_argument("--rounds", type=int, default=1,
-                     help="times every worker setting runs, in turn (each time a fresh Trainer, --steps timed steps)")
+    e2e.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="times every worker setting runs, in turn (each time a fresh Trainer, --steps timed steps)",
+    )
     e2e.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
-    e2e.add_argument("--threads", type=int, default=None,
-                     help="torch intra-op threads (train.threads; 0: torch's default): 1 on the CPU by default, the "
-                          "paper config's train.threads on a GPU")
+    e2e.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (train.threads; 0: torch's default): 1 on the CPU by default, the "
+        "paper config's train.threads on a GPU",
+    )
     e2e.add_argument("--image-size", type=int, default=None, help="model image size (default: the preset's)")
     e2e.add_argument("--method", default="lora", help="method trained (default lora: little compute per sample)")
     e2e.add_argument("--images", type=int, default=64, help="synthetic training images (3 questions each)")
@@ -371,9 +500,20 @@ def main(argv: list[str] | None = None) -> None:
         paper = paper_train_config()
         workers = a.workers or sorted({0, 2, int(paper["num_workers"])} if on_gpu else {0, 2})
         threads = a.threads if a.threads is not None else int(paper["threads"]) if on_gpu else 1
-        res = end_to_end_part(device, workers, a.preset or ("base" if on_gpu else "tiny"),
-                              a.batch or (64 if on_gpu else 16), a.accum, a.steps, a.warmup, threads, a.image_size,
-                              a.method, a.images, a.rounds)
+        res = end_to_end_part(
+            device,
+            workers,
+            a.preset or ("base" if on_gpu else "tiny"),
+            a.batch or (64 if on_gpu else 16),
+            a.accum,
+            a.steps,
+            a.warmup,
+            threads,
+            a.image_size,
+            a.method,
+            a.images,
+            a.rounds,
+        )
         print_end_to_end(res)
         if a.json:
             a.json.write_text(json.dumps(res, indent=1))

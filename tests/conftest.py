@@ -44,15 +44,21 @@ def tiny_study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("study")
     raw = root / "raw"
     synthetic.generate(raw, 24, 4, 4, seed=0)
-    stages.prepare_captions(raw / "dataset_coco.json", {s: root / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")})
+    stages.prepare_captions(
+        raw / "dataset_coco.json", {s: root / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")}
+    )
     folders = ("train2014", "val2014")
-    stages.prepare_vqa(raw / "dataset_coco.json", [raw / f"v2_OpenEnded_mscoco_{f}_questions.json" for f in folders],
-                       [raw / f"v2_mscoco_{f}_annotations.json" for f in folders],
-                       {s: root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")})
+    stages.prepare_vqa(
+        raw / "dataset_coco.json",
+        [raw / f"v2_OpenEnded_mscoco_{f}_questions.json" for f in folders],
+        [raw / f"v2_mscoco_{f}_annotations.json" for f in folders],
+        {s: root / f"prep/vqa/{s}.jsonl" for s in ("train", "val", "test")},
+    )
     for task in ("coco", "vqa"):
         stages.make_subset(task, root / f"prep/{task}/train.jsonl", 0.5, 0, root / f"subsets/{task}/ratio0.5.json")
-    stages.cache_images(raw / "images", [root / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")], 64,
-                        root / "images_64.npy")
+    stages.cache_images(
+        raw / "images", [root / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")], 64, root / "images_64.npy"
+    )
     train_vocab(synthetic.corpus(raw), root / "vocab.txt")
     return root
 
@@ -80,8 +86,15 @@ def make_run_config(study: Path, out_dir: Path, task: str = "coco", method: str 
         "total_batch_size": 8,
         "per_device_batch_size": 4,
         "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2},
-        "eval": {"interval": 3, "splits": ["val", "test"], "num_beams": 2, "min_new_tokens": 1, "max_new_tokens": 4,
-                 "batch_size": 8, "metrics": ["CIDEr"] if task == "coco" else []},
+        "eval": {
+            "interval": 3,
+            "splits": ["val", "test"],
+            "num_beams": 2,
+            "min_new_tokens": 1,
+            "max_new_tokens": 4,
+            "batch_size": 8,
+            "metrics": ["CIDEr"] if task == "coco" else [],
+        },
         "log_every": 1,
         "threads": 1,
         "device": "cpu",  # CPU tests stay on the CPU (and bit-exact) on a machine with a GPU too

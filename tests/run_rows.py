@@ -47,8 +47,13 @@ def make_record(run: Run, i: int, status: str = "success") -> dict:
     base = 10.0 + i
     n = 40 if run.ratio == 1.0 else 20
     curve = [
-        {"step": s, "samples_seen": 8 * s, "epoch": 8 * s / n, "val": scores(run.task, base + dv),
-         "test": scores(run.task, base + dt)}
+        {
+            "step": s,
+            "samples_seen": 8 * s,
+            "epoch": 8 * s / n,
+            "val": scores(run.task, base + dv),
+            "test": scores(run.task, base + dt),
+        }
         for s, dv, dt in ((0, 0, -1), (2, 5, 4), (4, 1, 3))
     ]
     if i == NO_TEST_AT_START:
@@ -93,7 +98,9 @@ FAILED_CELL = ("prompt", False, 8, 0.1)
 ABSENT_CELL = ("prefix", True, 32, 0.01)
 
 
-def run_row(task: str, method: str, clf: bool, size: float, ratio: float, seed: int, value: float, status: str) -> dict:
+def run_row(
+    task: str, method: str, clf: bool, size: float, ratio: float, seed: int, value: float, status: str
+) -> dict:
     """One row of the runs table (``results/tables/runs.csv``) with every column the figures and the report read."""
     params = 350_000_000 if method == "full" else int(size) * 10_000 + (23_000_000 if clf else 0)
     ok = status == "success"
@@ -173,7 +180,6 @@ def make_curves(runs: pd.DataFrame) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows)
-
 
 
 # -- provenance -------------------------------------------------------------------------------------------------------

@@ -47,8 +47,15 @@ CURVE_COLUMNS = list(TABLE_CURVE_COLUMNS)
 
 
 def _identity(run: Run) -> dict:
-    return {"run_id": run.run_id, "task": run.task, "method": run.method, "classifier": run.classifier,
-            "size": run.size if run.size is not None else math.nan, "data_ratio": run.ratio, "seed": run.seed}
+    return {
+        "run_id": run.run_id,
+        "task": run.task,
+        "method": run.method,
+        "classifier": run.classifier,
+        "size": run.size if run.size is not None else math.nan,
+        "data_ratio": run.ratio,
+        "seed": run.seed,
+    }
 
 
 class StaleRecordError(ValueError):
@@ -62,8 +69,9 @@ def record_commit(record: dict) -> str | None:
     return git["commit"] + ("-dirty" if git.get("dirty") else "")
 
 
-def run_row(run: Run, record: dict | None, status: str, study: Mapping | None = None,
-            digest: str | None = None) -> dict:
+def run_row(
+    run: Run, record: dict | None, status: str, study: Mapping | None = None, digest: str | None = None
+) -> dict:
     row = {c: math.nan for c in RUN_COLUMNS}
     row.update(_identity(run))
     row["metric"] = PRIMARY_METRIC[run.task]
@@ -79,7 +87,11 @@ def run_row(run: Run, record: dict | None, status: str, study: Mapping | None = 
     row["trainable_params_merged"] = record.get("merged_params")
     if status == "success":
         best = record.get("best") or {}
-        row["best_val"], row["best_step"], row["test_at_best_val"] = best.get("val"), best.get("step"), best.get("test")
+        row["best_val"], row["best_step"], row["test_at_best_val"] = (
+            best.get("val"),
+            best.get("step"),
+            best.get("test"),
+        )
         curve = record.get("curve", [])
         vals = [p["val"][row["metric"]] for p in curve if "val" in p]
         row["final_val"] = vals[-1] if vals else math.nan
@@ -100,9 +112,17 @@ def curve_rows(run: Run, record: dict) -> list[dict]:
     for point in record.get("curve", []):
         for split in ("val", "test"):
             if split in point and metric in point[split]:
-                rows.append({**_identity(run), "schedule": kind, "step": point["step"],
-                             "epoch": point.get("epoch", math.nan), "split": split, "metric": metric,
-                             "value": point[split][metric]})
+                rows.append(
+                    {
+                        **_identity(run),
+                        "schedule": kind,
+                        "step": point["step"],
+                        "epoch": point.get("epoch", math.nan),
+                        "split": split,
+                        "metric": metric,
+                        "value": point[split][metric],
+                    }
+                )
     return rows
 
 
@@ -120,26 +140,33 @@ def read_status(run_dir: Path) -> tuple[dict | None, str]:
 
 def check_digests(runs: list[Run], records: Mapping[str, dict], digests: Mapping[str, str]) -> None:
     """Refuse records whose config digest is not the one the config resolves their run to (one-line error)."""
-    stale = [(run, records[run.run_id].get("config_digest")) for run in runs
-             if run.run_id in records and records[run.run_id].get("config_digest") != digests[run.run_id]]
+    stale = [
+        (run, records[run.run_id].get("config_digest"))
+        for run in runs
+        if run.run_id in records and records[run.run_id].get("config_digest") != digests[run.run_id]
+    ]
     if stale:
         run, got = stale[0]
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise StaleRecordError(
             f"{run.dir}: its record was made with config digest {got}, but the study config resolves this run to "
             f"{digests[run.run_id]}{more}: these records belong to another configuration; rerun those runs "
-            "(Snakemake reruns runs whose settings changed) or aggregate with the config they were made with")
+            "(Snakemake reruns runs whose settings changed) or aggregate with the config they were made with"
+        )
 
 
-def aggregate(runs: list[Run], study: Mapping, digests: Mapping[str, str],
-              root: str | Path = ".") -> tuple[pd.DataFrame, pd.DataFrame]:
+def aggregate(
+    runs: list[Run], study: Mapping, digests: Mapping[str, str], root: str | Path = "."
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tables of ``runs`` read under ``root``. ``study``: ``grid.study_info``; ``digests``: ``grid.run_digests``
     (the config digest each run's record must carry)."""
     root = Path(root)
     expected = study_digest(study["study"], study["data_source"], {r.run_id: digests[r.run_id] for r in runs})
     if expected != study["study_digest"]:
-        raise ValueError(f"study digest {study['study_digest']} is not that of the runs given ({expected}): "
-                         "aggregate every run of the study with the config that defines it")
+        raise ValueError(
+            f"study digest {study['study_digest']} is not that of the runs given ({expected}): "
+            "aggregate every run of the study with the config that defines it"
+        )
     found = {run.run_id: read_status(root / run.dir) for run in runs}
     check_digests(runs, {i: rec for i, (rec, _) in found.items() if rec is not None}, digests)
     rows, curves = [], []
@@ -171,9 +198,17 @@ def add_baseline(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, out_curves: str | Path,
-                 out_baseline: str | Path | None = None, root: str | Path = ".", *, study: Mapping,
-                 digests: Mapping[str, str]) -> pd.DataFrame:
+def write_tables(
+    runs: list[Run],
+    baseline_paths: list,
+    out_runs: str | Path,
+    out_curves: str | Path,
+    out_baseline: str | Path | None = None,
+    root: str | Path = ".",
+    *,
+    study: Mapping,
+    digests: Mapping[str, str],
+) -> pd.DataFrame:
     table, curves = aggregate(runs, study, digests, root)
     baseline = baseline_table(baseline_paths)
     table = add_baseline(table, baseline)
@@ -188,21 +223,35 @@ def write_tables(runs: list[Run], baseline_paths: list, out_runs: str | Path, ou
 def main(argv: list[str] | None = None) -> int:
     from .grid import load_config, run_digests, study_info, study_root
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Aggregate run records into results tables (whatever "
-                                     "has finished so far; failed and missing runs are listed).",
-                                     epilog="The columns of the tables: results/README.md.")
-    parser.add_argument("--config", default="config/config.yaml",
-                        help="study config whose grid is tabulated (default: %(default)s, the paper's)")
-    parser.add_argument("--out", help="directory for runs.csv, curves.csv and baseline.csv "
-                        "(default: results/<study>/tables)")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Aggregate run records into results tables (whatever "
+        "has finished so far; failed and missing runs are listed).",
+        epilog="The columns of the tables: results/README.md.",
+    )
+    parser.add_argument(
+        "--config",
+        default="config/config.yaml",
+        help="study config whose grid is tabulated (default: %(default)s, the paper's)",
+    )
+    parser.add_argument(
+        "--out", help="directory for runs.csv, curves.csv and baseline.csv (default: results/<study>/tables)"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)  # user errors (a missing file, a stale record): one line, exit 2 (run_cli)
     root = study_root(config)
     out = args.out or f"{root}/tables"
     runs = expand(config)
     baselines = [p for p in (Path(f"{root}/baseline/{t}.json") for t in config["tasks"]) if p.is_file()]
-    table = write_tables(runs, baselines, f"{out}/runs.csv", f"{out}/curves.csv", f"{out}/baseline.csv",
-                         study=study_info(config), digests=run_digests(config))
+    table = write_tables(
+        runs,
+        baselines,
+        f"{out}/runs.csv",
+        f"{out}/curves.csv",
+        f"{out}/baseline.csv",
+        study=study_info(config),
+        digests=run_digests(config),
+    )
     print(table["status"].value_counts().to_string())
     return 0
 

@@ -68,26 +68,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True, metavar="{grid,params,model,cost,plan,status}")
     p = sub.add_parser("grid", help="runs per task and method of a study config")
-    p.add_argument("--config", default="config/config.yaml",
-                   help="study config, checked as the workflow checks it (default: %(default)s, the paper's)")
+    p.add_argument(
+        "--config",
+        default="config/config.yaml",
+        help="study config, checked as the workflow checks it (default: %(default)s, the paper's)",
+    )
     p.set_defaults(func=cmd_grid)
     presets = sorted(PRESETS)
     p = sub.add_parser("params", help="trainable parameters of every method x size (Table II)")
-    p.add_argument("--preset", default="base", choices=presets,
-                   help="model size the counts are for (default: %(default)s, mPLUG-base)")
+    p.add_argument(
+        "--preset",
+        default="base",
+        choices=presets,
+        help="model size the counts are for (default: %(default)s, mPLUG-base)",
+    )
     p.set_defaults(func=cmd_params)
     p = sub.add_parser("model", help="parameters per module of the model")
     p.add_argument("--preset", default="base", choices=presets, help="model size (default: %(default)s, mPLUG-base)")
     p.set_defaults(func=cmd_model)
     # `vlpeft cost` has its own options (vlpeft.cost); listed here so that `vlpeft --help` shows it.
-    sub.add_parser("cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False)
-    sub.add_parser("plan", help="runs, GPU-hours, wall time at -j N, peak GPUs, disk per stage and the largest job's "
-                   "memory, before launching (writes nothing)", add_help=False)
+    sub.add_parser(
+        "cost", help="samples, FLOPs, predicted GPU-hours and SLURM time limit of every run", add_help=False
+    )
+    sub.add_parser(
+        "plan",
+        help="runs, GPU-hours, wall time at -j N, peak GPUs, disk per stage and the largest job's "
+        "memory, before launching (writes nothing)",
+        add_help=False,
+    )
     p = sub.add_parser("status", help="where each run of a study stands (read-only)")
     p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
     p.add_argument("--all", action="store_true", help="list every run (default: those not success or missing)")
-    p.add_argument("--active", type=float, default=900.0,
-                   help="a run whose train.log grew within this many seconds counts as running (default 900)")
+    p.add_argument(
+        "--active",
+        type=float,
+        default=900.0,
+        help="a run whose train.log grew within this many seconds counts as running (default 900)",
+    )
     p.set_defaults(func=cmd_status)
     return parser
 

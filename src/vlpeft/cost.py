@@ -203,8 +203,10 @@ def _counter():
 
     aten = torch.ops.aten
     extra = {}
-    for op, formula in (("_scaled_dot_product_flash_attention_for_cpu", forward),
-                        ("_scaled_dot_product_flash_attention_for_cpu_backward", backward)):
+    for op, formula in (
+        ("_scaled_dot_product_flash_attention_for_cpu", forward),
+        ("_scaled_dot_product_flash_attention_for_cpu_backward", backward),
+    ):
         if hasattr(aten, op):
             extra[getattr(aten, op)] = formula
     return flop_counter.FlopCounterMode(display=False, custom_mapping=extra)
@@ -233,8 +235,9 @@ def train_flops(mc, method: str, options_json: str, prompt: int, target: int, fe
 
 
 @lru_cache(maxsize=None)
-def eval_flops(mc, method: str, options_json: str, prompt: int, beams: int, new_tokens: int,
-               features: bool = False) -> int:
+def eval_flops(
+    mc, method: str, options_json: str, prompt: int, beams: int, new_tokens: int, features: bool = False
+) -> int:
     """FLOPs of one evaluation sample: encoder, then the decoder over ``beams`` sequences of ``1 + new_tokens``
     tokens (what KV-cached beam search computes, token for token, when no beam stops early)."""
     import torch
@@ -246,8 +249,9 @@ def eval_flops(mc, method: str, options_json: str, prompt: int, beams: int, new_
         seq = torch.zeros(beams, 1 + new_tokens, dtype=torch.long)
     with torch.no_grad(), _counter() as counter:
         states, mask = model.encode(visual, pid, torch.ones_like(pid))
-        model.text_decoder(seq, torch.ones_like(seq), states.repeat_interleave(beams, 0),
-                           mask.repeat_interleave(beams, 0))
+        model.text_decoder(
+            seq, torch.ones_like(seq), states.repeat_interleave(beams, 0), mask.repeat_interleave(beams, 0)
+        )
     return counter.get_total_flops()
 
 
@@ -271,8 +275,10 @@ class RunCost:
 
     def flops(self, store: bool) -> float:
         if store:
-            return (self.train_samples * self.train_flops_per_sample_store
-                    + self.eval_samples * self.eval_flops_per_sample_store)
+            return (
+                self.train_samples * self.train_flops_per_sample_store
+                + self.eval_samples * self.eval_flops_per_sample_store
+            )
         return self.train_samples * self.train_flops_per_sample + self.eval_samples * self.eval_flops_per_sample
 
 
@@ -316,8 +322,9 @@ def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
         opts = json.dumps(d["method_options"], sort_keys=True)
         tok = TASKS[run.task]
         # The classifier flag changes which weights train, not the forward: one evaluation count for both.
-        eval_opts = json.dumps({**d["method_options"], "classifier": False} if is_peft(run.method) else {},
-                               sort_keys=True)
+        eval_opts = json.dumps(
+            {**d["method_options"], "classifier": False} if is_peft(run.method) else {}, sort_keys=True
+        )
         gen = (tok.prompt_tokens, ev["num_beams"], ev["max_new_tokens"])
         if trains_visual_encoder(run.method, d["method_options"]):  # images only
             tr = train_flops(mc, run.method, opts, tok.prompt_tokens, tok.target_tokens)
@@ -327,9 +334,17 @@ def _run_costs(config: dict, root: str | os.PathLike, mc) -> list[RunCost]:
             tr = train_flops(mc, run.method, opts, tok.prompt_tokens, tok.target_tokens, features=True)
             evf = eval_flops(mc, run.method, eval_opts, *gen, features=True)
             flops = (tr + vit, tr, evf + vit, evf)
-        rows.append(RunCost(run.run_id, run.task, run.method,
-                            store_active(config) and not trains_visual_encoder(run.method, d["method_options"]),
-                            steps * d["total_batch_size"], len(eval_steps(sc["kind"], steps, ev["interval"], n_train, d["total_batch_size"])) * items, *flops))
+        rows.append(
+            RunCost(
+                run.run_id,
+                run.task,
+                run.method,
+                store_active(config) and not trains_visual_encoder(run.method, d["method_options"]),
+                steps * d["total_batch_size"],
+                len(eval_steps(sc["kind"], steps, ev["interval"], n_train, d["total_batch_size"])) * items,
+                *flops,
+            )
+        )
     return rows
 
 
@@ -362,27 +377,35 @@ class Prediction:
     slurm_minutes: int  # first attempt's limit
 
 
-def predict(costs: list[RunCost], settings: CostSettings,
-            measured: tuple[dict[tuple[str, bool], float], str] | None = None) -> tuple[list[Prediction], str]:
+def predict(
+    costs: list[RunCost], settings: CostSettings, measured: tuple[dict[tuple[str, bool], float], str] | None = None
+) -> tuple[list[Prediction], str]:
     """GPU-hours of every run (with and without the store) and its first attempt's SLURM limit; and a line saying
     where the throughput came from. ``measured``: training FLOP/s per GPU by (method, store) measured elsewhere (the
     pilot's run records, ``vlpeft.plan``) and where they come from, used when the profile names no benchmark."""
     rates, bench_peak = _benchmark_rates(settings)
-    peak = (bench_peak or settings.gpu_peak_tflops * 1e12)
+    peak = bench_peak or settings.gpu_peak_tflops * 1e12
     default = settings.mfu * settings.gpu_peak_tflops * 1e12
     eval_rate = settings.eval_mfu * peak
     if rates:
-        source = (f"training throughput measured per method in {settings.benchmark}; evaluation at eval_mfu "
-                  f"{settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s")
+        source = (
+            f"training throughput measured per method in {settings.benchmark}; evaluation at eval_mfu "
+            f"{settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s"
+        )
     elif measured and measured[0]:
         rates = measured[0]
-        source = (f"training throughput measured per method by {measured[1]} (methods not measured: MFU "
-                  f"{settings.mfu:.0%}); evaluation at eval_mfu {settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s")
+        source = (
+            f"training throughput measured per method by {measured[1]} (methods not measured: MFU "
+            f"{settings.mfu:.0%}); evaluation at eval_mfu {settings.eval_mfu:.0%} of {peak / 1e12:.0f} TFLOP/s"
+        )
     else:
-        source = (f"no recorded benchmark: assumed MFU {settings.mfu:.0%} (training) and {settings.eval_mfu:.0%} "
-                  f"(evaluation) of {settings.gpu_peak_tflops:.0f} TFLOP/s per GPU")
+        source = (
+            f"no recorded benchmark: assumed MFU {settings.mfu:.0%} (training) and {settings.eval_mfu:.0%} "
+            f"(evaluation) of {settings.gpu_peak_tflops:.0f} TFLOP/s per GPU"
+        )
     out = []
     for c in costs:
+
         def hours(store: bool, c=c) -> tuple[float, float]:
             """(training, evaluation) GPU-hours."""
             use = store and c.train_flops_per_sample_store != c.train_flops_per_sample
@@ -424,14 +447,18 @@ def cost_inputs(config: dict) -> dict:
     return out
 
 
-def write_predictions(config: dict, profile: str | os.PathLike | None, out: str | os.PathLike,
-                      root: str | os.PathLike = ".") -> dict:
+def write_predictions(
+    config: dict, profile: str | os.PathLike | None, out: str | os.PathLike, root: str | os.PathLike = "."
+) -> dict:
     """Predictions of every run as JSON (``runs``: run id -> costs and limit; ``settings``; ``source``)."""
     settings = load_settings(profile)
     costs = run_costs(config, root)
     preds, source = predict(costs, settings)
-    doc = {"settings": asdict(settings), "source": source,
-           "runs": {c.run_id: {**asdict(c), **asdict(p)} for c, p in zip(costs, preds)}}
+    doc = {
+        "settings": asdict(settings),
+        "source": source,
+        "runs": {c.run_id: {**asdict(c), **asdict(p)} for c, p in zip(costs, preds)},
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -461,18 +488,21 @@ def job_minutes(predictions: str | os.PathLike, run_id: str, attempt: int = 1) -
 # -- report ------------------------------------------------------------------------------------------------------
 
 
-def store_bandwidth(config: dict, mc, preds: list[Prediction], costs: list[RunCost], settings: CostSettings,
-                    n_images: int) -> list[str]:
+def store_bandwidth(
+    config: dict, mc, preds: list[Prediction], costs: list[RunCost], settings: CostSettings, n_images: int
+) -> list[str]:
     """Lines on the feature store's size and the bytes a training step reads from it."""
     dtype = (config["data"].get("feature_store") or {}).get("dtype", "float16")
     itemsize = {"float16": 2, "bfloat16": 2, "float32": 4}[dtype]
     per_image = mc.num_image_tokens * mc.vision_width * itemsize
     batch = int(config["train"]["total_batch_size"])
-    lines = [f"feature store ({dtype}): {mc.num_image_tokens} x {mc.vision_width} per image = {per_image:,} bytes; "
-             f"{n_images:,} images = {per_image * n_images / 1e9:.1f} GB on disk",
-             f"read per training step (global batch {batch}): {batch * per_image / 1e6:.1f} MB "
-             f"({batch * per_image / settings.gpus_per_job / 1e6:.1f} MB per rank); uint8 image cache instead: "
-             f"{batch * mc.image_size ** 2 * 3 / 1e6:.1f} MB"]
+    lines = [
+        f"feature store ({dtype}): {mc.num_image_tokens} x {mc.vision_width} per image = {per_image:,} bytes; "
+        f"{n_images:,} images = {per_image * n_images / 1e9:.1f} GB on disk",
+        f"read per training step (global batch {batch}): {batch * per_image / 1e6:.1f} MB "
+        f"({batch * per_image / settings.gpus_per_job / 1e6:.1f} MB per rank); uint8 image cache instead: "
+        f"{batch * mc.image_size**2 * 3 / 1e6:.1f} MB",
+    ]
     by_id = {c.run_id: c for c in costs}
     rates = []
     for p in preds:
@@ -483,29 +513,38 @@ def store_bandwidth(config: dict, mc, preds: list[Prediction], costs: list[RunCo
             rates.append(batch * per_image / (train_h * 3600 / settings.gpus_per_job / steps))
     if rates:
         rates.sort()
-        lines.append(f"at the predicted step times: {rates[len(rates) // 2] / 1e9:.2f} GB/s per job (median run), "
-                     f"{rates[-1] / 1e9:.2f} GB/s at most")
+        lines.append(
+            f"at the predicted step times: {rates[len(rates) // 2] / 1e9:.2f} GB/s per job (median run), "
+            f"{rates[-1] / 1e9:.2f} GB/s at most"
+        )
     return lines
 
 
-def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathLike = ".",
-           per_run: bool = True) -> tuple[str, dict]:
+def report(
+    config: dict, profile: str | os.PathLike | None, root: str | os.PathLike = ".", per_run: bool = True
+) -> tuple[str, dict]:
     settings = load_settings(profile)
     costs = run_costs(config, root)
     preds, source = predict(costs, settings)
     mc = model_config(config, root)
     lines = []
     if per_run:
-        lines.append(f"{'run':<46} {'train':>13} {'eval':>11} {'GFLOP per train sample':>23} "
-                     f"{'GFLOP per eval sample':>23} {'store':>5} {'GPU-hours':>19} {'SLURM':>6}")
-        lines.append(f"{'':<46} {'samples':>13} {'samples':>11} {'no store / store':>23} {'no store / store':>23} "
-                     f"{'used':>5} {'no store / store':>19} {'min':>6}")
+        lines.append(
+            f"{'run':<46} {'train':>13} {'eval':>11} {'GFLOP per train sample':>23} "
+            f"{'GFLOP per eval sample':>23} {'store':>5} {'GPU-hours':>19} {'SLURM':>6}"
+        )
+        lines.append(
+            f"{'':<46} {'samples':>13} {'samples':>11} {'no store / store':>23} {'no store / store':>23} "
+            f"{'used':>5} {'no store / store':>19} {'min':>6}"
+        )
         for c, p in zip(costs, preds):
-            lines.append(f"{c.run_id:<46} {c.train_samples:>13,} {c.eval_samples:>11,} "
-                         f"{c.train_flops_per_sample / 1e9:>11.4g} / {c.train_flops_per_sample_store / 1e9:<9.4g} "
-                         f"{c.eval_flops_per_sample / 1e9:>11.4g} / {c.eval_flops_per_sample_store / 1e9:<9.4g} "
-                         f"{'yes' if c.store else 'no':>5} {p.gpu_hours_no_store:>9.3g} / {p.gpu_hours_store:<7.3g} "
-                         f"{p.slurm_minutes:>6}")
+            lines.append(
+                f"{c.run_id:<46} {c.train_samples:>13,} {c.eval_samples:>11,} "
+                f"{c.train_flops_per_sample / 1e9:>11.4g} / {c.train_flops_per_sample_store / 1e9:<9.4g} "
+                f"{c.eval_flops_per_sample / 1e9:>11.4g} / {c.eval_flops_per_sample_store / 1e9:<9.4g} "
+                f"{'yes' if c.store else 'no':>5} {p.gpu_hours_no_store:>9.3g} / {p.gpu_hours_store:<7.3g} "
+                f"{p.slurm_minutes:>6}"
+            )
         lines.append("")
     without = sum(c.flops(False) for c in costs)
     with_store = sum(c.flops(c.store) for c in costs)
@@ -516,8 +555,12 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
     lines += [
         f"{len(costs)} runs, model {config['model']['preset']} ({mc.image_size} px); sizes from "
         + ", ".join(f"{t}: {src}" for t, (_, src) in sizes.items()),
-        "token assumptions: " + ", ".join(f"{t.name} prompt {t.prompt_tokens} / target {t.target_tokens}"
-                                           for t in TASKS.values() if t.name in config["tasks"]),
+        "token assumptions: "
+        + ", ".join(
+            f"{t.name} prompt {t.prompt_tokens} / target {t.target_tokens}"
+            for t in TASKS.values()
+            if t.name in config["tasks"]
+        ),
         f"training samples: {sum(c.train_samples for c in costs):,}; evaluation samples: "
         f"{sum(c.eval_samples for c in costs):,}",
         f"whole grid: {without / 1e18:,.1f} EFLOP without the store, {with_store / 1e18:,.1f} EFLOP with it "
@@ -531,8 +574,14 @@ def report(config: dict, profile: str | os.PathLike | None, root: str | os.PathL
         f"{max(p.slurm_minutes for p in preds)} min over the runs (first attempt)",
         *store_bandwidth(config, mc, preds, costs, settings, n_images),
     ]
-    summary = {"runs": len(costs), "flops_no_store": without, "flops_store": with_store,
-               "ratio": without / with_store, "gpu_hours_no_store": h_without, "gpu_hours_store": h_with}
+    summary = {
+        "runs": len(costs),
+        "flops_no_store": without,
+        "flops_store": with_store,
+        "ratio": without / with_store,
+        "gpu_hours_no_store": h_without,
+        "gpu_hours_store": h_with,
+    }
     return "\n".join(lines), summary
 
 
@@ -543,8 +592,10 @@ def study_images(config: dict, root: str | os.PathLike = ".") -> tuple[int, str]
 
     paths = [Path(root) / records_path(study_root(config), COCO.name, s) for s in COCO.splits]
     if all(p.is_file() for p in paths):
-        return (len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()}),
-                "the prepared caption records")
+        return (
+            len({json.loads(line)["image"] for p in paths for line in p.open() if line.strip()}),
+            "the prepared caption records",
+        )
     expected = (config["data"].get("expected_counts") or {}).get(COCO.name)
     if expected:
         return sum(expected[s] for s in ("train", "val", "test")), "the config's expected_counts"
@@ -558,8 +609,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="vlpeft cost", description=__doc__.splitlines()[0])
     p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
-    p.add_argument("--profile", default="profiles/slurm",
-                   help="folder with cost.yaml and the SLURM profile (default: %(default)s)")
+    p.add_argument(
+        "--profile",
+        default="profiles/slurm",
+        help="folder with cost.yaml and the SLURM profile (default: %(default)s)",
+    )
     p.add_argument("--root", default=".", help="working directory of the study (for prepared records)")
     p.add_argument("--summary", action="store_true", help="totals only, no line per run")
     p.add_argument("--json", type=Path, help="also write the totals here (JSON)")

@@ -18,7 +18,8 @@ def require_cuda(processes: int) -> None:
             f"device: cuda, but torch sees {seen} CUDA device(s) for {processes} process(es) on this node "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, torch {torch.__version__} "
             f"built for CUDA {torch.version.cuda or 'none'}): check the job's GPU request (--gpus) and the driver "
-            "(nvidia-smi), or set train.device to cpu or auto to run on the CPU")
+            "(nvidia-smi), or set train.device to cpu or auto to run on the CPU"
+        )
 
 
 def pick(device: str, processes: int = 1) -> str:
@@ -29,6 +30,8 @@ def pick(device: str, processes: int = 1) -> str:
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        log.warning("device: auto and torch sees no CUDA device (CUDA_VISIBLE_DEVICES=%s): running on the CPU",
-                    os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+        log.warning(
+            "device: auto and torch sees no CUDA device (CUDA_VISIBLE_DEVICES=%s): running on the CPU",
+            os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        )
     return "cpu"

@@ -33,10 +33,24 @@ class EvaluationStopped(Exception):
 class Evaluator:
     """Holds one split's records, tokenised references and generation settings; ``__call__`` scores a model."""
 
-    def __init__(self, task: str, split: str, records: list[dict], images: ImageStore, tokenizer: Tokenizer,
-                 gen: GenerationConfig, prompts: dict, batch_size: int = 32, metrics: list[str] | None = None,
-                 max_prompt: int = 40, rank: int = 0, world: int = 1, num_workers: int = 0,
-                 pin_memory: bool = False, refs_tokenized: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        split: str,
+        records: list[dict],
+        images: ImageStore,
+        tokenizer: Tokenizer,
+        gen: GenerationConfig,
+        prompts: dict,
+        batch_size: int = 32,
+        metrics: list[str] | None = None,
+        max_prompt: int = 40,
+        rank: int = 0,
+        world: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        refs_tokenized: dict[str, list[str]] | None = None,
+    ) -> None:
         self.task, self.split, self.records, self.tok, self.gen = task, split, records, tokenizer, gen
         self.metrics = list(metrics or ([COCO.metric] if task == COCO.name else []))
         self.rank, self.world = rank, world
@@ -46,10 +60,16 @@ class Evaluator:
         # the next batches while the device generates. Batches come back in the shard's order whatever the workers.
         # No generator of its own: each pass draws its workers' base seed from the global RNG, one draw with or
         # without workers, as it always did (a run's dropout stream after an evaluation stays what it was).
-        self.loader = DataLoader(shard, batch_size=batch_size, shuffle=False,
-                                 collate_fn=Collator(tokenizer, max_prompt, 8), num_workers=num_workers,
-                                 pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
-                                 persistent_workers=False)
+        self.loader = DataLoader(
+            shard,
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=Collator(tokenizer, max_prompt, 8),
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            prefetch_factor=4 if num_workers else None,
+            persistent_workers=False,
+        )
         # Batches of the largest shard (rank 0's): every rank asks ``stop`` this many times, so that the ranks' checks
         # pair up even where shards differ by one record.
         self.stop_checks = math.ceil(math.ceil(len(data) / world) / batch_size)
@@ -60,8 +80,9 @@ class Evaluator:
             self.refs_tokenized = ptb_tokenize(references(records))
 
     @torch.no_grad()
-    def predict(self, model: torch.nn.Module, device: torch.device,
-                stop: Callable[[], bool] | None = None) -> dict[str, str]:
+    def predict(
+        self, model: torch.nn.Module, device: torch.device, stop: Callable[[], bool] | None = None
+    ) -> dict[str, str]:
         """Every rank's predictions (gathered). ``stop`` (collective: every rank calls it, ``stop_checks`` times) is
         asked before each batch; when it says so, every rank raises :class:`EvaluationStopped`."""
         was_training = model.training
@@ -95,8 +116,9 @@ class Evaluator:
         :func:`score_splits`, one Java run for every split); None tokenises them here."""
         if self.task == COCO.name:
             if hyps_tokenized is None:
-                result = score_captions(self.refs_tokenized, preds, metrics=self.metrics, tokenize=True,
-                                        references_tokenized=True)
+                result = score_captions(
+                    self.refs_tokenized, preds, metrics=self.metrics, tokenize=True, references_tokenized=True
+                )
             else:
                 result = score_captions(self.refs_tokenized, hyps_tokenized, metrics=self.metrics, tokenize=False)
             return dict(result["scores"])
@@ -107,15 +129,22 @@ class Evaluator:
         scores.update({f"accuracy/{t}": v for t, v in result["per_answer_type"].items()})
         return scores
 
-    def __call__(self, model: torch.nn.Module, device: torch.device,
-                 stop: Callable[[], bool] | None = None) -> tuple[dict[str, float] | None, dict]:
+    def __call__(
+        self, model: torch.nn.Module, device: torch.device, stop: Callable[[], bool] | None = None
+    ) -> tuple[dict[str, float] | None, dict]:
         t0 = time.time()
         preds = self.predict(model, device, stop)
         if self.rank != 0:
             return None, preds
         scores = self.score(preds)
-        log.info("eval %s/%s: %s (%d items, %.1fs)", self.task, self.split,
-                 ", ".join(f"{k}={v:.2f}" for k, v in scores.items()), len(preds), time.time() - t0)
+        log.info(
+            "eval %s/%s: %s (%d items, %.1fs)",
+            self.task,
+            self.split,
+            ", ".join(f"{k}={v:.2f}" for k, v in scores.items()),
+            len(preds),
+            time.time() - t0,
+        )
         return scores, preds
 
 
@@ -128,12 +157,15 @@ def tokenize_references(records: dict[str, list[dict]]) -> dict[str, dict[str, l
     """Split -> its COCO references PTB-tokenised, every split in one Java run (each run costs a JVM start)."""
     joint = {(split, image_id): caps for split, recs in records.items() for image_id, caps in references(recs).items()}
     tokenized = ptb_tokenize(joint)
-    return {split: {image_id: tokenized[(split, image_id)] for image_id in references(recs)}
-            for split, recs in records.items()}
+    return {
+        split: {image_id: tokenized[(split, image_id)] for image_id in references(recs)}
+        for split, recs in records.items()
+    }
 
 
-def score_splits(evaluators: dict[str, Evaluator], preds: dict[str, dict[str, str]],
-                 seconds: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+def score_splits(
+    evaluators: dict[str, Evaluator], preds: dict[str, dict[str, str]], seconds: dict[str, float] | None = None
+) -> dict[str, dict[str, float]]:
     """Rank 0: split -> scores of ``preds[split]``, each split's line logged. The COCO predictions of every split are
     PTB-tokenised in one Java run rather than one per split (the tokenizer treats each caption on its own, so the
     scores are those of separate runs). ``seconds``: each split's generation time, for the log."""
@@ -148,6 +180,12 @@ def score_splits(evaluators: dict[str, Evaluator], preds: dict[str, dict[str, st
         else:
             out[split] = ev.score(split_preds)
         took = (seconds or {}).get(split, 0.0) + time.time() - t0
-        log.info("eval %s/%s: %s (%d items, %.1fs)", ev.task, split,
-                 ", ".join(f"{k}={v:.2f}" for k, v in out[split].items()), len(split_preds), took)
+        log.info(
+            "eval %s/%s: %s (%d items, %.1fs)",
+            ev.task,
+            split,
+            ", ".join(f"{k}={v:.2f}" for k, v in out[split].items()),
+            len(split_preds),
+            took,
+        )
     return out

@@ -89,8 +89,13 @@ def record_digest(path: str | Path) -> str:
             break
     else:
         raise RuntimeError(f"{path} kept changing while it was being hashed; is another job writing it?")
-    entry = {"sha256": digest, "size": after.st_size, "mtime_ns": after.st_mtime_ns, "inode": after.st_ino,
-             "checked_ns": checked_ns}
+    entry = {
+        "sha256": digest,
+        "size": after.st_size,
+        "mtime_ns": after.st_mtime_ns,
+        "inode": after.st_ino,
+        "checked_ns": checked_ns,
+    }
     side = sidecar_path(path)
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     try:
@@ -108,8 +113,13 @@ def content_digest(path: str | Path) -> str:
     st = path.stat()  # FileNotFoundError names the path
     try:
         entry = json.loads(sidecar_path(path).read_text())
-        trusted = (entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns and entry["inode"] == st.st_ino
-                   and entry["checked_ns"] - st.st_mtime_ns > RACY_NS and len(entry["sha256"]) == 64)
+        trusted = (
+            entry["size"] == st.st_size
+            and entry["mtime_ns"] == st.st_mtime_ns
+            and entry["inode"] == st.st_ino
+            and entry["checked_ns"] - st.st_mtime_ns > RACY_NS
+            and len(entry["sha256"]) == 64
+        )
     except (OSError, ValueError, KeyError, TypeError):
         trusted = False
     if trusted:
@@ -168,11 +178,14 @@ def torch_load(path: str | Path, remedy: str):
             raise UnsafeFileError(
                 f"refusing to load {path}: it is not a plain checkpoint. It holds pickled objects other than tensors "
                 "and plain containers, which torch.load(weights_only=True) refuses because unpickling them can "
-                f"execute arbitrary code; nothing of it was run. {remedy} Unpickler said: {_first_line(e)}") from None
+                f"execute arbitrary code; nothing of it was run. {remedy} Unpickler said: {_first_line(e)}"
+            ) from None
         raise CorruptFileError(f"{path} cannot be read as a torch file ({_first_line(e)}): {remedy}") from None
     except Exception as e:  # what a damaged file raises depends on where it is damaged (EOFError, RuntimeError, ...)
-        raise CorruptFileError(f"{path} cannot be read as a torch file, it is empty, truncated or of another format "
-                               f"({type(e).__name__}: {_first_line(e)}): {remedy}") from None
+        raise CorruptFileError(
+            f"{path} cannot be read as a torch file, it is empty, truncated or of another format "
+            f"({type(e).__name__}: {_first_line(e)}): {remedy}"
+        ) from None
 
 
 def load_safetensors(path: str | Path, remedy: str) -> dict:
@@ -218,7 +231,8 @@ class RunLock:
                 who = "another process"
             raise RunLockedError(
                 f"{self.directory} is in use by another training of this run: {who} holds {self.path}. Wait for it "
-                "to finish or stop it; a crashed run releases the lock by itself.") from None
+                "to finish or stop it; a crashed run releases the lock by itself."
+            ) from None
         except OSError as e:
             os.close(fd)
             log.warning("cannot lock %s (%s): a second training of this run would not be detected", self.path, e)

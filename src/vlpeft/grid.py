@@ -19,6 +19,7 @@ from .methods.registry import METHODS, REFERENCE, is_peft
 from .methods.scope import trains_visual_encoder
 from .runconfig import RunConfig, check_batch, check_eval, check_prompts, check_schedule, check_seed
 from .tasks import COCO, TASKS
+
 RESULTS = "results"
 # Verified downloads (identified by URL and checksum) are the one thing studies share; everything else a study writes
 # lies under its own root, results/<study> (see study_root).
@@ -90,10 +91,18 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
     ``train_run``/``pretrain_model``), which the global batch must split evenly into; ``None`` skips that check.
     """
     study = config.get("study")
-    if not isinstance(study, str) or not study or study == "downloads" or Path(study).name != study \
-            or not all(c.isalnum() or c in "_-" for c in study) or study != study.lower():
-        raise ValueError(f"study: {study!r} must be a lower-case name (letters, digits, _ and -) other than "
-                         "'downloads': the study writes under results/<study>/")
+    if (
+        not isinstance(study, str)
+        or not study
+        or study == "downloads"
+        or Path(study).name != study
+        or not all(c.isalnum() or c in "_-" for c in study)
+        or study != study.lower()
+    ):
+        raise ValueError(
+            f"study: {study!r} must be a lower-case name (letters, digits, _ and -) other than "
+            "'downloads': the study writes under results/<study>/"
+        )
     for task, tcfg in config["tasks"].items():
         if task not in TASKS:
             raise ValueError(f"tasks.{task}: unknown task; expected one of {list(TASKS)}")
@@ -103,8 +112,10 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
             except ValueError as e:
                 raise ValueError(f"tasks.{task}.ratios[{i}]: {e}") from None
             if float(fmt_ratio(r)) != float(r):  # two such ratios would share one run directory
-                raise ValueError(f"tasks.{task}.ratios[{i}]: {r!r} is not what its run path ratio{fmt_ratio(r)} "
-                                 "reads back; use at most 6 significant digits")
+                raise ValueError(
+                    f"tasks.{task}.ratios[{i}]: {r!r} is not what its run path ratio{fmt_ratio(r)} "
+                    "reads back; use at most 6 significant digits"
+                )
         _check_unique(f"tasks.{task}.ratios", tcfg["ratios"])
         _check_unique(f"tasks.{task}.eval.splits", tcfg.get("eval", {}).get("splits", []))
         check_schedule(tcfg["schedule"], f"tasks.{task}.schedule")
@@ -143,8 +154,9 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
     note = " (processes per training job: the gpu resource the profile sets for train_run)"
     if train_processes is not None:
         try:
-            check_batch(train["total_batch_size"], train["per_device_batch_size"], "train.total_batch_size",
-                        train_processes)
+            check_batch(
+                train["total_batch_size"], train["per_device_batch_size"], "train.total_batch_size", train_processes
+            )
         except ValueError as e:
             raise ValueError(f"{e}{note if train_processes > 1 else ''}") from None
     if config["model"]["init"] == "pretrain":
@@ -153,8 +165,12 @@ def check_config(config: dict, train_processes: int | None = 1, pretrain_process
         if missing:
             raise ValueError(f"model.pretrain: init 'pretrain' needs {missing}")
         if pretrain_processes is not None:
-            check_batch(pre["total_batch_size"], pre["per_device_batch_size"], "model.pretrain.total_batch_size",
-                        pretrain_processes)
+            check_batch(
+                pre["total_batch_size"],
+                pre["per_device_batch_size"],
+                "model.pretrain.total_batch_size",
+                pretrain_processes,
+            )
 
 
 def load_config(path: str | Path) -> dict:
@@ -302,8 +318,12 @@ def study_info(config: dict) -> dict:
     from .provenance import study_digest
 
     source = data_source(config)
-    return {"study": config["study"], "title": config.get("title", config["study"]), "data_source": source,
-            "study_digest": study_digest(config["study"], source, run_digests(config))}
+    return {
+        "study": config["study"],
+        "title": config.get("title", config["study"]),
+        "data_source": source,
+        "study_digest": study_digest(config["study"], source, run_digests(config)),
+    }
 
 
 def resolve(config: dict, run: Run) -> dict:
@@ -368,8 +388,7 @@ def resolve_pretrain(config: dict) -> dict:
         "method_options": {},
         "data_ratio": 1.0,
         "seed": 0,
-        "records": {"train": records_path(root, "pretrain", "train"),
-                    "val": records_path(root, COCO.name, "val")},
+        "records": {"train": records_path(root, "pretrain", "train"), "val": records_path(root, COCO.name, "val")},
         "subset": None,
         "image_root": image_root(root),
         "image_cache": image_cache_path(config),
@@ -399,8 +418,18 @@ def resolve_pretrain(config: dict) -> dict:
     return d
 
 
-FEATURE_KEYS = ("model_preset", "model_overrides", "init_weights", "init_format", "vocab", "image_root", "image_cache",
-                "seed", "threads", "device")
+FEATURE_KEYS = (
+    "model_preset",
+    "model_overrides",
+    "init_weights",
+    "init_format",
+    "vocab",
+    "image_root",
+    "image_cache",
+    "seed",
+    "threads",
+    "device",
+)
 
 
 def resolve_features(config: dict) -> dict:
@@ -409,9 +438,12 @@ def resolve_features(config: dict) -> dict:
     all), and the store's dtype and batch size."""
     fs = config["data"]["feature_store"]
     start = resolve_baseline(config, next(iter(config["tasks"])))
-    return {**{k: start[k] for k in FEATURE_KEYS},
-            "records": [records_path(study_root(config), COCO.name, s) for s in COCO.splits],
-            "dtype": str(fs.get("dtype", "float16")), "batch_size": int(fs.get("batch_size", 64))}
+    return {
+        **{k: start[k] for k in FEATURE_KEYS},
+        "records": [records_path(study_root(config), COCO.name, s) for s in COCO.splits],
+        "dtype": str(fs.get("dtype", "float16")),
+        "batch_size": int(fs.get("batch_size", 64)),
+    }
 
 
 def resolve_baseline(config: dict, task: str) -> dict:
@@ -421,8 +453,15 @@ def resolve_baseline(config: dict, task: str) -> dict:
         raise ValueError(f"no method is configured for task {task!r}")
     run = Run(task, REFERENCE, None, 1.0, False, 0, study_root(config))
     d = resolve(config, run)
-    d.update(run_id=f"{task}/baseline", method=REFERENCE, method_options={}, subset=None,
-             out_dir=f"{run.root}/baseline/{task}", lr=1.0, feature_store=None)
+    d.update(
+        run_id=f"{task}/baseline",
+        method=REFERENCE,
+        method_options={},
+        subset=None,
+        out_dir=f"{run.root}/baseline/{task}",
+        lr=1.0,
+        feature_store=None,
+    )
     d["eval"] = {**d["eval"], "interval": 0}
     RunConfig.from_dict(copy.deepcopy(d))
     return d

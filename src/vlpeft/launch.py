@@ -39,9 +39,24 @@ HANDLED = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 
 
 def torchrun_command(nproc: int, grace_s: int, config: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--log-dir", os.devnull,
-            "--nproc-per-node", str(nproc), "--shutdown-timeout", str(grace_s), "--signals-to-handle", HANDLED,
-            "-m", "vlpeft.train", "--config", config]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--log-dir",
+        os.devnull,
+        "--nproc-per-node",
+        str(nproc),
+        "--shutdown-timeout",
+        str(grace_s),
+        "--signals-to-handle",
+        HANDLED,
+        "-m",
+        "vlpeft.train",
+        "--config",
+        config,
+    ]
 
 
 def out_dir(config: str) -> Path:
@@ -70,8 +85,12 @@ def exit_status(rc: int, status_path: Path, since: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nproc-per-node", type=int, required=True, help="processes (GPUs) on this node")
-    parser.add_argument("--stop-grace", type=int, required=True,
-                        help="seconds torchrun leaves the ranks after a signal before it kills them")
+    parser.add_argument(
+        "--stop-grace",
+        type=int,
+        required=True,
+        help="seconds torchrun leaves the ranks after a signal before it kills them",
+    )
     parser.add_argument("--config", required=True, help="resolved run config (YAML)")
     args = parser.parse_args(argv)
     if args.nproc_per_node < 1 or args.stop_grace < 0:
@@ -94,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
     status = exit_status(rc, status_path, since)
     if status == EXIT_PREEMPTED:
-        print(f"vlpeft.launch: torchrun exited {rc} ({', '.join(received) or 'no signal here'}); the run's "
-              f"{status_path} says preempted: exiting {EXIT_PREEMPTED} so that the job is resubmitted",
-              file=sys.stderr)
+        print(
+            f"vlpeft.launch: torchrun exited {rc} ({', '.join(received) or 'no signal here'}); the run's "
+            f"{status_path} says preempted: exiting {EXIT_PREEMPTED} so that the job is resubmitted",
+            file=sys.stderr,
+        )
     elif status:
         print(f"vlpeft.launch: torchrun exited {rc}; see the ranks' errors above and {status_path}", file=sys.stderr)
     return status

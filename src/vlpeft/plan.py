@@ -46,8 +46,11 @@ STATIC_GPU_BYTES_PER_TRAINABLE = 16  # fp32 gradient, DDP's gradient bucket, Ada
 STORE_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4}
 PILOT_STUDY = "pilot"
 # rule unpack_vqa's outputs under data/raw/ (rules/common.smk: vqa_raw_files)
-VQA_RAW = [name for split in ("train2014", "val2014")
-           for name in (f"v2_OpenEnded_mscoco_{split}_questions.json", f"v2_mscoco_{split}_annotations.json")]
+VQA_RAW = [
+    name
+    for split in ("train2014", "val2014")
+    for name in (f"v2_OpenEnded_mscoco_{split}_questions.json", f"v2_mscoco_{split}_annotations.json")
+]
 
 
 @dataclass
@@ -158,28 +161,44 @@ def _unpacked_items(config: dict, root: Path, downloads: list[DiskItem]) -> list
     elif config["data"]["source"] == "download":
         zips = [d.bytes for d in downloads if d.name in ("train2014.zip", "val2014.zip")]
         if len(zips) == 2 and None not in zips:
-            items.append(DiskItem("unpacked", "COCO images", sum(zips),
-                                  "estimate: the size of the image zips (JPEGs do not compress further)"))
+            items.append(
+                DiskItem(
+                    "unpacked",
+                    "COCO images",
+                    sum(zips),
+                    "estimate: the size of the image zips (JPEGs do not compress further)",
+                )
+            )
         else:
             items.append(DiskItem("unpacked", "COCO images", None, "unknown: no zip sizes, not unpacked yet"))
     else:
         items.append(DiskItem("unpacked", "synthetic images", None, "unknown until generated"))
     if config["data"]["source"] == "download":
         by_name = {d.name: d for d in downloads}
-        raw = {"Karpathy dataset_coco.json": [f"{study}/data/raw/dataset_coco.json"],
-               "VQAv2 questions and annotations": [f"{study}/data/raw/{name}" for name in VQA_RAW]}
+        raw = {
+            "Karpathy dataset_coco.json": [f"{study}/data/raw/dataset_coco.json"],
+            "VQAv2 questions and annotations": [f"{study}/data/raw/{name}" for name in VQA_RAW],
+        }
         for name, rels in raw.items():
             sizes = [_measured(root / rel) for rel in rels]
             n = None if None in sizes else sum(sizes)
-            items.append(DiskItem("unpacked", name, n, "measured on disk" if n is not None else "unknown until unpacked"))
+            items.append(
+                DiskItem("unpacked", name, n, "measured on disk" if n is not None else "unknown until unpacked")
+            )
         if config["model"]["init"] == "official":
             official = by_name.get("mplug_base.pth")
             n = _measured(root / official_checkpoint_path(config))
             if n is not None:
                 items.append(DiskItem("unpacked", "mplug_base.pth (study copy)", n, "measured on disk"))
             else:
-                items.append(DiskItem("unpacked", "mplug_base.pth (study copy)", official.bytes if official else None,
-                                      "the download's size" if official and official.bytes else "unknown"))
+                items.append(
+                    DiskItem(
+                        "unpacked",
+                        "mplug_base.pth (study copy)",
+                        official.bytes if official else None,
+                        "the download's size" if official and official.bytes else "unknown",
+                    )
+                )
         n = _measured(root / vocab_path(study))
         items.append(DiskItem("unpacked", "vocab.txt", n, "measured on disk" if n is not None else "unknown"))
     return items
@@ -191,14 +210,26 @@ def _cache_items(config: dict, mc, n_images: int, images_source: str) -> list[Di
     items = []
     if image_cache_path(config):
         s = mc.image_size
-        items.append(DiskItem("caches", f"image cache ({s} px, uint8)", n_images * s * s * 3,
-                              f"{n_images:,} images ({images_source}) x {s} x {s} x 3 bytes"))
+        items.append(
+            DiskItem(
+                "caches",
+                f"image cache ({s} px, uint8)",
+                n_images * s * s * 3,
+                f"{n_images:,} images ({images_source}) x {s} x {s} x 3 bytes",
+            )
+        )
     if features_path(config):
         dtype = (config["data"].get("feature_store") or {}).get("dtype", "float16")
         per = mc.num_image_tokens * mc.vision_width * STORE_ITEMSIZE[dtype]
-        items.append(DiskItem("caches", f"feature store ({dtype})", n_images * per,
-                              f"{n_images:,} images x {mc.num_image_tokens} tokens x {mc.vision_width} x "
-                              f"{STORE_ITEMSIZE[dtype]} bytes"))
+        items.append(
+            DiskItem(
+                "caches",
+                f"feature store ({dtype})",
+                n_images * per,
+                f"{n_images:,} images x {mc.num_image_tokens} tokens x {mc.vision_width} x "
+                f"{STORE_ITEMSIZE[dtype]} bytes",
+            )
+        )
     return items
 
 
@@ -242,8 +273,12 @@ def _measured_gpu_memory(config: dict, root: Path, settings: cost.CostSettings) 
         peaks = [r for r in rows if r.get("peak_gib")]
         if peaks:
             top = max(peaks, key=lambda r: r["peak_gib"])
-            found.append({"bytes": int(top["peak_gib"] * 2**30),
-                          "source": f"{settings.benchmark} ({top['method']}, at the benchmark's batch)"})
+            found.append(
+                {
+                    "bytes": int(top["peak_gib"] * 2**30),
+                    "source": f"{settings.benchmark} ({top['method']}, at the benchmark's batch)",
+                }
+            )
     return found
 
 
@@ -263,22 +298,36 @@ def pilot_rates(config: dict, root: Path, mc) -> tuple[dict[tuple[str, bool], fl
     for path in sorted(runs.glob("*/*/*/seed*/record.json")) if runs.is_dir() else []:
         rec = read_json_mapping(path) or {}
         cfg = rec.get("config") or {}
-        if (rec.get("status") != "success" or (cfg.get("model_preset"), cfg.get("model_overrides") or {}) != model
-                or not rec.get("samples_seen") or not rec.get("train_time_s") or cfg.get("task") not in TASKS):
+        if (
+            rec.get("status") != "success"
+            or (cfg.get("model_preset"), cfg.get("model_overrides") or {}) != model
+            or not rec.get("samples_seen")
+            or not rec.get("train_time_s")
+            or cfg.get("task") not in TASKS
+        ):
             continue
         store = cfg.get("feature_store") is not None
         tok = TASKS[cfg["task"]]
-        per_sample = cost.train_flops(mc, cfg["method"], json.dumps(cfg.get("method_options") or {}, sort_keys=True),
-                                      tok.prompt_tokens, tok.target_tokens, features=store)
+        per_sample = cost.train_flops(
+            mc,
+            cfg["method"],
+            json.dumps(cfg.get("method_options") or {}, sort_keys=True),
+            tok.prompt_tokens,
+            tok.target_tokens,
+            features=store,
+        )
         rate = per_sample * rec["samples_seen"] / (rec["train_time_s"] * int(rec.get("world_size") or 1))
         found.setdefault((cfg["method"], store), []).append(rate)
     n = sum(len(v) for v in found.values())
-    return ({k: statistics.fmean(v) for k, v in found.items()},
-            f"{n} pilot run record(s) under {runs.relative_to(root)}" if n else "")
+    return (
+        {k: statistics.fmean(v) for k, v in found.items()},
+        f"{n} pilot run record(s) under {runs.relative_to(root)}" if n else "",
+    )
 
 
-def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS,
-              root: str | os.PathLike = ".") -> dict:
+def make_plan(
+    config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS, root: str | os.PathLike = "."
+) -> dict:
     """The plan of a study as plain data (see the module docstring; :func:`format_plan` prints it)."""
     from .methods.full import model_count
 
@@ -312,18 +361,35 @@ def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS
     disk.append(DiskItem("model", weights_name, params * 4, f"{params:,} parameters x 4 bytes (fp32)"))
     ckpt = [trainable[c.run_id] * CHECKPOINT_BYTES_PER_PARAM for c in costs]
     if spans:
-        disk.append(DiskItem("checkpoints", "resume checkpoints (peak, deleted when a run ends)",
-                             peak_concurrent(spans, ckpt),
-                             f"trainable x {CHECKPOINT_BYTES_PER_PARAM} bytes, summed over the jobs running at "
-                             f"once in the list schedule at -j {jobs}"))
+        disk.append(
+            DiskItem(
+                "checkpoints",
+                "resume checkpoints (peak, deleted when a run ends)",
+                peak_concurrent(spans, ckpt),
+                f"trainable x {CHECKPOINT_BYTES_PER_PARAM} bytes, summed over the jobs running at "
+                f"once in the list schedule at -j {jobs}",
+            )
+        )
     else:
         top = sorted(ckpt, reverse=True)[:jobs]
-        disk.append(DiskItem("checkpoints", "resume checkpoints (peak, deleted when a run ends)", sum(top),
-                             f"trainable x {CHECKPOINT_BYTES_PER_PARAM} bytes of the {len(top)} largest runs "
-                             f"(no schedule without GPUs)"))
+        disk.append(
+            DiskItem(
+                "checkpoints",
+                "resume checkpoints (peak, deleted when a run ends)",
+                sum(top),
+                f"trainable x {CHECKPOINT_BYTES_PER_PARAM} bytes of the {len(top)} largest runs "
+                f"(no schedule without GPUs)",
+            )
+        )
     saved = sum(n for _, n in counts.values())
-    disk.append(DiskItem("saved weights", f"trained.safetensors of {runs} runs", saved * WEIGHTS_BYTES_PER_PARAM,
-                         f"{saved:,} trained parameters after merge x {WEIGHTS_BYTES_PER_PARAM} bytes (fp32)"))
+    disk.append(
+        DiskItem(
+            "saved weights",
+            f"trained.safetensors of {runs} runs",
+            saved * WEIGHTS_BYTES_PER_PARAM,
+            f"{saved:,} trained parameters after merge x {WEIGHTS_BYTES_PER_PARAM} bytes (fp32)",
+        )
+    )
 
     host, host_src = _mem_mb(resources, "train_run")
     rules_mem = {r: _mem_mb(resources, r)[0] for r in resources["rules"]}
@@ -332,22 +398,31 @@ def make_plan(config: dict, profile: str | os.PathLike, jobs: int = DEFAULT_JOBS
     biggest = max(costs, key=lambda c: trainable[c.run_id]) if costs else None
     static = (params * 4 + STATIC_GPU_BYTES_PER_TRAINABLE * trainable[biggest.run_id]) if biggest else 0
     return {
-        "study": config["study"], "profile": str(profile), "jobs": jobs, "runs": runs,
-        "sizes": sizes, "source": source,
-        "train_samples": sum(c.train_samples for c in costs), "eval_samples": sum(c.eval_samples for c in costs),
-        "gpu_hours": gpu_hours, "eval_gpu_hours": sum(p.eval_hours_store if c.store else p.eval_hours_no_store
-                                                      for c, p in zip(costs, preds)),
+        "study": config["study"],
+        "profile": str(profile),
+        "jobs": jobs,
+        "runs": runs,
+        "sizes": sizes,
+        "source": source,
+        "train_samples": sum(c.train_samples for c in costs),
+        "eval_samples": sum(c.eval_samples for c in costs),
+        "gpu_hours": gpu_hours,
+        "eval_gpu_hours": sum(p.eval_hours_store if c.store else p.eval_hours_no_store for c, p in zip(costs, preds)),
         "gpus_per_job": gpus,
-        "wall_hours": wall, "wall_hours_lower_bound": (max(gpu_hours / gpus / jobs, max(p.gpu_hours for p in preds)
-                                                           / gpus) if wall is not None else None),
+        "wall_hours": wall,
+        "wall_hours_lower_bound": (
+            max(gpu_hours / gpus / jobs, max(p.gpu_hours for p in preds) / gpus) if wall is not None else None
+        ),
         "wall_hours_at_limits": limit_wall,
         "peak_gpus": min(jobs, runs) * gpus,
         "disk": [asdict(d) for d in disk],
         "memory": {
-            "host_mb_training_job": host, "host_source": host_src,
+            "host_mb_training_job": host,
+            "host_source": host_src,
             "host_mb_largest_job": rules_mem.get(largest_rule) if largest_rule else host,
             "host_largest_rule": largest_rule,
-            "gpu_static_bytes": static, "gpu_static_run": biggest.run_id if biggest else None,
+            "gpu_static_bytes": static,
+            "gpu_static_run": biggest.run_id if biggest else None,
             "gpu_static_trainable": trainable[biggest.run_id] if biggest else None,
             "gpu_measured": _measured_gpu_memory(config, root, settings),
         },
@@ -376,23 +451,32 @@ def _hours(h: float | None) -> str:
 def format_plan(doc: dict) -> str:
     """The plan as a readable table."""
     g = doc["gpus_per_job"]
-    out = [f"plan of study {doc['study']} with profile {doc['profile']} at -j {doc['jobs']}",
-           f"  runs                 {doc['runs']:,} training jobs ({doc['train_samples']:,} training and "
-           f"{doc['eval_samples']:,} evaluation samples; split sizes: "
-           + ", ".join(f"{t} {s}" for t, s in doc["sizes"].items()) + ")",
-           f"  GPU-hours            {doc['gpu_hours']:,.0f} predicted (evaluation {doc['eval_gpu_hours']:,.0f}); "
-           f"{doc['source']}"]
+    out = [
+        f"plan of study {doc['study']} with profile {doc['profile']} at -j {doc['jobs']}",
+        f"  runs                 {doc['runs']:,} training jobs ({doc['train_samples']:,} training and "
+        f"{doc['eval_samples']:,} evaluation samples; split sizes: "
+        + ", ".join(f"{t} {s}" for t, s in doc["sizes"].items())
+        + ")",
+        f"  GPU-hours            {doc['gpu_hours']:,.0f} predicted (evaluation {doc['eval_gpu_hours']:,.0f}); "
+        f"{doc['source']}",
+    ]
     if g:
-        out += [f"  wall time at -j {doc['jobs']:<4} {_hours(doc['wall_hours'])}: greedy longest-first list schedule "
-                f"of the predicted durations (GPU-hours / {g} GPUs per job) on {doc['jobs']} concurrent jobs; lower "
-                f"bound {_hours(doc['wall_hours_lower_bound'])}",
-                f"  at the SLURM limits  {_hours(doc['wall_hours_at_limits'])}: the same schedule of the first "
-                "attempts' time limits (margin and overhead included)"]
+        out += [
+            f"  wall time at -j {doc['jobs']:<4} {_hours(doc['wall_hours'])}: greedy longest-first list schedule "
+            f"of the predicted durations (GPU-hours / {g} GPUs per job) on {doc['jobs']} concurrent jobs; lower "
+            f"bound {_hours(doc['wall_hours_lower_bound'])}",
+            f"  at the SLURM limits  {_hours(doc['wall_hours_at_limits'])}: the same schedule of the first "
+            "attempts' time limits (margin and overhead included)",
+        ]
     else:
-        out.append("  wall time            n/a: the profile gives training jobs no GPU (set-resources.train_run.gpu); "
-                   "the GPU-hour model does not apply to CPU runs")
-    out.append(f"  peak GPUs requested  {doc['peak_gpus']:,} = min({doc['jobs']}, {doc['runs']} runs) x {g} GPUs "
-               "per training job (set-resources.train_run.gpu)")
+        out.append(
+            "  wall time            n/a: the profile gives training jobs no GPU (set-resources.train_run.gpu); "
+            "the GPU-hour model does not apply to CPU runs"
+        )
+    out.append(
+        f"  peak GPUs requested  {doc['peak_gpus']:,} = min({doc['jobs']}, {doc['runs']} runs) x {g} GPUs "
+        "per training job (set-resources.train_run.gpu)"
+    )
     out.append("disk")
     width = max(len(d["name"]) for d in doc["disk"])
     stages = list(dict.fromkeys(d["stage"] for d in doc["disk"]))
@@ -405,7 +489,9 @@ def format_plan(doc: dict) -> str:
             out.append(f"    {d['name']:<{width}} {_size(d['bytes']):>12}  {d['source']}")
     total = sum(d["bytes"] for d in doc["disk"] if d["bytes"] is not None)
     unknown = sum(d["bytes"] is None for d in doc["disk"])
-    out.append(f"  {'total (peak)':<14} {_size(total):>12}" + (f" + {unknown} item(s) of unknown size" if unknown else ""))
+    out.append(
+        f"  {'total (peak)':<14} {_size(total):>12}" + (f" + {unknown} item(s) of unknown size" if unknown else "")
+    )
     m = doc["memory"]
     host = "not set" if m["host_mb_training_job"] is None else f"{m['host_mb_training_job']:,} MB"
     out.append("largest job's memory")
@@ -413,14 +499,18 @@ def format_plan(doc: dict) -> str:
     if m["host_largest_rule"] and m["host_largest_rule"] != "train_run":
         out.append(f"  host, any job        {m['host_mb_largest_job']:,} MB ({m['host_largest_rule']})")
     if m["gpu_static_run"]:
-        out.append(f"  GPU per rank         {_size(m['gpu_static_bytes'])} static estimate for "
-                   f"{m['gpu_static_run']} ({m['gpu_static_trainable']:,} trainable): fp32 weights + "
-                   f"{STATIC_GPU_BYTES_PER_TRAINABLE} bytes per trainable parameter; activations not estimated")
+        out.append(
+            f"  GPU per rank         {_size(m['gpu_static_bytes'])} static estimate for "
+            f"{m['gpu_static_run']} ({m['gpu_static_trainable']:,} trainable): fp32 weights + "
+            f"{STATIC_GPU_BYTES_PER_TRAINABLE} bytes per trainable parameter; activations not estimated"
+        )
     for r in m["gpu_measured"]:
         out.append(f"  GPU measured         {_size(r['bytes'])} peak, {r['source']}")
     if not m["gpu_measured"]:
-        out.append("  GPU measured         none recorded yet (the pilot's run records and a benchmark recording give "
-                   "the peak with activations)")
+        out.append(
+            "  GPU measured         none recorded yet (the pilot's run records and a benchmark recording give "
+            "the peak with activations)"
+        )
     return "\n".join(out)
 
 
@@ -429,10 +519,18 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="vlpeft plan", description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
-    p.add_argument("--profile", default="profiles/slurm",
-                   help="Snakemake profile folder: its config.yaml (resources) and cost.yaml (default: %(default)s)")
-    p.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS,
-                   help="concurrent jobs, as snakemake's -j (default: %(default)s)")
+    p.add_argument(
+        "--profile",
+        default="profiles/slurm",
+        help="Snakemake profile folder: its config.yaml (resources) and cost.yaml (default: %(default)s)",
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        help="concurrent jobs, as snakemake's -j (default: %(default)s)",
+    )
     p.add_argument("--root", default=".", help="working directory of the study (for data and records present)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the table")
     a = p.parse_args(argv)
@@ -441,8 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.jobs < 1:
         raise ValueError(f"-j/--jobs must be at least 1, got {a.jobs}")
     if not (Path(a.profile) / "config.yaml").is_file():
-        raise FileNotFoundError(f"profile not found: {Path(a.profile) / 'config.yaml'} (give --profile the folder of "
-                                "a Snakemake profile)")
+        raise FileNotFoundError(
+            f"profile not found: {Path(a.profile) / 'config.yaml'} (give --profile the folder of a Snakemake profile)"
+        )
     announce("vlpeft plan", f"counting the FLOPs of every run of {a.config} (loads torch; minutes for the paper grid)")
     from .grid import load_config
 

@@ -20,14 +20,17 @@ import pandas as pd
 PROVENANCE_COLUMNS: tuple[str, ...] = ("study", "data_source", "study_digest", "config_digest", "commit")
 #: The config's data.source -> what tables, figures and reports call it.
 DATA_SOURCES = {"synthetic": "synthetic", "download": "real"}
-SYNTHETIC_NOTE = ("synthetic demonstration: generated data and a tiny model, not the paper's data or model; its "
-                  "numbers say nothing about mPLUG-base")
+SYNTHETIC_NOTE = (
+    "synthetic demonstration: generated data and a tiny model, not the paper's data or model; its "
+    "numbers say nothing about mPLUG-base"
+)
 
 
 def study_digest(study: str, data_source: str, run_digests: Mapping[str, str]) -> str:
     """Digest of a study: its name, data source and every run's config digest (16 hex digits)."""
-    blob = json.dumps({"study": study, "data_source": data_source, "runs": sorted(run_digests.items())},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"study": study, "data_source": data_source, "runs": sorted(run_digests.items())}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -42,14 +45,18 @@ def table_provenance(runs: pd.DataFrame, source: str = "the runs table") -> dict
     or study digests (rows of another study, or of another configuration of the same study)."""
     missing = [c for c in PROVENANCE_COLUMNS if c not in runs.columns]
     if missing:
-        raise ValueError(f"{source} lacks the provenance column(s) {', '.join(missing)}: it predates study roots; "
-                         "rerun the aggregation (aggregate_runs)")
+        raise ValueError(
+            f"{source} lacks the provenance column(s) {', '.join(missing)}: it predates study roots; "
+            "rerun the aggregation (aggregate_runs)"
+        )
     info = {}
     for col in ("study", "data_source", "study_digest"):
         values = sorted(set(runs[col].astype(str)))
         if len(values) != 1:
-            raise ValueError(f"{source} mixes {col} values {values}: a table holds the runs of one study only; "
-                             "rerun the aggregation of that study")
+            raise ValueError(
+                f"{source} mixes {col} values {values}: a table holds the runs of one study only; "
+                "rerun the aggregation of that study"
+            )
         info[col] = values[0]
     commits = runs["commit"].dropna().astype(str)
     info["commits"] = sorted(set(commits[commits.str.len() > 0]))
@@ -62,16 +69,20 @@ def check_expected(info: Mapping, expected: Mapping | None, source: str = "the r
         return
     for key in ("study", "data_source", "study_digest"):
         if key in expected and str(expected[key]) != str(info[key]):
-            raise ValueError(f"{source} is of {key} {info[key]!r}, but the config resolves to {expected[key]!r}: "
-                             "its runs were made with another configuration; rerun the aggregation")
+            raise ValueError(
+                f"{source} is of {key} {info[key]!r}, but the config resolves to {expected[key]!r}: "
+                "its runs were made with another configuration; rerun the aggregation"
+            )
 
 
 def describe(info: Mapping) -> str:
     """One line naming the study, data source, commits and digest (the stamp of every figure)."""
     commits = [short_commit(c) for c in info.get("commits", [])]
     shown = ", ".join(commits[:3]) + (f" +{len(commits) - 3} more" if len(commits) > 3 else "")
-    line = (f"study {info['study']} | {info['data_source']} data | commit {shown or 'unknown'} | "
-            f"config {info['study_digest']}")
+    line = (
+        f"study {info['study']} | {info['data_source']} data | commit {shown or 'unknown'} | "
+        f"config {info['study_digest']}"
+    )
     if info["data_source"] == "synthetic":
         line = "SYNTHETIC DEMONSTRATION, not the paper's results | " + line
     return line

@@ -257,8 +257,9 @@ def _rho(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator, x:
     return est
 
 
-def _end_difference(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator, x: str, xname: str,
-                    by: Sequence[str]) -> Estimate:
+def _end_difference(
+    df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator, x: str, xname: str, by: Sequence[str]
+) -> Estimate:
     """Mean at the largest x minus mean at the smallest, within sweeps (metric units); rho as a detail."""
     est, blocks = _sweeps(df, x, xname, by)
     if blocks is None:
@@ -295,20 +296,28 @@ def _interior_optimum(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.
     d = delta(means)
     est.value, est.boot = float(d[0]), d[1:]
     perm = stats.within_block_permutations(blocks, n_boot, gen)
-    est.null = delta(np.stack([np.bincount(codes[p], weights=resid, minlength=k) for p in perm])
-                     / np.bincount(codes, minlength=k))
+    est.null = delta(
+        np.stack([np.bincount(codes[p], weights=resid, minlength=k) for p in perm]) / np.bincount(codes, minlength=k)
+    )
     best = np.nan_to_num(means, nan=-np.inf).argmax(axis=1)
     interior = (best > 0) & (best < k - 1)
-    est.details.update({
-        "best size": format_size(sizes[best[0]]),
-        "P(interior best)": float(interior[1:].mean()),
-        "null mean": float(np.mean(est.null)),
-    })
+    est.details.update(
+        {
+            "best size": format_size(sizes[best[0]]),
+            "P(interior best)": float(interior[1:].mean()),
+            "null mean": float(np.mean(est.null)),
+        }
+    )
     return est
 
 
-def _paired(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Generator,
-            pairs: Callable[[pd.DataFrame, str], tuple[pd.DataFrame, dict]]) -> Estimate:
+def _paired(
+    df: pd.DataFrame,
+    value: str,
+    n_boot: int,
+    gen: np.random.Generator,
+    pairs: Callable[[pd.DataFrame, str], tuple[pd.DataFrame, dict]],
+) -> Estimate:
     """Mean paired difference; bootstrap over pairs, sign-flip null."""
     est = _base(df)
     p, details = pairs(df, value)
@@ -331,8 +340,10 @@ def _classifier_pairs(df: pd.DataFrame, value: str) -> tuple[pd.DataFrame, dict]
     cls = df.loc[df["classifier"]].groupby(keys, dropna=False)[value].mean().rename("cls")
     p = pd.concat([plain, cls], axis=1, join="inner")
     p["diff"] = p["cls"] - p["plain"]
-    return p, {"mean plain": p["plain"].mean() if len(p) else math.nan,
-               "mean + classifier": p["cls"].mean() if len(p) else math.nan}
+    return p, {
+        "mean plain": p["plain"].mean() if len(p) else math.nan,
+        "mean + classifier": p["cls"].mean() if len(p) else math.nan,
+    }
 
 
 def _overfit_pairs(df: pd.DataFrame, value: str) -> tuple[pd.DataFrame, dict]:
@@ -362,8 +373,13 @@ def _versus_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Gener
     peft = df.loc[(df["method"] != REFERENCE) & ~df["classifier"]].groupby("data_ratio")[value].mean()
     d = (peft - full).dropna()
     est.units = len(d)
-    est.details.update({"ratios": len(d), "method mean": peft.loc[d.index].mean() if len(d) else math.nan,
-                        "full FT mean": full.loc[d.index].mean() if len(d) else math.nan})
+    est.details.update(
+        {
+            "ratios": len(d),
+            "method mean": peft.loc[d.index].mean() if len(d) else math.nan,
+            "full FT mean": full.loc[d.index].mean() if len(d) else math.nan,
+        }
+    )
     if len(d) < MIN_DISTINCT_X:
         est.too_few = f"{len(d)} data ratios shared with full fine-tuning (needs {MIN_DISTINCT_X})"
         return est
@@ -390,12 +406,14 @@ def _best_classifier_vs_full(df: pd.DataFrame, value: str, n_boot: int, gen: np.
     a = at.loc[at["size"] == best, value].to_numpy(float)
     f = full.loc[full["data_ratio"] == ratio, value].to_numpy(float)
     est.n, est.units = len(a) + len(f), min(len(a), len(f))
-    est.details.update({
-        "ratio": format_ratio(ratio) + "%",
-        "best size": format_size(best),
-        "+ classifier mean": f"{_fmt(a.mean())} (n={len(a)})",
-        "full FT mean": f"{_fmt(f.mean())} (n={len(f)})",
-    })
+    est.details.update(
+        {
+            "ratio": format_ratio(ratio) + "%",
+            "best size": format_size(best),
+            "+ classifier mean": f"{_fmt(a.mean())} (n={len(a)})",
+            "full FT mean": f"{_fmt(f.mean())} (n={len(f)})",
+        }
+    )
     est.value = float(a.mean() - f.mean())
     if min(len(a), len(f)) < MIN_SEEDS:
         est.too_few = f"{min(len(a), len(f))} seed(s) in a cell (needs {MIN_SEEDS})"
@@ -408,8 +426,14 @@ def _group_of(method: str) -> str:
     return "layer" if method in LAYER_COMPOSITION else "embedding"
 
 
-def _stratified(df: pd.DataFrame, strata: Sequence[str], value: str, n_boot: int, gen: np.random.Generator,
-                stat: Callable[[np.ndarray, list], np.ndarray]) -> Estimate:
+def _stratified(
+    df: pd.DataFrame,
+    strata: Sequence[str],
+    value: str,
+    n_boot: int,
+    gen: np.random.Generator,
+    stat: Callable[[np.ndarray, list], np.ndarray],
+) -> Estimate:
     """A statistic of per-stratum means; runs resampled within strata."""
     est = _base(df)
     codes = _codes(df, strata)
@@ -460,8 +484,14 @@ def _matched_cost(df: pd.DataFrame, value: str, n_boot: int, gen: np.random.Gene
         est.too_few = f"{n_bins} cost bins holding both groups (needs {MIN_SHARED_BINS})"
         return est
     # keys are (cost_bin, group) sorted, so each shared bin has "embedding" then "layer".
-    est = _stratified(m, ["cost_bin", "group"], value, n_boot, gen,
-                      lambda means, keys: (means[:, 1::2] - means[:, 0::2]).mean(axis=1))
+    est = _stratified(
+        m,
+        ["cost_bin", "group"],
+        value,
+        n_boot,
+        gen,
+        lambda means, keys: (means[:, 1::2] - means[:, 0::2]).mean(axis=1),
+    )
     est.details["shared cost bins"] = n_bins
     return est
 
@@ -489,14 +519,19 @@ def _pivot(task: str, x: str, fmt: Callable[[float], str], ok: pd.DataFrame, val
     """Mean metric per method (rows) and x value (columns), over everything else."""
     d = ok.loc[(ok["task"] == task) & ok["method"].isin(PEFT_METHODS)]
     other = "sizes" if x == "data_ratio" else "data ratios"
-    head = f"Mean {TASK_METRIC[task]} by {'data ratio' if x == 'data_ratio' else 'size'} (over {other}, both " \
-           "variants and seeds):\n"
+    head = (
+        f"Mean {TASK_METRIC[task]} by {'data ratio' if x == 'data_ratio' else 'size'} (over {other}, both "
+        "variants and seeds):\n"
+    )
     if d.empty:
         return [head, "_no successful runs_\n"]
     p = d.pivot_table(index="method", columns=x, values=value, aggfunc="mean")
     p = p.reindex([m for m in PEFT_METHODS if m in p.index])
-    return [head, _md_table(["method", *[fmt(c) for c in p.columns]],
-                            [[METHOD_LABELS[m], *p.loc[m].tolist()] for m in p.index]) + "\n"]
+    return [
+        head,
+        _md_table(["method", *[fmt(c) for c in p.columns]], [[METHOD_LABELS[m], *p.loc[m].tolist()] for m in p.index])
+        + "\n",
+    ]
 
 
 def _best_configurations(ok: pd.DataFrame, value: str) -> list[str]:
@@ -513,15 +548,19 @@ def _best_configurations(ok: pd.DataFrame, value: str) -> list[str]:
             clf, size, ratio = cells.idxmax()
             config = f"{format_size(size)}, {format_ratio(ratio)}%" + (", + classifier" if clf else "")
             body.append([METHOD_LABELS[method], _group_of(method), len(dm), dm[value].mean(), cells.max(), config])
-        out.append(f"{TASK_LABELS[task]}: per method (mean over all runs; best configuration = best cell mean, "
-                   "descriptive: a maximum carries no verdict)\n")
+        out.append(
+            f"{TASK_LABELS[task]}: per method (mean over all runs; best configuration = best cell mean, "
+            "descriptive: a maximum carries no verdict)\n"
+        )
         out.append(_md_table(["method", "group", "runs", "mean", "best cell", "best configuration"], body) + "\n")
     return out
 
 
 def _cost_bin_tables(ok: pd.DataFrame, value: str) -> list[str]:
-    out = [f"Cost = data size × trainable parameters (`trainable_params`, the count during training: prefix-tuning's "
-           f"includes its reparametrising MLP), in {COST_BIN_DECADES}-decade bins.\n"]
+    out = [
+        f"Cost = data size × trainable parameters (`trainable_params`, the count during training: prefix-tuning's "
+        f"includes its reparametrising MLP), in {COST_BIN_DECADES}-decade bins.\n"
+    ]
     for task in TASKS:
         m = _cost_bins(_peft_runs(ok, task, ""))
         if not len(m):
@@ -531,11 +570,20 @@ def _cost_bin_tables(ok: pd.DataFrame, value: str) -> list[str]:
         for b in g.index:
             lo, hi = 10 ** (b * COST_BIN_DECADES), 10 ** ((b + 1) * COST_BIN_DECADES)
             lay, emb = g.loc[b, ("mean", "layer")], g.loc[b, ("mean", "embedding")]
-            body.append([f"{lo:.2g}–{hi:.2g}", lay, int(g.loc[b, ("count", "layer")]), emb,
-                         int(g.loc[b, ("count", "embedding")]), lay - emb])
+            body.append(
+                [
+                    f"{lo:.2g}–{hi:.2g}",
+                    lay,
+                    int(g.loc[b, ("count", "layer")]),
+                    emb,
+                    int(g.loc[b, ("count", "embedding")]),
+                    lay - emb,
+                ]
+            )
         out.append(f"{TASK_LABELS[task]}: cost bins holding both groups\n")
-        out.append(_md_table(["cost", "layer mean", "layer runs", "embedding mean", "embedding runs", "diff"], body)
-                   + "\n")
+        out.append(
+            _md_table(["cost", "layer mean", "layer runs", "embedding mean", "embedding runs", "diff"], body) + "\n"
+        )
     return out
 
 
@@ -578,131 +626,214 @@ def _within(margin: float) -> Rule:
     return Rule(support=(Test(+1, -margin), Test(-1, margin)), refute=(Test(-1, -margin), Test(+1, margin)))
 
 
-_COCO, _VQA = "COCO Caption: data ratio, parameter size and full fine-tuning", "VQAv2: data ratio, parameter size " \
-    "and full fine-tuning"
+_COCO, _VQA = (
+    "COCO Caption: data ratio, parameter size and full fine-tuning",
+    "VQAv2: data ratio, parameter size and full fine-tuning",
+)
 _CLASSIFIER = "Tuning the final classifier as well"
 _GROUPS = "Layer composition vs embedding composition"
 _CIDER, _ACC = MARGIN[COCO.metric], MARGIN[VQA.metric]
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
-        "1a", "COCO: CIDEr does not depend on the data ratio",
-        "The performance of the tested PEFTs is regardless of the accessible data size.", _COCO,
-        "COCO runs of each PEFT method, both variants", _per_method(COCO.name), _method_runs,
+        "1a",
+        "COCO: CIDEr does not depend on the data ratio",
+        "The performance of the tested PEFTs is regardless of the accessible data size.",
+        _COCO,
+        "COCO runs of each PEFT method, both variants",
+        _per_method(COCO.name),
+        _method_runs,
         Statistic(
             name="mean CIDEr at the largest minus at the smallest data ratio, within sweeps",
-            symbol="diff", resamples="sweeps over data ratios (one per size, + classifier and seed)", unit="sweeps",
+            symbol="diff",
+            resamples="sweeps over data ratios (one per size, + classifier and seed)",
+            unit="sweeps",
             compute=partial(_end_difference, x="data_ratio", xname="ratios", by=["size", "classifier"]),
         ),
-        _within(_CIDER), partial(_pivot, COCO.name, "data_ratio", lambda r: format_ratio(r) + "%"),
+        _within(_CIDER),
+        partial(_pivot, COCO.name, "data_ratio", lambda r: format_ratio(r) + "%"),
     ),
     Claim(
-        "1b", "COCO: parameter size has a non-monotonic effect (an interior optimum)",
-        "there exists an optimal fine-tunable parameter choice", _COCO,
-        "COCO runs of each PEFT method, both variants", _per_method(COCO.name), _method_runs,
+        "1b",
+        "COCO: parameter size has a non-monotonic effect (an interior optimum)",
+        "there exists an optimal fine-tunable parameter choice",
+        _COCO,
+        "COCO runs of each PEFT method, both variants",
+        _per_method(COCO.name),
+        _method_runs,
         Statistic(
             name="delta = best interior size mean - better end-size mean, within sweeps",
-            symbol="delta", resamples="sweeps over sizes (one per data ratio, + classifier and seed); the p-value "
-            "shuffles sizes within each sweep", unit="sweeps", compute=_interior_optimum,
+            symbol="delta",
+            resamples="sweeps over sizes (one per data ratio, + classifier and seed); the p-value "
+            "shuffles sizes within each sweep",
+            unit="sweeps",
+            compute=_interior_optimum,
         ),
-        _ABOVE_NULL, partial(_pivot, COCO.name, "size", format_size),
+        _ABOVE_NULL,
+        partial(_pivot, COCO.name, "size", format_size),
     ),
     Claim(
-        "1c", "COCO: every PEFT method but prompt-tuning at least matches full fine-tuning",
+        "1c",
+        "COCO: every PEFT method but prompt-tuning at least matches full fine-tuning",
         "the tested PEFTs always outperform the full fine-tuning except for the prompt-tuning on MSCOCO Caption",
-        _COCO, "plain COCO runs of each PEFT method but prompt-tuning, and full fine-tuning",
-        _per_method(COCO.name, [m for m in PEFT_METHODS if m != PROMPT.name]), _with_full, _VERSUS_FULL,
+        _COCO,
+        "plain COCO runs of each PEFT method but prompt-tuning, and full fine-tuning",
+        _per_method(COCO.name, [m for m in PEFT_METHODS if m != PROMPT.name]),
+        _with_full,
+        _VERSUS_FULL,
         Rule(support=(Test(+1, -_CIDER),), refute=(Test(-1, -_CIDER),)),
     ),
     Claim(
-        "1d", "COCO: the largest sizes over-fit (the validation score falls after its best step)",
-        "too many fine-tunable parameters would lead to over-fitting", _COCO,
+        "1d",
+        "COCO: the largest sizes over-fit (the validation score falls after its best step)",
+        "too many fine-tunable parameters would lead to over-fitting",
+        _COCO,
         "COCO runs of each PEFT method at its smallest and largest size, validation columns (best_val, final_val)",
-        _per_method(COCO.name), _method_runs,
+        _per_method(COCO.name),
+        _method_runs,
         Statistic(
             name="mean paired difference of the late drop (best_val - final_val), largest minus smallest size, "
-            "matched on (data ratio, + classifier, seed)", symbol="mean diff", resamples="matched pairs",
-            unit="pairs", compute=partial(_paired, pairs=_overfit_pairs),
+            "matched on (data ratio, + classifier, seed)",
+            symbol="mean diff",
+            resamples="matched pairs",
+            unit="pairs",
+            compute=partial(_paired, pairs=_overfit_pairs),
         ),
         _ABOVE_NULL,
     ),
     Claim(
-        "2a", "VQAv2: accuracy rises with the data ratio",
-        "The performance of the tested PEFTs is positively correlated to the accessible training data", _VQA,
-        "VQAv2 runs of each PEFT method, both variants", _per_method(VQA.name), _method_runs,
-        _trend_statistic("data_ratio", "ratios", ["size", "classifier"]), _RISES,
+        "2a",
+        "VQAv2: accuracy rises with the data ratio",
+        "The performance of the tested PEFTs is positively correlated to the accessible training data",
+        _VQA,
+        "VQAv2 runs of each PEFT method, both variants",
+        _per_method(VQA.name),
+        _method_runs,
+        _trend_statistic("data_ratio", "ratios", ["size", "classifier"]),
+        _RISES,
         partial(_pivot, VQA.name, "data_ratio", lambda r: format_ratio(r) + "%"),
     ),
     Claim(
-        "2b", "VQAv2: accuracy rises with the parameter size",
-        "the fine-tunable parameter size is positively related to the performance", _VQA,
-        "VQAv2 runs of each PEFT method, both variants", _per_method(VQA.name), _method_runs,
-        _trend_statistic("size", "sizes", ["data_ratio", "classifier"]), _RISES,
+        "2b",
+        "VQAv2: accuracy rises with the parameter size",
+        "the fine-tunable parameter size is positively related to the performance",
+        _VQA,
+        "VQAv2 runs of each PEFT method, both variants",
+        _per_method(VQA.name),
+        _method_runs,
+        _trend_statistic("size", "sizes", ["data_ratio", "classifier"]),
+        _RISES,
         partial(_pivot, VQA.name, "size", format_size),
     ),
     Claim(
-        "2c", "VQAv2: embedding composition (prompt, prefix) lags far behind full fine-tuning",
-        "the embedding composition PEFTs lag far from full finetuning", _VQA,
-        "plain VQAv2 runs of prompt- and prefix-tuning, and full fine-tuning", _per_method(VQA.name, EMBEDDING_COMPOSITION),
-        _with_full, _VERSUS_FULL,
+        "2c",
+        "VQAv2: embedding composition (prompt, prefix) lags far behind full fine-tuning",
+        "the embedding composition PEFTs lag far from full finetuning",
+        _VQA,
+        "plain VQAv2 runs of prompt- and prefix-tuning, and full fine-tuning",
+        _per_method(VQA.name, EMBEDDING_COMPOSITION),
+        _with_full,
+        _VERSUS_FULL,
         Rule(support=(Test(-1, -LARGE_GAP["accuracy"]),), refute=(Test(+1, -LARGE_GAP["accuracy"]),)),
     ),
     Claim(
-        "2d", "VQAv2: layer composition (LoRA, adapters) is comparable to full fine-tuning",
-        "the layer embedding composition PEFTs achieve comparable performance to the full fine-tuning", _VQA,
-        "plain VQAv2 runs of LoRA and both adapters, and full fine-tuning", _per_method(VQA.name, LAYER_COMPOSITION),
-        _with_full, _VERSUS_FULL, _within(_ACC),
+        "2d",
+        "VQAv2: layer composition (LoRA, adapters) is comparable to full fine-tuning",
+        "the layer embedding composition PEFTs achieve comparable performance to the full fine-tuning",
+        _VQA,
+        "plain VQAv2 runs of LoRA and both adapters, and full fine-tuning",
+        _per_method(VQA.name, LAYER_COMPOSITION),
+        _with_full,
+        _VERSUS_FULL,
+        _within(_ACC),
     ),
     Claim(
-        "3a", "COCO: + classifier helps prompt-tuning",
+        "3a",
+        "COCO: + classifier helps prompt-tuning",
         "simultaneously fine-tuning the final classifier only improves the performance of prompt-tuning",
-        _CLASSIFIER, "COCO prompt-tuning runs, plain and + classifier", _per_method(COCO.name, [PROMPT.name]),
-        _method_runs, _PAIRED_CLASSIFIER, _ABOVE_NULL,
+        _CLASSIFIER,
+        "COCO prompt-tuning runs, plain and + classifier",
+        _per_method(COCO.name, [PROMPT.name]),
+        _method_runs,
+        _PAIRED_CLASSIFIER,
+        _ABOVE_NULL,
     ),
     Claim(
-        "3b", "COCO: + classifier hurts layer composition (LoRA, serial and parallel adapter)",
-        "and hurts that of the layer composition", _CLASSIFIER,
-        "COCO runs of LoRA and both adapters, plain and + classifier", _per_method(COCO.name, LAYER_COMPOSITION),
-        _method_runs, _PAIRED_CLASSIFIER, _BELOW_NULL,
+        "3b",
+        "COCO: + classifier hurts layer composition (LoRA, serial and parallel adapter)",
+        "and hurts that of the layer composition",
+        _CLASSIFIER,
+        "COCO runs of LoRA and both adapters, plain and + classifier",
+        _per_method(COCO.name, LAYER_COMPOSITION),
+        _method_runs,
+        _PAIRED_CLASSIFIER,
+        _BELOW_NULL,
     ),
     Claim(
-        "3c", "VQAv2: + classifier helps every PEFT method",
+        "3c",
+        "VQAv2: + classifier helps every PEFT method",
         "simultaneously fine-tuning the final classifier of the model could further boost the performance",
-        _CLASSIFIER, "VQAv2 runs of each PEFT method, plain and + classifier", _per_method(VQA.name), _method_runs,
-        _PAIRED_CLASSIFIER, _ABOVE_NULL,
+        _CLASSIFIER,
+        "VQAv2 runs of each PEFT method, plain and + classifier",
+        _per_method(VQA.name),
+        _method_runs,
+        _PAIRED_CLASSIFIER,
+        _ABOVE_NULL,
     ),
     Claim(
-        "3d", "VQAv2: with + classifier, PEFT beats full fine-tuning",
-        "and even achieve superior performance than full fine-tuning", _CLASSIFIER,
+        "3d",
+        "VQAv2: with + classifier, PEFT beats full fine-tuning",
+        "and even achieve superior performance than full fine-tuning",
+        _CLASSIFIER,
         "VQAv2 + classifier runs of each PEFT method at its best size and full fine-tuning, at the largest shared "
-        "data ratio", _per_method(VQA.name), _with_full,
+        "data ratio",
+        _per_method(VQA.name),
+        _with_full,
         Statistic(
-            name="best + classifier size mean - full fine-tuning mean (largest shared data ratio)", symbol="diff",
-            resamples="seeds within each of the two cells", unit="seeds per cell", compute=_best_classifier_vs_full,
+            name="best + classifier size mean - full fine-tuning mean (largest shared data ratio)",
+            symbol="diff",
+            resamples="seeds within each of the two cells",
+            unit="seeds per cell",
+            compute=_best_classifier_vs_full,
             seeds_add_units=False,
         ),
         _BETTER,
     ),
     Claim(
-        "4a", "Layer composition beats embedding composition (mean over configurations)",
-        "Layer composition PEFTs achieve better performance than embedding composition", _GROUPS,
-        "every PEFT run of the task", tuple((t, LAYER_VS_EMBEDDING) for t in TASKS), _peft_runs,
+        "4a",
+        "Layer composition beats embedding composition (mean over configurations)",
+        "Layer composition PEFTs achieve better performance than embedding composition",
+        _GROUPS,
+        "every PEFT run of the task",
+        tuple((t, LAYER_VS_EMBEDDING) for t in TASKS),
+        _peft_runs,
         Statistic(
-            name="mean of layer-method means - mean of embedding-method means", symbol="diff",
-            resamples="runs within each method", unit="runs", compute=_layer_vs_embedding,
+            name="mean of layer-method means - mean of embedding-method means",
+            symbol="diff",
+            resamples="runs within each method",
+            unit="runs",
+            compute=_layer_vs_embedding,
         ),
-        _BETTER, _best_configurations,
+        _BETTER,
+        _best_configurations,
     ),
     Claim(
-        "4b", "Layer composition beats embedding composition at equal computation cost",
+        "4b",
+        "Layer composition beats embedding composition at equal computation cost",
         "the layer composition offers superior training efficiency and performance on the two downstream VL tasks",
-        _GROUPS, "every PEFT run of the task with a cost (data size × trainable parameters)",
-        tuple((t, LAYER_VS_EMBEDDING) for t in TASKS), _peft_runs,
+        _GROUPS,
+        "every PEFT run of the task with a cost (data size × trainable parameters)",
+        tuple((t, LAYER_VS_EMBEDDING) for t in TASKS),
+        _peft_runs,
         Statistic(
-            name="mean over shared cost bins of (layer mean - embedding mean)", symbol="diff",
-            resamples="runs within each (cost bin, group)", unit="runs", compute=_matched_cost,
+            name="mean over shared cost bins of (layer mean - embedding mean)",
+            symbol="diff",
+            resamples="runs within each (cost bin, group)",
+            unit="runs",
+            compute=_matched_cost,
         ),
-        _BETTER, _cost_bin_tables,
+        _BETTER,
+        _cost_bin_tables,
     ),
 )
 
@@ -747,25 +878,56 @@ def evaluate(claim: Claim, ok: pd.DataFrame, value: str, n_boot: int, seed: int)
     for (task, label), est, ps, pr in zip(claim.components, ests, p_sup, p_ref, strict=True):
         verdict = SUPPORTED if ps < ALPHA else NOT_SUPPORTED if pr < ALPHA else INCONCLUSIVE
         lo, hi = stats.percentile_interval(est.boot)
-        rows.append({
-            "claim": claim.id, "task": task, "method": label, "statistic": claim.statistic.name,
-            "value": est.value, "ci_low": lo, "ci_high": hi, "p_support": ps, "p_refute": pr, "verdict": verdict,
-            "n": est.n, "units": est.units, "rule": claim.rule.text(claim.statistic.symbol),
-            "decide": _plan(claim, est, family) if verdict == INCONCLUSIVE else "", "details": est.details,
-            "seeds": est.seeds,
-        })
+        rows.append(
+            {
+                "claim": claim.id,
+                "task": task,
+                "method": label,
+                "statistic": claim.statistic.name,
+                "value": est.value,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_support": ps,
+                "p_refute": pr,
+                "verdict": verdict,
+                "n": est.n,
+                "units": est.units,
+                "rule": claim.rule.text(claim.statistic.symbol),
+                "decide": _plan(claim, est, family) if verdict == INCONCLUSIVE else "",
+                "details": est.details,
+                "seeds": est.seeds,
+            }
+        )
     verdicts = [r["verdict"] for r in rows]
-    combined = (SUPPORTED if verdicts and all(v == SUPPORTED for v in verdicts)
-                else NOT_SUPPORTED if NOT_SUPPORTED in verdicts else INCONCLUSIVE)
+    combined = (
+        SUPPORTED
+        if verdicts and all(v == SUPPORTED for v in verdicts)
+        else NOT_SUPPORTED
+        if NOT_SUPPORTED in verdicts
+        else INCONCLUSIVE
+    )
     tasks = {task for task, _ in claim.components}
-    rows.append({
-        "claim": claim.id, "task": tasks.pop() if len(tasks) == 1 else "both", "method": "all",
-        "statistic": f"components supported (of {len(rows)})", "value": float(verdicts.count(SUPPORTED)),
-        "ci_low": math.nan, "ci_high": math.nan, "p_support": math.nan, "p_refute": math.nan, "verdict": combined,
-        "n": len(rows), "units": family, "decide": "", "details": {}, "seeds": 0,
-        "rule": "supported if every component is supported; not supported if any is not supported; else "
-        "inconclusive",
-    })
+    rows.append(
+        {
+            "claim": claim.id,
+            "task": tasks.pop() if len(tasks) == 1 else "both",
+            "method": "all",
+            "statistic": f"components supported (of {len(rows)})",
+            "value": float(verdicts.count(SUPPORTED)),
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "p_support": math.nan,
+            "p_refute": math.nan,
+            "verdict": combined,
+            "n": len(rows),
+            "units": family,
+            "decide": "",
+            "details": {},
+            "seeds": 0,
+            "rule": "supported if every component is supported; not supported if any is not supported; else "
+            "inconclusive",
+        }
+    )
     return rows
 
 
@@ -868,24 +1030,47 @@ def _render_claim(claim: Claim, rows: list[dict], ok: pd.DataFrame, value: str) 
         f"component(s) below that could be tested.\n",
     ]
     detail_keys = list(dict.fromkeys(k for r in comps for k in r["details"]))
-    headers = ["component", "runs", stat.unit, stat.symbol, "95% CI", "p support (Holm)", "p refute (Holm)",
-               "verdict", *detail_keys]
+    headers = [
+        "component",
+        "runs",
+        stat.unit,
+        stat.symbol,
+        "95% CI",
+        "p support (Holm)",
+        "p refute (Holm)",
+        "verdict",
+        *detail_keys,
+    ]
     body = [
-        [_label(r["task"], r["method"]), r["n"], r["units"], r["value"], _ci_text(r["ci_low"], r["ci_high"]),
-         r["p_support"], r["p_refute"], r["verdict"], *[r["details"].get(k, "–") for k in detail_keys]]
+        [
+            _label(r["task"], r["method"]),
+            r["n"],
+            r["units"],
+            r["value"],
+            _ci_text(r["ci_low"], r["ci_high"]),
+            r["p_support"],
+            r["p_refute"],
+            r["verdict"],
+            *[r["details"].get(k, "–") for k in detail_keys],
+        ]
         for r in comps
     ]
     out.append(_md_table(headers, body) + "\n")
     undecided = [r for r in comps if r["decide"]]
     if undecided:
-        out.append("What would decide it: " + "; ".join(f"{_label(r['task'], r['method'])}: {r['decide']}"
-                                                        for r in undecided) + ".\n")
+        out.append(
+            "What would decide it: "
+            + "; ".join(f"{_label(r['task'], r['method'])}: {r['decide']}" for r in undecided)
+            + ".\n"
+        )
     if claim.describe is not None:
         out += claim.describe(ok, value)
     return out
 
 
-def _header(all_runs: pd.DataFrame, ok: pd.DataFrame, bad: pd.DataFrame, value: str, n_boot: int, seed: int) -> list[str]:
+def _header(
+    all_runs: pd.DataFrame, ok: pd.DataFrame, bad: pd.DataFrame, value: str, n_boot: int, seed: int
+) -> list[str]:
     """Title and the paragraph on what was used."""
     return [
         f"# Claims report (metric: `{value}`)\n",
@@ -902,8 +1087,10 @@ def provenance_section(runs: pd.DataFrame) -> str:
     """What the report is of: study, data source, commits and config digest; a synthetic study says it plainly."""
     info = table_provenance(runs)
     commits = ", ".join(f"`{c}`" for c in info["commits"]) or "unknown"
-    text = (f"Study `{info['study']}`, {info['data_source']} data, config digest `{info['study_digest']}`, "
-            f"commit(s) {commits}.\n")
+    text = (
+        f"Study `{info['study']}`, {info['data_source']} data, config digest `{info['study_digest']}`, "
+        f"commit(s) {commits}.\n"
+    )
     if info["data_source"] == "synthetic":
         text = f"**This is a {SYNTHETIC_NOTE}.**\n\n" + text
     return text
@@ -936,8 +1123,10 @@ def claims_report(
     evaluated = [(c, evaluate(c, ok, value, n_boot, seed)) for c in in_study(claims, all_runs)]
     out = _header(all_runs, ok, bad, value, n_boot, seed)
     out.append("## Summary\n")
-    summary = [[c.id, c.finding, f"{int(rows[-1]['value'])}/{rows[-1]['n']} supported", rows[-1]["verdict"]]
-               for c, rows in evaluated]
+    summary = [
+        [c.id, c.finding, f"{int(rows[-1]['value'])}/{rows[-1]['n']} supported", rows[-1]["verdict"]]
+        for c, rows in evaluated
+    ]
     out.append(_md_table(["claim", "finding", "components", "verdict"], summary) + "\n")
     group = None
     for c, rows in evaluated:
@@ -958,12 +1147,21 @@ def claims_report(
         counts = bad["status"].value_counts()
         out.append("By status: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".\n")
         body = [
-            [r.run_id, r.task, r.method, r.classifier, format_size(r.size) if np.isfinite(r.size) else "–",
-             format_ratio(r.data_ratio) + "%", r.seed, r.status]
+            [
+                r.run_id,
+                r.task,
+                r.method,
+                r.classifier,
+                format_size(r.size) if np.isfinite(r.size) else "–",
+                format_ratio(r.data_ratio) + "%",
+                r.seed,
+                r.status,
+            ]
             for r in bad.itertuples()
         ]
-        out.append(_md_table(["run_id", "task", "method", "+ classifier", "size", "ratio", "seed", "status"], body)
-                   + "\n")
+        out.append(
+            _md_table(["run_id", "task", "method", "+ classifier", "size", "ratio", "seed", "status"], body) + "\n"
+        )
     else:
         out.append("None: every run succeeded.\n")
     return "\n".join(out)
@@ -972,19 +1170,30 @@ def claims_report(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m vlpeft.report --runs runs.csv [--baseline baseline.csv] [--out report.md]
     [--html report.html]``."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     epilog="The columns of the tables: results/README.md.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.splitlines()[0], epilog="The columns of the tables: results/README.md."
+    )
     parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
-    parser.add_argument("--baseline", type=Path, help="baseline.csv (the untuned model's scores, quoted in the report)")
+    parser.add_argument(
+        "--baseline", type=Path, help="baseline.csv (the untuned model's scores, quoted in the report)"
+    )
     parser.add_argument("--out", type=Path, help="markdown file (stdout if not given)")
-    parser.add_argument("--html", type=Path, help="also write the report as an HTML page (what Snakemake's --report "
-                        "shows)")
-    parser.add_argument("--n-boot", type=_positive_int, default=1000,
-                        help="bootstrap resamples per interval (default: %(default)s)")
+    parser.add_argument(
+        "--html", type=Path, help="also write the report as an HTML page (what Snakemake's --report shows)"
+    )
+    parser.add_argument(
+        "--n-boot", type=_positive_int, default=1000, help="bootstrap resamples per interval (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
-    parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
-                        help="runs.csv column the claims are tested on (default: paper_metric, the paper's reported "
-                        "number; test_at_best_val: selection-honest)")
+    parser.add_argument(
+        "--metric",
+        "--value",
+        dest="metric",
+        default=DEFAULT_VALUE,
+        choices=VALUE_COLUMNS,
+        help="runs.csv column the claims are tested on (default: paper_metric, the paper's reported "
+        "number; test_at_best_val: selection-honest)",
+    )
     args = parser.parse_args(argv)
     text = claims_report(load_runs(args.runs), load_baseline(args.baseline), args.n_boot, args.seed, args.metric)
     if args.out:

@@ -72,9 +72,12 @@ def check(run_dir: Path, attempt: int, log: Path | None) -> int:
             if log is not None and log.is_file():
                 lines = log.read_text(errors="replace").splitlines()
                 shown = "\n".join(lines[-LOG_LINES:])
-            print(f"error: {run_dir}: attempt {marker.get('attempt', '?')} failed and was not a preemption: {first}; "
-                  f"attempt {attempt} is not started (retries resume preempted runs only; rerun Snakemake once the "
-                  "cause is fixed)", file=sys.stderr)
+            print(
+                f"error: {run_dir}: attempt {marker.get('attempt', '?')} failed and was not a preemption: {first}; "
+                f"attempt {attempt} is not started (retries resume preempted runs only; rerun Snakemake once the "
+                "cause is fixed)",
+                file=sys.stderr,
+            )
             if shown:
                 print(f"--- end of the failed attempt's log ({log}):\n{shown}", file=sys.stderr)
             return 1

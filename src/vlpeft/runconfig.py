@@ -15,6 +15,7 @@ import yaml
 
 from .metrics.caption import CIDER_MIN_IMAGES, SUPPORTED_METRICS
 from .tasks import COCO, TASKS
+
 MODEL_PARTS = ("visual_encoder", "text_encoder", "fusion_encoder", "text_decoder")
 EVAL_SPLITS = ("val", "test")
 SELECTION_SPLIT = "val"  # the split model selection, the tables and the figures read (best_val)
@@ -28,8 +29,14 @@ def _describe(hint) -> str:
         return " or ".join(_describe(a) for a in args)
     if typing.get_origin(hint) is tuple:
         return f"a list of {_describe(args[0]).removeprefix('a ')}s"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
-            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a mapping",
+        type(None): "null",
+    }.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _type_ok(value, hint) -> bool:
@@ -85,28 +92,39 @@ def check_eval(task: str, ev: dict, where: str) -> None:
     if unknown:
         raise ValueError(f"{where}.splits: unknown split(s) {unknown}; expected some of {list(EVAL_SPLITS)}")
     if SELECTION_SPLIT not in splits:
-        raise ValueError(f"{where}.splits: must include {SELECTION_SPLIT!r} (model selection, the tables and the "
-                         f"figures read it), got {splits}")
+        raise ValueError(
+            f"{where}.splits: must include {SELECTION_SPLIT!r} (model selection, the tables and the "
+            f"figures read it), got {splits}"
+        )
     metrics = list(ev.get("metrics", ()))
     if task == COCO.name:
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise ValueError(f"{where}.metrics: unknown metric(s) {unknown}; known: {list(SUPPORTED_METRICS)}")
         if metrics and "CIDEr" not in metrics:
-            raise ValueError(f"{where}.metrics: must include CIDEr, the task's primary metric (or be empty: CIDEr "
-                             f"alone), got {metrics}")
+            raise ValueError(
+                f"{where}.metrics: must include CIDEr, the task's primary metric (or be empty: CIDEr "
+                f"alone), got {metrics}"
+            )
         if ev.get("max_items") is not None and ev["max_items"] < CIDER_MIN_IMAGES:
-            raise ValueError(f"{where}.max_items: CIDEr needs at least {CIDER_MIN_IMAGES} images, got "
-                             f"{ev['max_items']}")
+            raise ValueError(
+                f"{where}.max_items: CIDEr needs at least {CIDER_MIN_IMAGES} images, got {ev['max_items']}"
+            )
     elif metrics:
         raise ValueError(f"{where}.metrics: VQA is scored by its accuracy alone; leave the list empty, got {metrics}")
-    for key, low in (("num_beams", 1), ("min_new_tokens", 0), ("max_new_tokens", 1), ("batch_size", 1),
-                     ("interval", 0)):
+    for key, low in (
+        ("num_beams", 1),
+        ("min_new_tokens", 0),
+        ("max_new_tokens", 1),
+        ("batch_size", 1),
+        ("interval", 0),
+    ):
         if key in ev and ev[key] < low:
             raise ValueError(f"{where}.{key}: must be at least {low}, got {ev[key]!r}")
     if ev.get("min_new_tokens", 0) > ev.get("max_new_tokens", 1):
-        raise ValueError(f"{where}.min_new_tokens: {ev['min_new_tokens']} is more than max_new_tokens "
-                         f"{ev['max_new_tokens']}")
+        raise ValueError(
+            f"{where}.min_new_tokens: {ev['min_new_tokens']} is more than max_new_tokens {ev['max_new_tokens']}"
+        )
 
 
 def check_prompts(prompts: dict, where: str) -> None:
@@ -122,12 +140,15 @@ def check_prompts(prompts: dict, where: str) -> None:
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as e:
-        raise ValueError(f"{where}.vqa_prompt: {template!r} is not a valid template ({e}); write a literal brace as "
-                         "{{ or }}") from None
+        raise ValueError(
+            f"{where}.vqa_prompt: {template!r} is not a valid template ({e}); write a literal brace as {{{{ or }}}}"
+        ) from None
     bad = sorted(names - set(PROMPT_FIELDS["vqa_prompt"]))
     if bad:
-        raise ValueError(f"{where}.vqa_prompt: unknown field(s) {bad} in {template!r}; the only field is {{question}} "
-                         "(write a literal brace as {{ or }})")
+        raise ValueError(
+            f"{where}.vqa_prompt: unknown field(s) {bad} in {template!r}; the only field is {{question}} "
+            "(write a literal brace as {{ or }})"
+        )
     if "question" not in names:
         raise ValueError(f"{where}.vqa_prompt: {template!r} does not contain {{question}}")
 
@@ -212,8 +233,9 @@ class RunConfig:
     per_device_batch_size: int = 64
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    prompts: dict = field(default_factory=lambda: {"caption_prompt": "a picture of",
-                                                   "vqa_prompt": "Question: {question} Answer: "})
+    prompts: dict = field(
+        default_factory=lambda: {"caption_prompt": "a picture of", "vqa_prompt": "Question: {question} Answer: "}
+    )
     max_prompt_tokens: int = 40
     max_target_tokens: int = 30
     log_every: int = 50
@@ -258,8 +280,10 @@ class RunConfig:
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
                 raise ValueError(f"part_lr.{part} must be a positive learning rate, got {lr!r}")
         if self.schedule.kind == "epochs" and self.eval.interval:
-            raise ValueError(f"eval.interval must be 0 for an epoch-based schedule (it evaluates at every epoch end), "
-                             f"got {self.eval.interval}")
+            raise ValueError(
+                f"eval.interval must be 0 for an epoch-based schedule (it evaluates at every epoch end), "
+                f"got {self.eval.interval}"
+            )
         check_seed(self.seed, "seed")
         check_batch(self.total_batch_size, self.per_device_batch_size, "total_batch_size")
         check_eval(self.task, asdict(self.eval), "eval")
@@ -274,8 +298,16 @@ class RunConfig:
     def identity(self) -> dict:
         """The settings that make the run what it is: everything but where it writes and how fast it goes."""
         d = self.to_dict()
-        for volatile in ("log_every", "threads", "num_workers", "out_dir", "save_model", "device", "dist_timeout_min",
-                         "rank0_timeout_min"):
+        for volatile in (
+            "log_every",
+            "threads",
+            "num_workers",
+            "out_dir",
+            "save_model",
+            "device",
+            "dist_timeout_min",
+            "rank0_timeout_min",
+        ):
             d.pop(volatile, None)
         return d
 
@@ -290,8 +322,9 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown run config key(s): {unknown}")
         d = dict(d)
-        missing = sorted(f.name for f in fields(cls)
-                         if f.name not in d and f.default is MISSING and f.default_factory is MISSING)
+        missing = sorted(
+            f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING
+        )
         if missing:
             raise ValueError(f"run config lacks the key(s) {missing}")
         d["schedule"] = _nested(ScheduleConfig, "schedule", d.get("schedule", {}))

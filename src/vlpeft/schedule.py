@@ -13,11 +13,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Schedule:
     """Attributes:
-        total_steps: Optimizer steps of the run.
-        warmup_steps: Steps of the linear warm-up (the peak is reached at ``warmup_steps``).
-        peak_lr: Highest learning rate.
-        start_lr: Learning rate at step 0.
-        end_lr: Learning rate at the last step.
+    total_steps: Optimizer steps of the run.
+    warmup_steps: Steps of the linear warm-up (the peak is reached at ``warmup_steps``).
+    peak_lr: Highest learning rate.
+    start_lr: Learning rate at step 0.
+    end_lr: Learning rate at the last step.
     """
 
     total_steps: int
@@ -43,8 +43,9 @@ class Schedule:
         return self.end_lr + 0.5 * (self.peak_lr - self.end_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def steps_for(kind: str, data_size: int, total_batch_size: int, steps: int | None = None,
-              epochs: float | None = None) -> int:
+def steps_for(
+    kind: str, data_size: int, total_batch_size: int, steps: int | None = None, epochs: float | None = None
+) -> int:
     """Optimizer steps of a run: fixed (``kind="steps"``) or ``ceil(epochs * data_size / batch)``."""
     if kind == "steps":
         if not steps or steps <= 0:
@@ -60,8 +61,9 @@ def steps_for(kind: str, data_size: int, total_batch_size: int, steps: int | Non
     raise ValueError(f"unknown schedule kind {kind!r}; expected 'steps' or 'epochs'")
 
 
-def eval_steps(kind: str, total_steps: int, interval: int = 0, data_size: int | None = None,
-               total_batch_size: int | None = None) -> list[int]:
+def eval_steps(
+    kind: str, total_steps: int, interval: int = 0, data_size: int | None = None, total_batch_size: int | None = None
+) -> list[int]:
     """Optimizer steps after which a run evaluates (1-based: after step ``s`` the model has taken ``s`` steps).
 
     Epoch-based schedules evaluate at every epoch end, the step whose global batch holds the epoch's last sample
@@ -73,8 +75,9 @@ def eval_steps(kind: str, total_steps: int, interval: int = 0, data_size: int | 
         if not data_size or not total_batch_size:
             raise ValueError("an epoch-based schedule needs the data size and the total batch size")
         if interval:
-            raise ValueError(f"an epoch-based schedule evaluates at every epoch end: eval interval must be 0, "
-                             f"got {interval}")
+            raise ValueError(
+                f"an epoch-based schedule evaluates at every epoch end: eval interval must be 0, got {interval}"
+            )
         ends, e = [], 1
         while (end := -(-e * data_size // total_batch_size)) < total_steps:
             ends.append(end)

@@ -49,7 +49,9 @@ def _locked(path: Path) -> bool:
         locks = Path("/proc/locks").read_text()
     except OSError:
         return False
-    return any(line.split()[5].rsplit(":", 1)[-1] == str(inode) for line in locks.splitlines() if len(line.split()) > 5)
+    return any(
+        line.split()[5].rsplit(":", 1)[-1] == str(inode) for line in locks.splitlines() if len(line.split()) > 5
+    )
 
 
 def _first_line(text: object) -> str:
@@ -71,8 +73,9 @@ def _progress(log: Path, now: float) -> tuple[int | None, int | None, float | No
     return int(step), int(total), max(0.0, float(eta) - (now - log.stat().st_mtime))
 
 
-def run_status(run: Run, digest: str, now: float | None = None, active_s: float = ACTIVE_S,
-               root: Path = Path(".")) -> RunStatus:
+def run_status(
+    run: Run, digest: str, now: float | None = None, active_s: float = ACTIVE_S, root: Path = Path(".")
+) -> RunStatus:
     """Classify one run from the files in its directory (reads only)."""
     now = time.time() if now is None else now
     d = root / run.dir
@@ -82,23 +85,37 @@ def run_status(run: Run, digest: str, now: float | None = None, active_s: float 
     done = (record or status or {}).get("steps_done")
     if record is not None and record.get("status") == "success":
         if record.get("config_digest") != digest:
-            return RunStatus(run.run_id, "stale", f"record of config digest {record.get('config_digest')}, the config "
-                             f"resolves this run to {digest}: it will be rerun", gpu_hours=hours, steps_done=done)
+            return RunStatus(
+                run.run_id,
+                "stale",
+                f"record of config digest {record.get('config_digest')}, the config "
+                f"resolves this run to {digest}: it will be rerun",
+                gpu_hours=hours,
+                steps_done=done,
+            )
         return RunStatus(run.run_id, "success", gpu_hours=hours, steps_done=done)
     last_status = (d / "status.json").stat().st_mtime if status is not None else -math.inf
     log_time = log.stat().st_mtime if log.is_file() else None
     growing = log_time is not None and log_time > last_status and now - log_time < active_s
     if _locked(d / LOCK_NAME) or growing:
         step, total, eta = _progress(log, now)
-        return RunStatus(run.run_id, "running", step=step, total_steps=total, eta_s=eta, gpu_hours=hours,
-                         steps_done=done)
+        return RunStatus(
+            run.run_id, "running", step=step, total_steps=total, eta_s=eta, gpu_hours=hours, steps_done=done
+        )
     if status is not None:
         state = status.get("status") if status.get("status") in ("preempted", "failed") else "failed"
         detail = _first_line(status.get("error")) if state == "failed" else ""
         if state == "preempted":
             detail = f"checkpointed at step {status.get('steps_done')}/{status.get('total_steps')}"
-        return RunStatus(run.run_id, state, detail, step=status.get("steps_done"),
-                         total_steps=status.get("total_steps"), gpu_hours=hours, steps_done=done)
+        return RunStatus(
+            run.run_id,
+            state,
+            detail,
+            step=status.get("steps_done"),
+            total_steps=status.get("total_steps"),
+            gpu_hours=hours,
+            steps_done=done,
+        )
     if log_time is not None:
         return RunStatus(run.run_id, "failed", "its log stopped without a status (killed?)")
     return RunStatus(run.run_id, "missing")
@@ -119,8 +136,9 @@ def planned_steps(config: dict, run: Run, statuses: RunStatus, root: Path = Path
     return steps_for("epochs", size, d["total_batch_size"], epochs=schedule["epochs"])
 
 
-def gpu_hours_plan(config: dict, runs: list[Run], states: dict[str, RunStatus],
-                   root: Path = Path(".")) -> tuple[float, float | None, int]:
+def gpu_hours_plan(
+    config: dict, runs: list[Run], states: dict[str, RunStatus], root: Path = Path(".")
+) -> tuple[float, float | None, int]:
     """(spent, planned, runs without an estimate): see the module docstring."""
     spent = sum(s.gpu_hours or 0.0 for s in states.values())
     rates: dict[tuple, list[float]] = {}
@@ -149,25 +167,32 @@ def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return ""
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
-def report(config: dict, root: Path = Path("."), show_all: bool = False, active_s: float = ACTIVE_S,
-           now: float | None = None) -> str:
+def report(
+    config: dict, root: Path = Path("."), show_all: bool = False, active_s: float = ACTIVE_S, now: float | None = None
+) -> str:
     runs = expand(config)
     digests = run_digests(config)
     info = study_info(config)
     states = {r.run_id: run_status(r, digests[r.run_id], now, active_s, root) for r in runs}
     counts = Counter(s.state for s in states.values())
     spent, planned, unknown = gpu_hours_plan(config, runs, states, root)
-    out = [f"study {info['study']} ({info['data_source']} data, config digest {info['study_digest']}): "
-           f"{len(runs)} runs under results/{info['study']}/",
-           "  " + " | ".join(f"{state} {counts.get(state, 0)}" for state in STATES)]
+    out = [
+        f"study {info['study']} ({info['data_source']} data, config digest {info['study_digest']}): "
+        f"{len(runs)} runs under results/{info['study']}/",
+        "  " + " | ".join(f"{state} {counts.get(state, 0)}" for state in STATES),
+    ]
     plan = "unknown until a run has a record" if planned is None else f"{planned:.2f} planned"
     if planned is not None and unknown:
         plan += f" ({unknown} runs without an estimate yet)"
-    out.append(f"GPU-hours: {spent:.2f} spent, {plan} (schedule steps x GPU-hours per step measured on this "
-               "study's runs of the same task and method)")
+    out.append(
+        f"GPU-hours: {spent:.2f} spent, {plan} (schedule steps x GPU-hours per step measured on this "
+        "study's runs of the same task and method)"
+    )
     rows = [s for s in states.values() if show_all or s.state not in ("success", "missing")]
     if rows:
         width = max(len(s.run_id) for s in rows)
@@ -177,8 +202,10 @@ def report(config: dict, root: Path = Path("."), show_all: bool = False, active_
             if s.step is not None and s.total_steps:
                 progress = f"{s.step}/{s.total_steps} ({100 * s.step / s.total_steps:.0f}%)"
             hours = "" if s.gpu_hours is None else f"{s.gpu_hours:.2f}"
-            out.append(f"{s.run_id:<{width}}  {s.state:<9}  {progress:<14}  {_fmt_s(s.eta_s):>7}  {hours:>6}  "
-                       f"{s.detail}".rstrip())
+            out.append(
+                f"{s.run_id:<{width}}  {s.state:<9}  {progress:<14}  {_fmt_s(s.eta_s):>7}  {hours:>6}  "
+                f"{s.detail}".rstrip()
+            )
     return "\n".join(out)
 
 

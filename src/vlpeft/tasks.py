@@ -50,13 +50,35 @@ class Task:
 
 #: Image captioning on COCO Caption (Karpathy splits); train counts image-caption pairs, val/test images.
 #: Tokens: the prompt "a picture of", captions of ~11 words.
-COCO = Task(name="coco", label="COCO Caption", metric="CIDEr", metric_label="CIDEr", paper_split="test",
-            prompt_key="caption_prompt", prompt_fields=(), figure=3, curves=True, prompt_tokens=5, target_tokens=24,
-            published_sizes={"train": 566_800, "val": 5_000, "test": 5_000})
+COCO = Task(
+    name="coco",
+    label="COCO Caption",
+    metric="CIDEr",
+    metric_label="CIDEr",
+    paper_split="test",
+    prompt_key="caption_prompt",
+    prompt_fields=(),
+    figure=3,
+    curves=True,
+    prompt_tokens=5,
+    target_tokens=24,
+    published_sizes={"train": 566_800, "val": 5_000, "test": 5_000},
+)
 #: Visual question answering on VQAv2; sizes count QA pairs. Tokens: the question prompt, one- or two-word answers.
-VQA = Task(name="vqa", label="VQAv2", metric="accuracy", metric_label="VQA accuracy", paper_split="val",
-           prompt_key="vqa_prompt", prompt_fields=("question",), figure=4, curves=False, prompt_tokens=16,
-           target_tokens=6, published_sizes={"train": 605_100, "val": 26_700, "test": 26_300})
+VQA = Task(
+    name="vqa",
+    label="VQAv2",
+    metric="accuracy",
+    metric_label="VQA accuracy",
+    paper_split="val",
+    prompt_key="vqa_prompt",
+    prompt_fields=("question",),
+    figure=4,
+    curves=False,
+    prompt_tokens=16,
+    target_tokens=6,
+    published_sizes={"train": 605_100, "val": 26_700, "test": 26_300},
+)
 
 #: Every task by name, in figure order.
 TASKS: dict[str, Task] = {t.name: t for t in (COCO, VQA)}

@@ -29,8 +29,10 @@ class Tokenizer:
         try:
             tokens = {line.rstrip() for line in path.read_text(encoding="utf-8").splitlines()}
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path} is not a text vocabulary ({e}); delete it and rerun the stage that wrote it "
-                             "(train_vocab or fetch_vocab)") from None
+            raise ValueError(
+                f"{path} is not a text vocabulary ({e}); delete it and rerun the stage that wrote it "
+                "(train_vocab or fetch_vocab)"
+            ) from None
         missing = [t for t in SPECIAL_TOKENS[:4] if t not in tokens]
         if missing:
             raise ValueError(f"{path} lacks special token(s) {missing}: not a BERT vocabulary")
@@ -56,7 +58,9 @@ class Tokenizer:
         for t in texts:
             ids = self.encode(t, add_special_tokens)
             if len(ids) > max_length:
-                ids = ids[: max_length - 1] + ([self.sep_id] if add_special_tokens else ids[max_length - 1:max_length])
+                ids = ids[: max_length - 1] + (
+                    [self.sep_id] if add_special_tokens else ids[max_length - 1 : max_length]
+                )
             seqs.append(ids)
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)

@@ -45,8 +45,16 @@ from .data.images import ImageStore
 from .data.prepare import read_jsonl
 from .data.subsets import read_subset
 from .evaluate import PRIMARY_METRIC, EvaluationStopped, Evaluator, score_splits, tokenize_references
-from .files import (CorruptFileError, RunLock, RunLockedError, UnsafeFileError, content_digest, read_json,
-                    record_digest, torch_load)
+from .files import (
+    CorruptFileError,
+    RunLock,
+    RunLockedError,
+    UnsafeFileError,
+    content_digest,
+    read_json,
+    record_digest,
+    torch_load,
+)
 from .methods.base import PeftMethod, build_method, count_trainable, trainable_parameters
 from .methods.registry import REFERENCE
 from .metrics.caption import CIDER_MIN_IMAGES
@@ -103,11 +111,17 @@ def plain(obj):
 def rng_state(device: torch.device) -> dict:
     """This process's RNG states (torch CPU, its own CUDA device, numpy, Python) as tensors and plain types."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
-            "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
 
 
 def set_rng_state(state: dict, device: torch.device) -> None:
@@ -115,8 +129,9 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     if state["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -150,11 +165,15 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> MPlug:
 
         if not cfg.init_weights:
             raise FileNotFoundError("initial weights not found: init_weights is not set")
-        model = load_mapped(mcfg, cfg.init_weights,
-                            remedy="Delete it and rerun the stage that wrote it (pretrain_model or convert_checkpoint).")
+        model = load_mapped(
+            mcfg,
+            cfg.init_weights,
+            remedy="Delete it and rerun the stage that wrote it (pretrain_model or convert_checkpoint).",
+        )
         meta = read_metadata(cfg.init_weights)
-        log.info("initial weights: %s memory-mapped (converted from %s)", cfg.init_weights,
-                 meta.get("source", "training"))
+        log.info(
+            "initial weights: %s memory-mapped (converted from %s)", cfg.init_weights, meta.get("source", "training")
+        )
         return model
     model = MPlug(mcfg)
     if cfg.init_format == "official":
@@ -175,11 +194,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float, part_lr: dict | No
         part = name.split(".")[0] if name.split(".")[0] in part_lr else None
         decays = not (p.dim() < 2 or "LayerNorm" in name or name.endswith(".bias"))
         split.setdefault((part, decays), []).append(p)
-    groups = [{"params": split.get((None, True), []), "weight_decay": weight_decay, "part": None},
-              {"params": split.get((None, False), []), "weight_decay": 0.0, "part": None}]
+    groups = [
+        {"params": split.get((None, True), []), "weight_decay": weight_decay, "part": None},
+        {"params": split.get((None, False), []), "weight_decay": 0.0, "part": None},
+    ]
     for part in part_lr:
-        groups += [{"params": split[(part, d)], "weight_decay": weight_decay if d else 0.0, "part": part}
-                   for d in (True, False) if (part, d) in split]
+        groups += [
+            {"params": split[(part, d)], "weight_decay": weight_decay if d else 0.0, "part": part}
+            for d in (True, False)
+            if (part, d) in split
+        ]
     return groups
 
 
@@ -243,8 +267,11 @@ class Trainer:
                 # An explicit timeout (NCCL's watchdog would stop the run after 10 minutes in one collective), and on
                 # CUDA the group bound to this rank's device (NCCL sets up its communicator at once, on that GPU).
                 cuda = self.device.type == "cuda"
-                dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=cfg.dist_timeout_min),
-                                        **({"device_id": self.device} if cuda else {}))
+                dist.init_process_group(
+                    "nccl" if cuda else "gloo",
+                    timeout=timedelta(minutes=cfg.dist_timeout_min),
+                    **({"device_id": self.device} if cuda else {}),
+                )
             # Work rank 0 does alone is waited for on this CPU group, with its own patience (wait_for_rank0).
             self.rank0_group = dist.new_group(backend="gloo", timeout=timedelta(minutes=cfg.rank0_timeout_min))
 
@@ -262,15 +289,18 @@ class Trainer:
             self.setup_device()
         micro = self.world * cfg.per_device_batch_size
         if cfg.total_batch_size % micro:
-            raise ValueError(f"total_batch_size {cfg.total_batch_size} is not a multiple of world size {self.world}"
-                             f" x per-device batch {cfg.per_device_batch_size}")
+            raise ValueError(
+                f"total_batch_size {cfg.total_batch_size} is not a multiple of world size {self.world}"
+                f" x per-device batch {cfg.per_device_batch_size}"
+            )
         self.accum = cfg.total_batch_size // micro
         for split in ["train", *cfg.eval.splits]:
             if split not in cfg.records or not Path(cfg.records[split]).is_file():
                 raise FileNotFoundError(f"records for split {split!r} not found: {cfg.records.get(split)}")
         self.tok = Tokenizer(cfg.vocab)
-        images = ImageStore(cfg.image_root, preset(cfg.model_preset, **cfg.model_overrides).image_size,
-                            cfg.image_cache)
+        images = ImageStore(
+            cfg.image_root, preset(cfg.model_preset, **cfg.model_overrides).image_size, cfg.image_cache
+        )
         if cfg.feature_store:  # the frozen ViT's output read from the store; checked against the model below
             from .data.features import FeatureStore
 
@@ -282,22 +312,30 @@ class Trainer:
                 raise ValueError(f"subset {cfg.subset} is for ratio {sub['ratio']}, the run wants {cfg.data_ratio}")
             items = sub["items"]
             if not items:
-                raise ValueError(f"subset {cfg.subset} (data ratio {cfg.data_ratio}) has no training pairs: delete it "
-                                 f"and rerun make_subset (are the training records {cfg.records['train']} empty?)")
+                raise ValueError(
+                    f"subset {cfg.subset} (data ratio {cfg.data_ratio}) has no training pairs: delete it "
+                    f"and rerun make_subset (are the training records {cfg.records['train']} empty?)"
+                )
         else:
-            items = list(range(len(train_records))) if cfg.task == VQA.name else [
-                [i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
+            items = (
+                list(range(len(train_records)))
+                if cfg.task == VQA.name
+                else [[i, j] for i, r in enumerate(train_records) for j in range(len(r["references"]))]
+            )
             if not items:
-                raise ValueError(f"split train: {cfg.records['train']} has no training pairs; delete it and rerun "
-                                 "its preparation stage")
+                raise ValueError(
+                    f"split train: {cfg.records['train']} has no training pairs; delete it and rerun "
+                    "its preparation stage"
+                )
         items = drop_bad_train_items(cfg.task, train_records, items, images)
         self.data = TrainSet(cfg.task, train_records, items, images, cfg.prompts)
         self.check_cpus()
         self.collate = Collator(self.tok, cfg.max_prompt_tokens, cfg.max_target_tokens)
         sc = cfg.schedule
         self.total_steps = steps_for(sc.kind, len(self.data), cfg.total_batch_size, sc.steps, sc.epochs)
-        self.schedule = Schedule(self.total_steps, min(sc.warmup_steps, self.total_steps), cfg.lr, sc.start_lr,
-                                 sc.end_lr)
+        self.schedule = Schedule(
+            self.total_steps, min(sc.warmup_steps, self.total_steps), cfg.lr, sc.start_lr, sc.end_lr
+        )
 
         torch.manual_seed(cfg.seed)  # identical model and method initialisation on every rank
         self.model = build_model(cfg, self.tok).to(self.device)
@@ -314,39 +352,67 @@ class Trainer:
             # Full fine-tuning trains weights the forward never uses (the connected fusion layer's cross-attention,
             # as in the official checkpoint): DDP must then look for unused parameters every step.
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.method == REFERENCE)
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.part_lr), lr=cfg.lr,
-                                     betas=(0.9, 0.999))
+                self.model,
+                device_ids=[self.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.method == REFERENCE,
+            )
+        self.opt = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay, cfg.part_lr), lr=cfg.lr, betas=(0.9, 0.999)
+        )
         # One schedule per group: the same shape (warm-up, cosine, start and end rates), each group's own peak.
         self.group_schedules = [
-            self.schedule if g["part"] is None else Schedule(self.total_steps, self.schedule.warmup_steps,
-                                                             cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
-            for g in self.opt.param_groups]
+            self.schedule
+            if g["part"] is None
+            else Schedule(self.total_steps, self.schedule.warmup_steps, cfg.part_lr[g["part"]], sc.start_lr, sc.end_lr)
+            for g in self.opt.param_groups
+        ]
         gen = GenerationConfig(cfg.eval.num_beams, cfg.eval.min_new_tokens, cfg.eval.max_new_tokens)
         split_records: dict[str, list[dict]] = {}
         for split in cfg.eval.splits:
             recs = read_jsonl(cfg.records[split])
             if not recs:
-                raise ValueError(f"split {split}: {cfg.records[split]} has no records to evaluate on; delete it and "
-                                 "rerun its preparation stage")
+                raise ValueError(
+                    f"split {split}: {cfg.records[split]} has no records to evaluate on; delete it and "
+                    "rerun its preparation stage"
+                )
             recs = drop_bad_records(split, recs, images)
             if cfg.eval.max_items:
                 recs = recs[: cfg.eval.max_items]
             if cfg.task == COCO.name and len(recs) < CIDER_MIN_IMAGES:
-                raise ValueError(f"split {split}: {len(recs)} image(s) to evaluate on; CIDEr needs at least "
-                                 f"{CIDER_MIN_IMAGES} (raise eval.max_items)")
+                raise ValueError(
+                    f"split {split}: {len(recs)} image(s) to evaluate on; CIDEr needs at least "
+                    f"{CIDER_MIN_IMAGES} (raise eval.max_items)"
+                )
             split_records[split] = recs
         # Rank 0 scores: the COCO references of every split tokenised in one Java run (a JVM start per run).
-        refs = (tokenize_references(split_records) if cfg.task == COCO.name and self.rank == 0
-                else dict.fromkeys(split_records))
+        refs = (
+            tokenize_references(split_records)
+            if cfg.task == COCO.name and self.rank == 0
+            else dict.fromkeys(split_records)
+        )
         for split, recs in split_records.items():
-            self.evaluators[split] = Evaluator(cfg.task, split, recs, images, self.tok, gen, cfg.prompts,
-                                               cfg.eval.batch_size, list(cfg.eval.metrics), cfg.max_prompt_tokens,
-                                               self.rank, self.world, num_workers=cfg.num_workers,
-                                               pin_memory=self.device.type == "cuda", refs_tokenized=refs[split])
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if self.device.type == "cuda" and cfg.precision == "auto" else nullcontext())
+            self.evaluators[split] = Evaluator(
+                cfg.task,
+                split,
+                recs,
+                images,
+                self.tok,
+                gen,
+                cfg.prompts,
+                cfg.eval.batch_size,
+                list(cfg.eval.metrics),
+                cfg.max_prompt_tokens,
+                self.rank,
+                self.world,
+                num_workers=cfg.num_workers,
+                pin_memory=self.device.type == "cuda",
+                refs_tokenized=refs[split],
+            )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda" and cfg.precision == "auto"
+            else nullcontext()
+        )
         self.wait_for_rank0()  # rank 0 alone tokenised the references of the evaluation splits (Java PTB tokenizer)
 
     def check_cpus(self) -> None:
@@ -357,9 +423,15 @@ class Trainer:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         want = local * (max(cfg.threads, 1) + cfg.num_workers)
         if want > cpus:
-            log.warning("%d process(es) x (%d torch threads + %d loader workers) = %d CPUs wanted, %d available: "
-                        "lower train.threads or train.num_workers (or ask for more cpus_per_task)", local,
-                        max(cfg.threads, 1), cfg.num_workers, want, cpus)
+            log.warning(
+                "%d process(es) x (%d torch threads + %d loader workers) = %d CPUs wanted, %d available: "
+                "lower train.threads or train.num_workers (or ask for more cpus_per_task)",
+                local,
+                max(cfg.threads, 1),
+                cfg.num_workers,
+                want,
+                cpus,
+            )
 
     def check_feature_store(self, store) -> None:
         """A store serves only a run whose ViT is frozen and is exactly the ViT it was computed with."""
@@ -367,8 +439,10 @@ class Trainer:
 
         cfg = self.cfg
         if self.method.trains_visual_encoder():
-            raise ValueError(f"run {cfg.run_id} trains the ViT ({cfg.method}, targets "
-                             f"{cfg.method_options.get('targets')}): it must read images, not the feature store")
+            raise ValueError(
+                f"run {cfg.run_id} trains the ViT ({cfg.method}, targets "
+                f"{cfg.method_options.get('targets')}): it must read images, not the feature store"
+            )
         store.check(store_tag(self.model.config, visual_digest(cfg.init_weights, cfg.init_format, self.model)))
         log.info("visual features from %s (%s)", store.cache, store.dtype)
 
@@ -384,18 +458,26 @@ class Trainer:
             idx = self.global_batch(step)
             for a in range(self.accum):
                 start = (a * self.world + self.rank) * pdb
-                yield idx[start:start + pdb]
+                yield idx[start : start + pdb]
 
     def loader(self, start_step: int):
         from torch.utils.data import DataLoader
 
         workers = self.cfg.num_workers
-        return iter(DataLoader(self.data, batch_sampler=list(self.micro_batches(start_step)), collate_fn=self.collate,
-                               num_workers=workers, pin_memory=self.device.type == "cuda",
-                               prefetch_factor=4 if workers else None, persistent_workers=False,
-                               # its own generator: creating a loader must not draw from the global RNG (dropout),
-                               # or a resumed run would diverge from an uninterrupted one
-                               generator=torch.Generator().manual_seed(self.cfg.seed)))
+        return iter(
+            DataLoader(
+                self.data,
+                batch_sampler=list(self.micro_batches(start_step)),
+                collate_fn=self.collate,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4 if workers else None,
+                persistent_workers=False,
+                # its own generator: creating a loader must not draw from the global RNG (dropout),
+                # or a resumed run would diverge from an uninterrupted one
+                generator=torch.Generator().manual_seed(self.cfg.seed),
+            )
+        )
 
     # -- checkpointing ----------------------------------------------------------------------------------------
     @property
@@ -461,8 +543,11 @@ class Trainer:
             keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             reasons.append(f"its configuration differs ({', '.join(keys) or 'digest ' + str(state.get('digest'))})")
         old_inputs = state.get("inputs") or {}
-        changed = [f"{name} ({entry['path']})" for name, entry in self.inputs.items()
-                   if (old_inputs.get(name) or {}).get("sha256") != entry["sha256"]]
+        changed = [
+            f"{name} ({entry['path']})"
+            for name, entry in self.inputs.items()
+            if (old_inputs.get(name) or {}).get("sha256") != entry["sha256"]
+        ]
         if changed:
             reasons.append("the content of its input file(s) changed: " + ", ".join(changed))
         return "; ".join(reasons) or None
@@ -487,8 +572,12 @@ class Trainer:
         if kind == "none":
             return {}
         if kind == "restart":
-            log.warning("starting over: the checkpoint %s (step %s) does not belong to this run: %s", self.ckpt_path,
-                        detail["step"], detail["reason"])
+            log.warning(
+                "starting over: the checkpoint %s (step %s) does not belong to this run: %s",
+                self.ckpt_path,
+                detail["step"],
+                detail["reason"],
+            )
             if self.rank == 0:
                 self.ckpt_path.unlink()
             return {"discarded_checkpoint": detail}
@@ -513,9 +602,11 @@ class Trainer:
             set_rng_state(state["rng"][self.rank], self.device)
         else:  # each rank's own stream cannot be restored: a deterministic new start, recorded
             s = reseed(self.cfg.seed, self.rank, self.step)
-            notes["rng_reseeded"] = (f"checkpoint written by {saved[0]} {saved[1]} process(es), resumed with "
-                                     f"{self.world} {self.device.type} process(es): RNG seeded from seed + rank + "
-                                     f"1000003 x step ({s} on rank {self.rank})")
+            notes["rng_reseeded"] = (
+                f"checkpoint written by {saved[0]} {saved[1]} process(es), resumed with "
+                f"{self.world} {self.device.type} process(es): RNG seeded from seed + rank + "
+                f"1000003 x step ({s} on rank {self.rank})"
+            )
             log.warning("%s", notes["rng_reseeded"])
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)
         return notes
@@ -565,16 +656,32 @@ class Trainer:
             return False
         if self.rank == 0:
             steps = old.get("steps_done")
-            old["attempts"] = [*old.get("attempts", []), {
-                "start_step": steps, "end_step": steps, "started_at": _now(), "ended_at": _now(), "status": "restored",
-                "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "wall_s": 0.0,
-                "gpus": 0, "signal": None}]
+            old["attempts"] = [
+                *old.get("attempts", []),
+                {
+                    "start_step": steps,
+                    "end_step": steps,
+                    "started_at": _now(),
+                    "ended_at": _now(),
+                    "status": "restored",
+                    "hostname": os.uname().nodename,
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                    "wall_s": 0.0,
+                    "gpus": 0,
+                    "signal": None,
+                },
+            ]
             write_json(old, self.out / "status.json")
             write_json(old, self.out / "record.json")
             self.ckpt_path.unlink(missing_ok=True)
-            log.warning("run %s had already finished (status.json: success after %s steps, same configuration, inputs, "
-                        "code and trained weights): record.json written again from it, nothing retrained. Delete "
-                        "%s to train it again.", self.cfg.run_id, steps, self.out / "status.json")
+            log.warning(
+                "run %s had already finished (status.json: success after %s steps, same configuration, inputs, "
+                "code and trained weights): record.json written again from it, nothing retrained. Delete "
+                "%s to train it again.",
+                self.cfg.run_id,
+                steps,
+                self.out / "status.json",
+            )
         return True
 
     # -- one optimizer step -----------------------------------------------------------------------------------
@@ -612,8 +719,15 @@ class Trainer:
             sync = a == self.accum - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync and self.world > 1 else nullcontext()
             with ctx, self.autocast:
-                per_target = self.ddp(batch["images"], batch["prompt_ids"], batch["prompt_mask"], batch["target_ids"],
-                                      batch["target_mask"], reduction="none", target_counts=batch["target_counts"])
+                per_target = self.ddp(
+                    batch["images"],
+                    batch["prompt_ids"],
+                    batch["prompt_mask"],
+                    batch["target_ids"],
+                    batch["target_mask"],
+                    reduction="none",
+                    target_counts=batch["target_counts"],
+                )
                 loss_sum = (per_target * batch["target_weights"]).sum()
                 loss = loss_sum * self.world / norm  # DDP averages over ranks
             loss.backward()
@@ -621,8 +735,9 @@ class Trainer:
         if self.world > 1:
             # One all-reduce per step for the loss and the stop flag (any rank's signal stops every rank at the
             # same step, see stop_requested).
-            t = torch.stack([total, torch.tensor(1.0 if self.stop_signal else 0.0, dtype=torch.float64,
-                                                 device=self.device)])
+            t = torch.stack(
+                [total, torch.tensor(1.0 if self.stop_signal else 0.0, dtype=torch.float64, device=self.device)]
+            )
             dist.all_reduce(t)
             total, flag = t.tolist()
             self._stop_agreed = flag > 0
@@ -661,8 +776,12 @@ class Trainer:
             metric = PRIMARY_METRIC[self.cfg.task]
             val = point.get("val", {}).get(metric)
             if val is not None and (self.best is None or val > self.best["val"]):
-                self.best = {"step": self.step, "val": val, "test": point.get("test", {}).get(metric),
-                             "metric": metric}
+                self.best = {
+                    "step": self.step,
+                    "val": val,
+                    "test": point.get("test", {}).get(metric),
+                    "metric": metric,
+                }
         return True
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -671,14 +790,32 @@ class Trainer:
         if self.rank == 0:
             self.inputs = self.input_digests()
         notes = self.maybe_resume()
-        self.attempts.append({"start_step": self.step, "started_at": _now(), "status": "running",
-                              "hostname": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                              **notes})
-        eval_at = set(eval_steps(cfg.schedule.kind, self.total_steps, cfg.eval.interval, len(self.data),
-                                 cfg.total_batch_size))
-        log.info("run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
-                 "%d / %d trainable parameters", cfg.run_id, self.total_steps, cfg.total_batch_size, self.world,
-                 cfg.per_device_batch_size, self.accum, len(self.data), self.n_trainable, self.n_total)
+        self.attempts.append(
+            {
+                "start_step": self.step,
+                "started_at": _now(),
+                "status": "running",
+                "hostname": os.uname().nodename,
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                **notes,
+            }
+        )
+        eval_at = set(
+            eval_steps(cfg.schedule.kind, self.total_steps, cfg.eval.interval, len(self.data), cfg.total_batch_size)
+        )
+        log.info(
+            "run %s: %d steps, global batch %d = %d procs x %d x %d accumulation, %d training pairs, "
+            "%d / %d trainable parameters",
+            cfg.run_id,
+            self.total_steps,
+            cfg.total_batch_size,
+            self.world,
+            cfg.per_device_batch_size,
+            self.accum,
+            len(self.data),
+            self.n_trainable,
+            self.n_total,
+        )
         t_last, s_last = time.time(), self.step
         while self.step < self.total_steps or self.eval_pending:
             if self.stop_requested():
@@ -693,8 +830,15 @@ class Trainer:
                     now = time.time()
                     rate = (self.step - s_last) * cfg.total_batch_size / max(now - t_last, 1e-9)
                     eta = (self.total_steps - self.step) * cfg.total_batch_size / max(rate, 1e-9)
-                    log.info("step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs", self.step, self.total_steps,
-                             loss, self.schedule.lr(self.step - 1), rate, eta)
+                    log.info(
+                        "step %d/%d loss %.4f lr %.3g %.1f samples/s eta %.0fs",
+                        self.step,
+                        self.total_steps,
+                        loss,
+                        self.schedule.lr(self.step - 1),
+                        rate,
+                        eta,
+                    )
                     t_last, s_last = now, self.step
                 self.eval_pending = self.step in eval_at
             if self.eval_pending:
@@ -722,8 +866,7 @@ class Trainer:
     def end_attempt(self, status: str) -> None:
         if self.attempts and self.attempts[-1]["status"] == "running":
             self.clock_attempt()
-            self.attempts[-1].update(status=status, end_step=self.step, ended_at=_now(),
-                                     signal=self.stop_signal)
+            self.attempts[-1].update(status=status, end_step=self.step, ended_at=_now(), signal=self.stop_signal)
 
     def stop_requested(self, fresh: bool = False) -> bool:
         """Whether the run stops here: any rank's signal stops every rank at the same point. One process reads its
@@ -777,7 +920,9 @@ class Trainer:
             "gradient_accumulation": self.accum,
             "trainable_params": self.n_trainable,
             "total_params": self.n_total,
-            "closed_form_params": self.method.closed_form_count(self.model.config) if self.method is not None else None,
+            "closed_form_params": self.method.closed_form_count(self.model.config)
+            if self.method is not None
+            else None,
             "method_info": self.method.record_info() if self.method is not None else None,
             "merged_params": self.merged_params(),
             "data_size": len(self.data) if self.data is not None else None,
@@ -812,8 +957,11 @@ class Trainer:
     def launch_id(self) -> str:
         """The same on every rank of one launch, different at the next (torchrun picks a new run id and port)."""
         env = os.environ
-        return "-".join(env.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")) if (
-            self.world > 1) else str(os.getpid())
+        return (
+            "-".join(env.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+            if (self.world > 1)
+            else str(os.getpid())
+        )
 
     def first_failure(self) -> bool:
         """Whether this rank is the first of this launch to fail: it alone writes status.json (an error on rank 1-3,
@@ -839,8 +987,11 @@ def evaluate_untuned(cfg: RunConfig) -> dict:
     trainer.setup()
     trainer.evaluate()
     point = trainer.curve[-1] if trainer.curve else {}
-    return {"task": cfg.task, "init_weights": cfg.init_weights,
-            "scores": {s: point[s] for s in cfg.eval.splits if s in point}}
+    return {
+        "task": cfg.task,
+        "init_weights": cfg.init_weights,
+        "scores": {s: point[s] for s in cfg.eval.splits if s in point},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -939,8 +1090,9 @@ def _run(trainer: Trainer) -> int:
             dist.destroy_process_group()
     if status == "preempted":
         if trainer.rank == 0:
-            log.warning("checkpointed at step %d; exiting %d so that the job is resubmitted", trainer.step,
-                        EXIT_PREEMPTED)
+            log.warning(
+                "checkpointed at step %d; exiting %d so that the job is resubmitted", trainer.step, EXIT_PREEMPTED
+            )
         return EXIT_PREEMPTED
     if trainer.rank == 0 and trainer.ckpt_path.is_file():
         trainer.ckpt_path.unlink()  # finished: the record and trained weights are what remains

@@ -21,15 +21,34 @@ pytestmark = pytest.mark.slow
 
 def bench(script: str, *args: str, timeout: int = 600) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
 def test_bench_train_cpu_equivalence_and_model_part(tmp_path):
-    out = bench("bench_train.py", "--steps", "3", "--model-device", "cpu", "--preset", "tiny", "--batch", "2",
-                "--gpu-steps", "1", "--json", str(tmp_path / "rows.json"))
+    out = bench(
+        "bench_train.py",
+        "--steps",
+        "3",
+        "--model-device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--batch",
+        "2",
+        "--gpu-steps",
+        "1",
+        "--json",
+        str(tmp_path / "rows.json"),
+    )
     assert "same final weights (atol 1e-5): True" in out
     assert re.search(r"ratio 2p/1p = \d+\.\d+x", out)
     rows = json.loads((tmp_path / "rows.json").read_text())
@@ -48,9 +67,28 @@ def test_bench_train_cpu_equivalence_and_model_part(tmp_path):
 
 
 def test_bench_train_end_to_end_times_the_data_wait_of_each_worker_setting(tmp_path):
-    out = bench("bench_train.py", "--end-to-end", "--model-device", "cpu", "--preset", "tiny", "--batch", "4",
-                "--steps", "1", "--rounds", "2", "--warmup", "1", "--images", "8", "--workers", "0,2",
-                "--json", str(tmp_path / "e2e.json"))
+    out = bench(
+        "bench_train.py",
+        "--end-to-end",
+        "--model-device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--images",
+        "8",
+        "--workers",
+        "0,2",
+        "--json",
+        str(tmp_path / "e2e.json"),
+    )
     res = json.loads((tmp_path / "e2e.json").read_text())
     assert [r["num_workers"] for r in res["rows"]] == [0, 2]
     for r in res["rows"]:
@@ -68,8 +106,19 @@ def test_bench_generation_outputs_equal():
 
 
 def test_bench_methods_reports_every_method(tmp_path):
-    out = bench("bench_methods.py", "--preset", "tiny", "--steps", "1", "--warmup", "1", "--threads", "1",
-                "--json", str(tmp_path / "methods.json"))
+    out = bench(
+        "bench_methods.py",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(tmp_path / "methods.json"),
+    )
     results = json.loads((tmp_path / "methods.json").read_text())
     assert list(results) == ["full", "prompt-16", "prefix-16", "lora-8", "serial_adapter-64", "parallel_adapter-64"]
     assert all(label in out for label in results)
@@ -79,8 +128,9 @@ def test_bench_methods_reports_every_method(tmp_path):
 
 
 def test_bench_dataloader_measures_both_paths():
-    out = bench("bench_dataloader.py", "--images", "16", "--size", "64", "--workers", "0", "--batch", "4",
-                "--epochs", "1")
+    out = bench(
+        "bench_dataloader.py", "--images", "16", "--size", "64", "--workers", "0", "--batch", "4", "--epochs", "1"
+    )
     assert len(re.findall(r"\d+\.\d+ images/s", out)) >= 2
 
 

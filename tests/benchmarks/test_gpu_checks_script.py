@@ -20,11 +20,14 @@ def test_the_script_parses():
 
 def test_every_timeout_kills_what_ignores_its_sigterm():
     """The trainer takes SIGTERM as "checkpoint at the next step": a plain `timeout` would never end a hung step."""
-    calls = [line for line in SCRIPT.read_text().splitlines()
-             if re.search(r"(^|[\s;|&(])timeout\s", line) and not line.lstrip().startswith("#")]
+    calls = [
+        line
+        for line in SCRIPT.read_text().splitlines()
+        if re.search(r"(^|[\s;|&(])timeout\s", line) and not line.lstrip().startswith("#")
+    ]
     assert calls, "gpu_checks.sh runs nothing under timeout"
     for line in calls:
-        words = shlex.split(line[line.index("timeout"):])
+        words = shlex.split(line[line.index("timeout") :])
         assert words[1:3] == ["-k", "30"], f"timeout without -k 30: {line.strip()}"
 
 
@@ -42,8 +45,17 @@ def test_without_a_gpu_it_stops_at_once_saying_so(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the script would run for real")
-    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=300, check=False,
-                          env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHON": sys.executable,
-                               "OUT": str(tmp_path / "out")})
+    proc = subprocess.run(
+        ["bash", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "PYTHON": sys.executable,
+            "OUT": str(tmp_path / "out"),
+        },
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "the Python environment or the GPU is missing" in proc.stderr

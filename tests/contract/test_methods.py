@@ -360,8 +360,10 @@ def test_lora_update_is_eq_13_unless_alpha_is_given(rank: int) -> None:
         with torch.no_grad():
             expected = base(x) + scaling * x @ (lora.lora_B.weight @ lora.lora_A.weight).T
             torch.testing.assert_close(lora(x), expected, rtol=1e-5, atol=1e-5)
-    assert build_method("lora", size=rank).record_info() == {"scaling": 1.0,
-                                                              "scaling_rule": "eq. 13: Phi = BA (scaling 1)"}
+    assert build_method("lora", size=rank).record_info() == {
+        "scaling": 1.0,
+        "scaling_rule": "eq. 13: Phi = BA (scaling 1)",
+    }
     assert build_method("lora", size=rank, alpha=16.0).record_info()["scaling"] == 16.0 / rank
     model, _ = attached("lora", {"size": rank})
     assert {m.scaling for m in model.modules() if isinstance(m, LoRALinear)} == {1.0}

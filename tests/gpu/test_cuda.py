@@ -69,9 +69,16 @@ def test_cached_beam_search_equals_recompute_on_cuda(num_beams):
     torch.manual_seed(1)
     model = MPlug(CFG).eval().cuda()
     images, prompt, mask, _, _ = _batch(3, seed=1)
-    outs = [generate(model, images.cuda(), prompt.cuda(), mask.cuda(),
-                     GenerationConfig(num_beams=num_beams, min_new_tokens=1, max_new_tokens=8, use_cache=c))
-            for c in (True, False)]
+    outs = [
+        generate(
+            model,
+            images.cuda(),
+            prompt.cuda(),
+            mask.cuda(),
+            GenerationConfig(num_beams=num_beams, min_new_tokens=1, max_new_tokens=8, use_cache=c),
+        )
+        for c in (True, False)
+    ]
     assert outs[0] == outs[1]
 
 
@@ -130,8 +137,9 @@ if os.environ.get("RANK") == "0" and os.environ.get("SLOW_RANK0_S"):
 """
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2,
-                    reason=f"the 2-process NCCL check needs two GPUs ({torch.cuda.device_count()} here)")
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason=f"the 2-process NCCL check needs two GPUs ({torch.cuda.device_count()} here)"
+)
 def test_two_nccl_ranks_train_wait_for_rank0_and_exit_75_when_preempted(tiny_study, tmp_path):
     """Two ranks over NCCL under vlpeft.launch (the rule's command): the process group is bound to each rank's GPU
     and has a 6 s timeout, rank 0 scores and checkpoints 15 s at a time alone, and nothing is killed by NCCL's
@@ -146,20 +154,45 @@ def test_two_nccl_ranks_train_wait_for_rank0_and_exit_75_when_preempted(tiny_stu
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_SLOW_RANK0)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "0,1",
-           "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
 
     def launch(run: str, steps: int, slow: str) -> tuple[subprocess.Popen, object]:
-        cfg = make_run_config(tiny_study, tmp_path / run, task="vqa", device="cuda", per_device_batch_size=2,
-                              dist_timeout_min=0.1, rank0_timeout_min=5.0,
-                              schedule={"kind": "steps", "steps": steps, "warmup_steps": 2},
-                              eval={"interval": 3, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+        cfg = make_run_config(
+            tiny_study,
+            tmp_path / run,
+            task="vqa",
+            device="cuda",
+            per_device_batch_size=2,
+            dist_timeout_min=0.1,
+            rank0_timeout_min=5.0,
+            schedule={"kind": "steps", "steps": steps, "warmup_steps": 2},
+            eval={"interval": 3, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+        )
         path = tmp_path / f"{run}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         log = open(tmp_path / f"{run}.log", "w")  # noqa: SIM115 (closed by the caller)
-        proc = subprocess.Popen([sys.executable, "-m", "vlpeft.launch", "--nproc-per-node", "2", "--stop-grace", "120",
-                                 "--config", str(path)], stdout=log, stderr=subprocess.STDOUT,
-                                env={**env, "SLOW_RANK0_S": slow}, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vlpeft.launch",
+                "--nproc-per-node",
+                "2",
+                "--stop-grace",
+                "120",
+                "--config",
+                str(path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**env, "SLOW_RANK0_S": slow},
+            start_new_session=True,
+        )
         return proc, log
 
     proc, log = launch("slow", 6, "15")

@@ -66,7 +66,7 @@ def _first_error(text: str, n: int = 70) -> str:
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("Error in rule"):
-            return "\n".join(lines[max(0, i - 1): i + n])
+            return "\n".join(lines[max(0, i - 1) : i + n])
     return ""
 
 
@@ -79,14 +79,19 @@ def slurm_cluster(tmp_path_factory):
         _skip_or_fail("coreutils `timeout` is missing")
     state = Path(os.environ.get("SLURM_TEST_DIR") or tmp_path_factory.mktemp("slurm-cluster"))
     # No job context of an enclosing allocation (SLURM_JOB_ID, SBATCH_*, ...); this script's SLURM_TEST_* stay.
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith("SLURM_TEST_") or not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("SLURM_TEST_") or not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))
+    }
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(START), str(state)], check=False, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        ["bash", str(START), str(state)], check=False, env=env, capture_output=True, text=True, timeout=900
+    )
     if proc.returncode != 0:
-        subprocess.run(["bash", str(STOP), str(state)], check=False, env=env, capture_output=True, text=True,
-                       timeout=180)
+        subprocess.run(
+            ["bash", str(STOP), str(state)], check=False, env=env, capture_output=True, text=True, timeout=180
+        )
         out = _tail(proc.stdout + proc.stderr)
         if proc.returncode in (2, 3):  # not root / packages missing and not installable
             _skip_or_fail(f"SLURM cannot be set up here (start_cluster.sh exit {proc.returncode}):\n{out}")
@@ -99,8 +104,9 @@ def slurm_cluster(tmp_path_factory):
         if os.environ.get("VLPEFT_SLURM_TEST_KEEP") == "1":
             print(f"leaving the cluster running: tests/slurm/stop_cluster.sh {state}")
         else:
-            stop = subprocess.run(["bash", str(STOP), str(state)], check=False, env=env, capture_output=True,
-                                  text=True, timeout=300)
+            stop = subprocess.run(
+                ["bash", str(STOP), str(state)], check=False, env=env, capture_output=True, text=True, timeout=300
+            )
             assert stop.returncode == 0, f"stop_cluster.sh failed:\n{stop.stdout}{stop.stderr}"
 
 
@@ -144,8 +150,19 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
     env["PATH"] = f"{snakemake.parent}{os.pathsep}{env.get('PATH', '')}"  # torchrun of the same environment
     env.setdefault("HF_HUB_OFFLINE", "1")
     log_path = wd / "snakemake.log"
-    cmd = ["timeout", "-s", "INT", "-k", "60", str(TIMEOUT_S), str(snakemake), "--profile", PROFILE,
-           "--configfile", CONFIG]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "60",
+        str(TIMEOUT_S),
+        str(snakemake),
+        "--profile",
+        PROFILE,
+        "--configfile",
+        CONFIG,
+    ]
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         rc = subprocess.run(cmd, check=False, cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -174,19 +191,45 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
         assert pdf.with_suffix(".png").is_file(), f"{pdf.name} without its PNG"
     assert (wd / "results/tiny/report.md").stat().st_size > 0
     # Everything `all` asks for is there and up to date (figures included).
-    dry = subprocess.run([str(snakemake), "--profile", PROFILE, "--configfile", CONFIG, "-n"], check=False, cwd=wd,
-                         env=env, capture_output=True, text=True, timeout=300)
+    dry = subprocess.run(
+        [str(snakemake), "--profile", PROFILE, "--configfile", CONFIG, "-n"],
+        check=False,
+        cwd=wd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (
-        f"a dry run after the run still has work to do:\n{_tail(dry.stdout + dry.stderr)}")
+        f"a dry run after the run still has work to do:\n{_tail(dry.stdout + dry.stderr)}"
+    )
 
     # Accounting: every job of this run COMPLETED; one 2-GPU job per training run; local rules stayed local.
     sacct = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "--name", run_uuid,
-         "-o", "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300,NNodes,SubmitLine%5000"],
-        check=False, env=env, capture_output=True, text=True, timeout=60)
+        [
+            "sacct",
+            "-X",
+            "-n",
+            "-P",
+            "--starttime",
+            "2000-01-01",
+            "--name",
+            run_uuid,
+            "-o",
+            "JobIDRaw,State,ExitCode,Elapsed,AllocTRES%200,Comment%300,NNodes,SubmitLine%5000",
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sacct.returncode == 0, f"sacct failed: {sacct.stderr}"
-    jobs = [dict(zip(["id", "state", "exit", "elapsed", "tres", "comment", "nodes", "submit"], line.split("|", 7)))
-            for line in sacct.stdout.splitlines() if line.strip()]
+    jobs = [
+        dict(zip(["id", "state", "exit", "elapsed", "tres", "comment", "nodes", "submit"], line.split("|", 7)))
+        for line in sacct.stdout.splitlines()
+        if line.strip()
+    ]
     print("sacct:\n" + "\n".join(" ".join(list(j.values())[:6]) for j in jobs))
     assert jobs, f"sacct shows no jobs named {run_uuid}"
     not_completed = [j for j in jobs if j["state"] != "COMPLETED"]
@@ -199,12 +242,14 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
         assert train_jobs, f"no SLURM job for training run {run_id} (comment {_train_comment(run)})"
         for j in train_jobs:
             assert f"gres/gpu={GPUS_PER_TRAINING_JOB}" in j["tres"].split(","), (
-                f"training job {j['id']} ({run_id}) did not get {GPUS_PER_TRAINING_JOB} GPUs: {j['tres']}")
+                f"training job {j['id']} ({run_id}) did not get {GPUS_PER_TRAINING_JOB} GPUs: {j['tres']}"
+            )
             # The profile's early-warning signal (slurm_extra) reached sbatch.
             assert "--signal=TERM@300" in j["submit"].split(), f"training job {j['id']}: {j['submit'][:500]}"
             # One node per training job (torchrun --standalone): the profile's nodes: 1 reached sbatch.
             assert "--nodes=1" in j["submit"].split() and j["nodes"] == "1", (
-                f"training job {j['id']} not pinned to one node ({j['nodes']} nodes): {j['submit'][:500]}")
+                f"training job {j['id']} not pinned to one node ({j['nodes']} nodes): {j['submit'][:500]}"
+            )
     slurm_rules = {re.sub(r"^rule_|_wildcards_.*$", "", c) for c in by_comment}
     assert "train_run" in slurm_rules
     assert not slurm_rules & LOCAL_RULES, f"local rules submitted to SLURM: {slurm_rules & LOCAL_RULES}"
@@ -214,7 +259,8 @@ def test_mini_study_on_slurm(slurm_cluster, tmp_path):
         task, method, setting, seed = run_id.split("/")
         train_log = (wd / f"results/tiny/logs/train/{task}/{method}/{setting}/{seed}.log").read_text()
         assert re.search(rf"global batch \d+ = {GPUS_PER_TRAINING_JOB} procs x", train_log), (
-            f"{run_id}: the training log does not report {GPUS_PER_TRAINING_JOB} processes")
+            f"{run_id}: the training log does not report {GPUS_PER_TRAINING_JOB} processes"
+        )
 
 
 def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
@@ -234,8 +280,9 @@ def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
     # on SIGTERM.
     config["tasks"]["coco"]["schedule"]["steps"] = STEPS = 8000
     config["tasks"]["coco"]["eval"]["interval"] = 0
-    config["methods"] = {"lora": {"options": config["methods"]["lora"]["options"],
-                                  "coco": config["methods"]["lora"]["coco"]}}
+    config["methods"] = {
+        "lora": {"options": config["methods"]["lora"]["options"], "coco": config["methods"]["lora"]["coco"]}
+    }
     config["classifier"] = [False]
     config["train"]["log_every"] = 500
     (wd / "timelimit.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -255,11 +302,27 @@ def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
     log_path = wd / "snakemake.log"
     with open(log_path, "w") as log:
         # (the target first: --configfile takes every argument after it)
-        rc = subprocess.run(["timeout", "-s", "INT", "-k", "60", str(max(TIMEOUT_S, 1500)), str(snakemake),
-                             f"{run.dir}/record.json",
-                             "--profile", "timelimit-profile", "--configfile", "timelimit.yaml"], check=False,
-                            cwd=wd, env=env,
-                            stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            [
+                "timeout",
+                "-s",
+                "INT",
+                "-k",
+                "60",
+                str(max(TIMEOUT_S, 1500)),
+                str(snakemake),
+                f"{run.dir}/record.json",
+                "--profile",
+                "timelimit-profile",
+                "--configfile",
+                "timelimit.yaml",
+            ],
+            check=False,
+            cwd=wd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
     out = log_path.read_text()
     assert rc == 0, f"snakemake failed (exit {rc}):\n{_first_error(out)}\n...\n{_tail(out, 30)}"
 
@@ -271,7 +334,7 @@ def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
     # finished; Snakemake deletes record.json and resubmits, and that job writes the record again from status.json
     # (one "restored" attempt at the end) instead of training the run again from step 0.
     trained = [a for a in attempts if a["status"] != "restored"]
-    restored = attempts[len(trained):]
+    restored = attempts[len(trained) :]
     assert len(restored) <= 1 and all(a["status"] == "restored" for a in restored), attempts
     assert len(trained) >= 2, f"the run was never interrupted (make it longer?): {attempts}\n{train_log[-3000:]}"
     for before, after in zip(trained, trained[1:]):
@@ -280,15 +343,25 @@ def test_time_limit_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
     assert trained[-1]["status"] == "success" and trained[-1]["end_step"] == STEPS
     assert "received SIGTERM" in train_log and "resumed from" in train_log
 
-    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "-o", "JobIDRaw,State,Comment%300"],
-                           check=False, env=env, capture_output=True, text=True, timeout=60)
-    states = [line.split("|")[1] for line in sacct.stdout.splitlines()
-              if line.endswith(_train_comment(run)) and line.split("|")[0] in
-              {a["slurm_job_id"] for a in attempts}]
+    sacct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--starttime", "2000-01-01", "-o", "JobIDRaw,State,Comment%300"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    states = [
+        line.split("|")[1]
+        for line in sacct.stdout.splitlines()
+        if line.endswith(_train_comment(run)) and line.split("|")[0] in {a["slurm_job_id"] for a in attempts}
+    ]
     finish = ["TIMEOUT", "COMPLETED"] if restored else ["COMPLETED"]
     assert states == ["TIMEOUT"] * (len(trained) - 1) + finish, sacct.stdout
     # The exit status Snakemake saw for each preempted attempt: 75 from vlpeft.launch (torchrun alone says 1).
     logs = {p.stem: p.read_text() for p in (wd / ".snakemake/slurm_logs").rglob("*.log")}
     for a in trained[:-1]:
         text = logs.get(str(a["slurm_job_id"]), "")
-        assert re.search(r"exit status 75\b", text), f"job {a['slurm_job_id']}: no exit status 75 in its log\n{text[-3000:]}"
+        assert re.search(r"exit status 75\b", text), (
+            f"job {a['slurm_job_id']}: no exit status 75 in its log\n{text[-3000:]}"
+        )

@@ -70,7 +70,12 @@ def test_successful_rows(runs: list[Run], aggregated) -> None:
         row = table.iloc[i]
         base = 10.0 + i
         assert (row["task"], row["method"], row["classifier"], row["data_ratio"], row["seed"]) == (
-            run.task, run.method, run.classifier, run.ratio, run.seed)
+            run.task,
+            run.method,
+            run.classifier,
+            run.ratio,
+            run.seed,
+        )
         assert row["size"] == run.size if run.size is not None else math.isnan(row["size"])
         assert row["metric"] == METRIC[run.task]
         assert (row["best_val"], row["best_step"], row["test_at_best_val"]) == (base + 5, 2, base + 4)
@@ -103,8 +108,11 @@ def test_metric_columns_when_best_val_and_best_test_steps_differ(task: str) -> N
     metric = METRIC[task]
     val, test = [10.0, 15.0, 12.0, 11.0], [9.0, 11.0, 13.0, 14.0]
     curve = [{"step": 2 * k, "val": {metric: v}, "test": {metric: t}} for k, (v, t) in enumerate(zip(val, test))]
-    record = {"curve": curve, "best": {"step": 2, "val": 15.0, "test": 11.0, "metric": metric},
-              "config": {"schedule": {"kind": "steps"}}}
+    record = {
+        "curve": curve,
+        "best": {"step": 2, "val": 15.0, "test": 11.0, "metric": metric},
+        "config": {"schedule": {"kind": "steps"}},
+    }
     row = aggregate.run_row(run, record, "success")
     assert (row["best_val"], row["best_step"], row["test_at_best_val"], row["final_val"]) == (15.0, 2, 11.0, 11.0)
     assert row["paper_metric"] == (14.0 if task == "coco" else 15.0)
@@ -157,8 +165,16 @@ def test_write_tables_round_trips_through_csv(runs: list[Run], study: Path, tmp_
     base.parent.mkdir()
     base.write_text(json.dumps({"task": "coco", "scores": {"val": {"CIDEr": 5.0}, "test": {"CIDEr": 4.0}}}))
     out = tmp_path / "tables"
-    table = aggregate.write_tables(runs, [base], out / "runs.csv", out / "curves.csv", out / "baseline.csv",
-                                   root=study, study=STUDY, digests=DIGESTS)
+    table = aggregate.write_tables(
+        runs,
+        [base],
+        out / "runs.csv",
+        out / "curves.csv",
+        out / "baseline.csv",
+        root=study,
+        study=STUDY,
+        digests=DIGESTS,
+    )
     loaded = tables.load_runs(out / "runs.csv")
     assert loaded["run_id"].tolist() == table["run_id"].tolist()
     assert loaded["best_val"].tolist()[:3] == [15.0, 16.0, 17.0]
@@ -200,8 +216,15 @@ def test_a_truncated_record_names_the_file_and_what_to_do(runs: list[Run], tmp_p
 
 def test_baseline_table(tmp_path: Path) -> None:
     coco, vqa = tmp_path / "coco.json", tmp_path / "vqa.json"
-    coco.write_text(json.dumps({"task": "coco", "init_weights": "x",
-                                "scores": {"val": {"CIDEr": 12.5, "BLEU-4": 0.2}, "test": {"CIDEr": 11.0}}}))
+    coco.write_text(
+        json.dumps(
+            {
+                "task": "coco",
+                "init_weights": "x",
+                "scores": {"val": {"CIDEr": 12.5, "BLEU-4": 0.2}, "test": {"CIDEr": 11.0}},
+            }
+        )
+    )
     vqa.write_text(json.dumps({"task": "vqa", "scores": {"val": {"accuracy": 41.0, "other": 3.0}}}))
     table = aggregate.baseline_table([coco, vqa])
     assert table.to_dict("records") == [
@@ -214,12 +237,14 @@ def test_baseline_table(tmp_path: Path) -> None:
     assert empty.empty and list(empty.columns) == ["task", "metric", "split", "value"]
 
 
-def test_command_line(runs: list[Run], study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                      capsys: pytest.CaptureFixture) -> None:
+def test_command_line(
+    runs: list[Run], study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(study)
     (study / "results" / "tiny" / "baseline").mkdir()
     (study / "results" / "tiny" / "baseline" / "vqa.json").write_text(
-        json.dumps({"task": "vqa", "scores": {"val": {"accuracy": 30.0}}}))
+        json.dumps({"task": "vqa", "scores": {"val": {"accuracy": 30.0}}})
+    )
     try:
         assert aggregate.main(["--config", str(TINY), "--out", str(tmp_path / "out")]) == 0
     finally:
@@ -228,7 +253,8 @@ def test_command_line(runs: list[Run], study: Path, tmp_path: Path, monkeypatch:
     assert "success" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 20
     assert pd.read_csv(tmp_path / "out" / "baseline.csv").to_dict("records") == [
-        {"task": "vqa", "metric": "accuracy", "split": "val", "value": 30.0}]
+        {"task": "vqa", "metric": "accuracy", "split": "val", "value": 30.0}
+    ]
 
 
 def test_gain_vs_baseline_column():
@@ -237,8 +263,14 @@ def test_gain_vs_baseline_column():
     from vlpeft.aggregate import add_baseline
 
     table = pd.DataFrame({"task": ["coco", "vqa", "vqa"], "best_val": [80.0, 30.0, float("nan")]})
-    baseline = pd.DataFrame({"task": ["coco", "coco", "vqa"], "metric": ["CIDEr", "CIDEr", "accuracy"],
-                             "split": ["val", "test", "val"], "value": [70.0, 75.0, 0.5]})
+    baseline = pd.DataFrame(
+        {
+            "task": ["coco", "coco", "vqa"],
+            "metric": ["CIDEr", "CIDEr", "accuracy"],
+            "split": ["val", "test", "val"],
+            "value": [70.0, 75.0, 0.5],
+        }
+    )
     out = add_baseline(table, baseline)
     assert out["baseline_val"].tolist() == [70.0, 0.5, 0.5]
     assert out["gain_vs_baseline"].tolist()[:2] == [10.0, 29.5]
@@ -282,8 +314,10 @@ def test_a_record_of_another_configuration_is_refused(runs: list[Run], tmp_path:
     for i, run in enumerate(runs[:4]):
         (tmp_path / run.dir).mkdir(parents=True)
         (tmp_path / run.dir / "record.json").write_text(json.dumps(make_record(run, i)))
-    other = {**CONFIG, "methods": {**CONFIG["methods"], "lora": {**CONFIG["methods"]["lora"],
-                                                                 "coco": {"sizes": [2], "lr": 5.0e-3}}}}
+    other = {
+        **CONFIG,
+        "methods": {**CONFIG["methods"], "lora": {**CONFIG["methods"]["lora"], "coco": {"sizes": [2], "lr": 5.0e-3}}},
+    }
     digests = grid.run_digests(other)
     changed = [r.run_id for r in runs[:4] if digests[r.run_id] != DIGESTS[r.run_id]]
     assert changed, "the edit must change a written run's digest"
@@ -342,25 +376,48 @@ def test_the_pilot_is_one_short_real_run_per_method_and_its_tables_draw_every_fi
         d = grid.resolve(pilot, run)
         assert d["schedule"].get("steps", 10) <= 10 and d["eval"]["max_items"] <= 32
         assert (d["init_weights"], d["model_preset"], d["total_batch_size"]) == (
-            "results/pilot/model/mplug_base.slim.safetensors", "base", 256)  # the official weights, converted once
+            "results/pilot/model/mplug_base.slim.safetensors",
+            "base",
+            256,
+        )  # the official weights, converted once
     assert pilot["model"]["init"] == "official"
     assert pilot["data"]["source"] == "download" and pilot["data"]["downloads"] == paper["data"]["downloads"]
 
     study, digests = grid.study_info(pilot), grid.run_digests(pilot)
     for i, run in enumerate(runs):
         metric = METRIC[run.task]
-        rec = {**make_record(run, i), "config_digest": digests[run.run_id],
-               "curve": [{"step": 10, "epoch": 0.04, "val": {metric: 20.0 + i}, "test": {metric: 19.0 + i}}],
-               "best": {"step": 10, "val": 20.0 + i, "test": 19.0 + i, "metric": metric}}
+        rec = {
+            **make_record(run, i),
+            "config_digest": digests[run.run_id],
+            "curve": [{"step": 10, "epoch": 0.04, "val": {metric: 20.0 + i}, "test": {metric: 19.0 + i}}],
+            "best": {"step": 10, "val": 20.0 + i, "test": 19.0 + i, "metric": metric},
+        }
         (tmp_path / run.dir).mkdir(parents=True)
         (tmp_path / run.dir / "record.json").write_text(json.dumps(rec))
     out = tmp_path / "tables"
-    aggregate.write_tables(runs, [], out / "runs.csv", out / "curves.csv", out / "baseline.csv", root=tmp_path,
-                           study=study, digests=digests)
+    aggregate.write_tables(
+        runs,
+        [],
+        out / "runs.csv",
+        out / "curves.csv",
+        out / "baseline.csv",
+        root=tmp_path,
+        study=study,
+        digests=digests,
+    )
     table, curves = tables.load_runs(out / "runs.csv"), tables.load_curves(out / "curves.csv")
     assert set(table["status"]) == {"success"} and set(table["data_source"]) == {"real"}
-    stems = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora",
-             "fig9_serial_adapter", "fig10_parallel_adapter"]
+    stems = [
+        "fig3",
+        "fig4",
+        "fig5",
+        "fig5_gpu_hours",
+        "fig6_prompt",
+        "fig7_prefix",
+        "fig8_lora",
+        "fig9_serial_adapter",
+        "fig10_parallel_adapter",
+    ]
     for stem in stems:
         title = build_figure(stem, table, curves).get_suptitle()
         assert "study pilot | real data | commit c0ffee" in title and "SYNTHETIC" not in title, stem

@@ -27,8 +27,12 @@ HELP_PAGES = [
     ("vlpeft params", "vlpeft.cli", ["params"], ["{base,tiny}"]),
     ("vlpeft model", "vlpeft.cli", ["model"], ["{base,tiny}"]),
     ("python -m vlpeft.aggregate", "vlpeft.aggregate", [], ["--config", "--out"]),
-    ("python -m vlpeft.plots.figures", "vlpeft.plots.figures", [],
-     ["{paper_metric,test_at_best_val,best_val,final_val}", "--curves"]),
+    (
+        "python -m vlpeft.plots.figures",
+        "vlpeft.plots.figures",
+        [],
+        ["{paper_metric,test_at_best_val,best_val,final_val}", "--curves"],
+    ),
     ("python -m vlpeft.report", "vlpeft.report", [], ["{paper_metric,test_at_best_val,best_val,final_val}"]),
     ("python -m vlpeft.methods.table", "vlpeft.methods.table", [], ["{base,tiny}", "{md,csv}"]),
     ("python -m vlpeft.model.checkpoint", "vlpeft.model.checkpoint", [], ["{count,check}"]),
@@ -88,30 +92,61 @@ USER_ERRORS = [
     ("vlpeft", ["-m", "vlpeft.cli", "grid", "--config", "missing.yaml"], "config file not found: missing.yaml"),
     ("vlpeft params", ["-m", "vlpeft.cli", "params", "--preset", "huge"], "invalid choice: 'huge'"),
     ("vlpeft", ["-m", "vlpeft.cli", "cost", "--config", "missing.yaml"], "config file not found: missing.yaml"),
-    ("vlpeft", ["-m", "vlpeft.cli", "plan", "--config", str(REPO / "config" / "mini.yaml"), "--profile", "missing"],
-     "profile not found: missing/config.yaml"),
+    (
+        "vlpeft",
+        ["-m", "vlpeft.cli", "plan", "--config", str(REPO / "config" / "mini.yaml"), "--profile", "missing"],
+        "profile not found: missing/config.yaml",
+    ),
     ("vlpeft model", ["-m", "vlpeft.cli", "model", "--preset", "huge"], "invalid choice: 'huge'"),
-    ("python -m vlpeft.aggregate", ["-m", "vlpeft.aggregate", "--config", "missing.yaml"],
-     "config file not found: missing.yaml"),
-    ("python -m vlpeft.plots.figures", ["-m", "vlpeft.plots.figures", "--runs", "missing.csv", "--out", "f"],
-     "runs table not found: missing.csv"),
-    ("python -m vlpeft.report", ["-m", "vlpeft.report", "--runs", "no_paper_metric.csv"],
-     "no_paper_metric.csv is missing required column(s): paper_metric"),
-    ("python -m vlpeft.report", ["-m", "vlpeft.report", "--runs", "missing.csv", "--n-boot", "0"],
-     "argument --n-boot: must be at least 1"),
+    (
+        "python -m vlpeft.aggregate",
+        ["-m", "vlpeft.aggregate", "--config", "missing.yaml"],
+        "config file not found: missing.yaml",
+    ),
+    (
+        "python -m vlpeft.plots.figures",
+        ["-m", "vlpeft.plots.figures", "--runs", "missing.csv", "--out", "f"],
+        "runs table not found: missing.csv",
+    ),
+    (
+        "python -m vlpeft.report",
+        ["-m", "vlpeft.report", "--runs", "no_paper_metric.csv"],
+        "no_paper_metric.csv is missing required column(s): paper_metric",
+    ),
+    (
+        "python -m vlpeft.report",
+        ["-m", "vlpeft.report", "--runs", "missing.csv", "--n-boot", "0"],
+        "argument --n-boot: must be at least 1",
+    ),
     ("python -m vlpeft.methods.table", ["-m", "vlpeft.methods.table", "--preset", "huge"], "invalid choice: 'huge'"),
-    ("python -m vlpeft.model.checkpoint", ["-m", "vlpeft.model.checkpoint", "check", "missing.pth"],
-     "file not found: missing.pth"),
+    (
+        "python -m vlpeft.model.checkpoint",
+        ["-m", "vlpeft.model.checkpoint", "check", "missing.pth"],
+        "file not found: missing.pth",
+    ),
     ("python -m vlpeft.train", ["-m", "vlpeft.train", "--config", "missing.yaml"], "run config not found"),
 ]
-USER_ERROR_IDS = ["grid-config", "params-preset", "cost-config", "plan-profile", "model-preset", "aggregate-config", "figures-runs",
-                  "report-column", "report-n-boot", "table-preset", "checkpoint-path", "train-config"]
+USER_ERROR_IDS = [
+    "grid-config",
+    "params-preset",
+    "cost-config",
+    "plan-profile",
+    "model-preset",
+    "aggregate-config",
+    "figures-runs",
+    "report-column",
+    "report-n-boot",
+    "table-preset",
+    "checkpoint-path",
+    "train-config",
+]
 
 
 @pytest.mark.parametrize(("prog", "command", "says"), USER_ERRORS, ids=USER_ERROR_IDS)
 def test_user_error_is_one_line_and_exit_status_2(prog: str, command: list[str], says: str, tables_dir: Path) -> None:
-    proc = subprocess.run([sys.executable, *command], cwd=tables_dir, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, *command], cwd=tables_dir, capture_output=True, text=True, timeout=300, check=False
+    )
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
@@ -122,15 +157,22 @@ def test_user_error_is_one_line_and_exit_status_2(prog: str, command: list[str],
 
 def test_traceback_on_request(tables_dir: Path) -> None:
     """VLPEFT_TRACEBACK=1: the same error with its traceback, for debugging."""
-    proc = subprocess.run([sys.executable, "-m", "vlpeft.report", "--runs", "missing.csv"], cwd=tables_dir,
-                          capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "VLPEFT_TRACEBACK": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlpeft.report", "--runs", "missing.csv"],
+        cwd=tables_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "VLPEFT_TRACEBACK": "1"},
+    )
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
 
 
 def test_error_line_of_os_errors_and_multi_line_messages() -> None:
     assert console.error_line(FileNotFoundError(2, "No such file or directory", "x.csv")) == (
-        "x.csv: no such file or directory")
+        "x.csv: no such file or directory"
+    )
     assert console.error_line(ValueError("first\n  second")) == "first second"
 
 
@@ -153,8 +195,17 @@ STARTS = [
     ("vlpeft", ["vlpeft.cli", "params"]),
     ("vlpeft", ["vlpeft.cli", "model"]),
     ("vlpeft", ["vlpeft.cli", "grid", "--config", str(REPO / "config" / "mini.yaml")]),
-    ("vlpeft plan", ["vlpeft.cli", "plan", "--config", str(REPO / "config" / "mini.yaml"), "--profile",
-                     str(REPO / "profiles" / "slurm")]),
+    (
+        "vlpeft plan",
+        [
+            "vlpeft.cli",
+            "plan",
+            "--config",
+            str(REPO / "config" / "mini.yaml"),
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+        ],
+    ),
     ("python -m vlpeft.aggregate", ["vlpeft.aggregate", "--config", str(REPO / "config" / "mini.yaml")]),
     ("python -m vlpeft.plots.figures", ["vlpeft.plots.figures", "--runs", "runs.csv", "--out", "f"]),
     ("python -m vlpeft.report", ["vlpeft.report", "--runs", "runs.csv"]),
@@ -165,15 +216,27 @@ STARTS = [
 
 @pytest.mark.parametrize(("prog", "command"), STARTS, ids=[" ".join(s[1][:2]) for s in STARTS])
 def test_a_line_is_printed_before_the_slow_imports(prog: str, command: list[str], tables_dir: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", _BLOCKED, json.dumps(SLOW), *command], cwd=tables_dir,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLOCKED, json.dumps(SLOW), *command],
+        cwd=tables_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode != 0 and "slow import of" in proc.stderr  # it did reach a slow import...
     assert proc.stderr.splitlines()[0].startswith(f"{prog}: ")  # ...after saying that it started
 
 
 def test_help_prints_no_startup_line(tables_dir: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "vlpeft.plots.figures", "--help"], cwd=tables_dir,
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlpeft.plots.figures", "--help"],
+        cwd=tables_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert proc.stderr == "" and proc.stdout.startswith("usage:")
 
 
@@ -189,9 +252,12 @@ def test_readme_mini_study_counts_are_the_grids() -> None:
     peft = [r for r in runs if r.method != "full"]
     full = [r for r in runs if r.method == "full"]
     readme = (REPO / "README.md").read_text()
-    m = re.search(r"(\d+) PEFT methods × with/without classifier × (\d+) data ratios × (\d+) sizes × (\d+) tasks "
-                  r"\((\d+) runs\) and full fine-tuning × (\d+) data ratios × (\d+) tasks \((\d+) runs\): (\d+) training "
-                  r"runs", " ".join(readme.split()))
+    m = re.search(
+        r"(\d+) PEFT methods × with/without classifier × (\d+) data ratios × (\d+) sizes × (\d+) tasks "
+        r"\((\d+) runs\) and full fine-tuning × (\d+) data ratios × (\d+) tasks \((\d+) runs\): (\d+) training "
+        r"runs",
+        " ".join(readme.split()),
+    )
     assert m, "README: the mini study's run count sentence changed; update this test with it"
     n = [int(g) for g in m.groups()]
     assert n[0] * 2 * n[1] * n[2] * n[3] == n[4] == len(peft)
@@ -200,4 +266,3 @@ def test_readme_mini_study_counts_are_the_grids() -> None:
     assert n[0] == len({r.method for r in peft})
     vqa = sum(r.task == "vqa" for r in runs)
     assert f"{vqa} VQA runs" in " ".join(readme.split())
-

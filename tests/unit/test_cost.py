@@ -27,17 +27,25 @@ def paper() -> dict:
 def _small_paper(paper: dict) -> dict:
     """The paper's study with one LoRA size, full fine-tuning and two ratios per task (base model)."""
     c = copy.deepcopy(paper)
-    c["methods"] = {"lora": {**c["methods"]["lora"], "coco": {"sizes": [8], "lr": 1e-4},
-                             "vqa": {"sizes": [8], "lr": 1e-4}},
-                    "full": c["methods"]["full"]}
+    c["methods"] = {
+        "lora": {**c["methods"]["lora"], "coco": {"sizes": [8], "lr": 1e-4}, "vqa": {"sizes": [8], "lr": 1e-4}},
+        "full": c["methods"]["full"],
+    }
     c["tasks"]["coco"]["ratios"] = [0.01, 1.0]
     c["tasks"]["vqa"]["ratios"] = [0.1, 1.0]
     return c
 
 
-@pytest.mark.parametrize(("method", "options"), [
-    ("prompt", {"size": 3}), ("prefix", {"size": 3, "reparam_hidden": 16}), ("lora", {"size": 2, "classifier": True}),
-    ("serial_adapter", {"size": 4}), ("parallel_adapter", {"size": 4})])
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("prompt", {"size": 3}),
+        ("prefix", {"size": 3, "reparam_hidden": 16}),
+        ("lora", {"size": 2, "classifier": True}),
+        ("serial_adapter", {"size": 4}),
+        ("parallel_adapter", {"size": 4}),
+    ],
+)
 def test_count_with_features_plus_the_vit_equals_the_count_with_images(method, options):
     opts = json.dumps(options, sort_keys=True)
     vit = cost.vit_forward_flops(TINY)
@@ -45,14 +53,17 @@ def test_count_with_features_plus_the_vit_equals_the_count_with_images(method, o
     images = cost.train_flops(TINY, method, opts, 5, 7)
     features = cost.train_flops(TINY, method, opts, 5, 7, features=True)
     assert images == features + vit  # a frozen ViT: its forward only, no backward
-    assert cost.eval_flops(TINY, method, opts, 5, 3, 4) == cost.eval_flops(TINY, method, opts, 5, 3, 4,
-                                                                           features=True) + vit
+    assert (
+        cost.eval_flops(TINY, method, opts, 5, 3, 4)
+        == cost.eval_flops(TINY, method, opts, 5, 3, 4, features=True) + vit
+    )
 
 
 def test_training_the_vit_costs_its_backward_too():
     frozen = cost.train_flops(TINY, "lora", json.dumps({"size": 2}), 5, 7)
-    tuned = cost.train_flops(TINY, "lora", json.dumps({"size": 2, "targets": ["visual_encoder", "text_decoder"]}),
-                             5, 7)
+    tuned = cost.train_flops(
+        TINY, "lora", json.dumps({"size": 2, "targets": ["visual_encoder", "text_decoder"]}), 5, 7
+    )
     assert tuned > frozen
 
 
@@ -79,8 +90,11 @@ def test_samples_and_store_use_of_the_paper_runs(paper):
 
 
 def test_prepared_records_give_the_sizes(tmp_path, paper):
-    for task, split, lines in (("coco", "train", ['{"references": ["a", "b"]}'] * 3),
-                               ("coco", "val", ["{}"] * 2), ("coco", "test", ["{}"] * 4)):
+    for task, split, lines in (
+        ("coco", "train", ['{"references": ["a", "b"]}'] * 3),
+        ("coco", "val", ["{}"] * 2),
+        ("coco", "test", ["{}"] * 4),
+    ):
         path = tmp_path / f"results/paper/data/prepared/{task}/{split}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
@@ -99,14 +113,17 @@ def test_predictions_use_a_recorded_benchmark_and_limits_follow_them(tmp_path, p
     c, p = costs[0], assumed[0]
     rate = settings.mfu * settings.gpu_peak_tflops * 1e12
     ev = settings.eval_mfu * settings.gpu_peak_tflops * 1e12
-    expected = (c.train_samples * c.train_flops_per_sample_store / rate + c.eval_samples * c.eval_flops_per_sample_store
-                / ev) / 3600
+    expected = (
+        c.train_samples * c.train_flops_per_sample_store / rate + c.eval_samples * c.eval_flops_per_sample_store / ev
+    ) / 3600
     assert p.gpu_hours == pytest.approx(expected) and p.gpu_hours_store == pytest.approx(expected)
     assert p.gpu_hours_no_store > p.gpu_hours_store
 
-    bench = [{"method": "lora", "store": False, "tflop_per_step": 6.0, "step_s": 0.1, "mfu": 0.1},
-             {"method": "lora", "store": True, "tflop_per_step": 3.0, "step_s": 0.1, "mfu": 0.05},
-             {"method": "full", "tflop_per_step": 12.0, "step_s": 0.2, "mfu": 0.1}]
+    bench = [
+        {"method": "lora", "store": False, "tflop_per_step": 6.0, "step_s": 0.1, "mfu": 0.1},
+        {"method": "lora", "store": True, "tflop_per_step": 3.0, "step_s": 0.1, "mfu": 0.05},
+        {"method": "full", "tflop_per_step": 12.0, "step_s": 0.2, "mfu": 0.1},
+    ]
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     (tmp_path / "cost.yaml").write_text(yaml.safe_dump({"benchmark": "bench.json", "margin": 2.0}))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"set-resources": {"train_run": {"gpu": 2}}}))
@@ -116,8 +133,12 @@ def test_predictions_use_a_recorded_benchmark_and_limits_follow_them(tmp_path, p
     assert "measured per method" in source
     eval_rate = measured.eval_mfu * 600e12  # the peak the recording implies: 60 TFLOP/s at 10% MFU
     assert preds[0].gpu_hours == pytest.approx(
-        (c.train_samples * c.train_flops_per_sample_store / 30e12 + c.eval_samples * c.eval_flops_per_sample_store
-         / eval_rate) / 3600)
+        (
+            c.train_samples * c.train_flops_per_sample_store / 30e12
+            + c.eval_samples * c.eval_flops_per_sample_store / eval_rate
+        )
+        / 3600
+    )
     for p in preds:
         wall = p.gpu_hours / 2 * 60 * 2.0 + measured.overhead_minutes
         assert p.slurm_minutes >= min(wall, measured.max_minutes) and p.slurm_minutes % measured.round_minutes == 0

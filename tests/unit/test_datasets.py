@@ -36,8 +36,10 @@ def test_answer_targets_are_the_distinct_answers_weighted_by_their_share() -> No
 
 
 def test_train_set_targets_per_task() -> None:
-    vqa = [{"image": "a.jpg", "question": "what colour?", "answers": ANSWERS, "answer": "red"},
-           {"image": "b.jpg", "question": "how many?", "answer": "two"}]  # hand-made: no human answers
+    vqa = [
+        {"image": "a.jpg", "question": "what colour?", "answers": ANSWERS, "answer": "red"},
+        {"image": "b.jpg", "question": "how many?", "answer": "two"},
+    ]  # hand-made: no human answers
     data = TrainSet("vqa", vqa, [1, 0], NoImages(), {})
     assert data.targets(0) == [("two", 1.0)]
     assert data.targets(1) == [("red", 0.6), ("blue", 0.3), ("dark red", 0.1)]
@@ -55,9 +57,15 @@ def tok(tmp_path_factory) -> Tokenizer:
 
 
 def test_collator_flattens_targets_with_counts_and_weights(tok: Tokenizer) -> None:
-    batch = [{"image": NoImages().get(""), "prompt": "what colour?", "targets": ["red", "blue", "dark red"],
-              "weights": [0.6, 0.3, 0.1]},
-             {"image": NoImages().get(""), "prompt": "how many?", "targets": ["two"], "weights": [1.0]}]
+    batch = [
+        {
+            "image": NoImages().get(""),
+            "prompt": "what colour?",
+            "targets": ["red", "blue", "dark red"],
+            "weights": [0.6, 0.3, 0.1],
+        },
+        {"image": NoImages().get(""), "prompt": "how many?", "targets": ["two"], "weights": [1.0]},
+    ]
     out = Collator(tok, 16, 8)(batch)
     assert out["images"].shape[0] == out["prompt_ids"].shape[0] == 2
     assert out["target_counts"].tolist() == [3, 1]
@@ -70,28 +78,50 @@ def test_encoders_run_once_per_question_and_states_repeat_per_answer(tok: Tokeni
     """Per-answer losses with the question's states repeated = the model run on each (question, answer) alone; the
     fusion module sees the 2 questions once, the decoder the 4 answers."""
     torch.manual_seed(0)
-    model = MPlug(preset("tiny", vocab_size=tok.vocab_size, hidden_dropout=0.0, attention_dropout=0.0,
-                         vision_attention_dropout=0.0)).eval()
+    model = MPlug(
+        preset(
+            "tiny", vocab_size=tok.vocab_size, hidden_dropout=0.0, attention_dropout=0.0, vision_attention_dropout=0.0
+        )
+    ).eval()
     s = model.config.image_size
     images = torch.randn(2, 3, s, s)
     prompt_ids, prompt_mask = tok.batch(["what colour?", "how many?"], 16)
     answers = [["red", "blue", "dark red"], ["two"]]
     target_ids, target_mask = tok.batch([a for q in answers for a in q], 8)
     seen: dict[str, list[int]] = {"fusion_encoder": [], "text_decoder": []}  # first argument: text / target ids
-    hooks = [getattr(model, name).register_forward_hook(lambda _m, args, _out, name=name: seen[name].append(
-        args[0].shape[0])) for name in seen]
+    hooks = [
+        getattr(model, name).register_forward_hook(
+            lambda _m, args, _out, name=name: seen[name].append(args[0].shape[0])
+        )
+        for name in seen
+    ]
     with torch.no_grad():
-        per_answer = model(images, prompt_ids, prompt_mask, target_ids, target_mask, reduction="none",
-                           target_counts=torch.tensor([3, 1]))
+        per_answer = model(
+            images,
+            prompt_ids,
+            prompt_mask,
+            target_ids,
+            target_mask,
+            reduction="none",
+            target_counts=torch.tensor([3, 1]),
+        )
     for h in hooks:
         h.remove()
     assert seen["fusion_encoder"] == [2] and seen["text_decoder"] == [4]
     assert per_answer.shape == (4,)
     rows = [(0, 0), (0, 1), (0, 2), (1, 3)]
     with torch.no_grad():
-        alone = [model(images[q : q + 1], prompt_ids[q : q + 1], prompt_mask[q : q + 1],
-                       target_ids[r : r + 1, : target_mask[r].sum()], target_mask[r : r + 1, : target_mask[r].sum()],
-                       reduction="none")[0] for q, r in rows]
+        alone = [
+            model(
+                images[q : q + 1],
+                prompt_ids[q : q + 1],
+                prompt_mask[q : q + 1],
+                target_ids[r : r + 1, : target_mask[r].sum()],
+                target_mask[r : r + 1, : target_mask[r].sum()],
+                reduction="none",
+            )[0]
+            for q, r in rows
+        ]
     torch.testing.assert_close(per_answer, torch.stack(alone), rtol=1e-5, atol=1e-5)
 
 

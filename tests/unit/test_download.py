@@ -371,8 +371,9 @@ def test_unpack_rejects_non_archive(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
 @pytest.mark.parametrize("planted", ["train2014", "train2014/COCO_train2014_000000000003.jpg"])
-def test_unpack_never_writes_through_a_symlink_already_in_the_destination(tmp_path: Path, kind: str,
-                                                                          planted: str) -> None:
+def test_unpack_never_writes_through_a_symlink_already_in_the_destination(
+    tmp_path: Path, kind: str, planted: str
+) -> None:
     """A link planted inside the destination (a directory or a file the archive holds) would make extraction write
     outside it: refused before anything is written."""
     outside = tmp_path / "outside"

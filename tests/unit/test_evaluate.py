@@ -55,18 +55,26 @@ def test_every_split_scored_with_one_java_run_as_split_by_split(tiny_study, monk
     gen = GenerationConfig(num_beams=1, min_new_tokens=1, max_new_tokens=3)
     records = {s: read_jsonl(tiny_study / f"prep/coco/{s}.jsonl") for s in ("val", "test")}
     words = ["a", "dog", "red", "on the", "Grass.", "two CATS,", "sits"]
-    preds = {s: {str(r["image_id"]): " ".join(words[(i + j) % len(words)] for j in range(1 + i % 4))
-                 for i, r in enumerate(recs)} for s, recs in records.items()}
-    alone = {s: Evaluator("coco", s, recs, images, tok, gen, {}, metrics=["BLEU-4", "CIDEr"]) for s, recs in
-             records.items()}
+    preds = {
+        s: {
+            str(r["image_id"]): " ".join(words[(i + j) % len(words)] for j in range(1 + i % 4))
+            for i, r in enumerate(recs)
+        }
+        for s, recs in records.items()
+    }
+    alone = {
+        s: Evaluator("coco", s, recs, images, tok, gen, {}, metrics=["BLEU-4", "CIDEr"]) for s, recs in records.items()
+    }
     expected = {s: ev.score(preds[s]) for s, ev in alone.items()}
 
     runs = []
     real = evaluate.ptb_tokenize
     monkeypatch.setattr(evaluate, "ptb_tokenize", lambda caps: runs.append(len(caps)) or real(caps))
     refs = evaluate.tokenize_references(records)
-    together = {s: Evaluator("coco", s, recs, images, tok, gen, {}, metrics=["BLEU-4", "CIDEr"],
-                             refs_tokenized=refs[s]) for s, recs in records.items()}
+    together = {
+        s: Evaluator("coco", s, recs, images, tok, gen, {}, metrics=["BLEU-4", "CIDEr"], refs_tokenized=refs[s])
+        for s, recs in records.items()
+    }
     assert refs == {s: ev.refs_tokenized for s, ev in alone.items()}
     assert evaluate.score_splits(together, preds) == expected
     assert runs == [sum(map(len, records.values())), sum(map(len, preds.values()))]  # two Java runs in all

@@ -36,9 +36,13 @@ TINY = preset("tiny", vocab_size=128)
 # Measured (random weights): tiny, float16: loss < 1e-7, gradient < 3e-6; bfloat16: loss < 1e-6, gradient < 3e-5;
 # base architecture, float16: loss 5e-7, gradient 2.4e-4.
 TOLERANCE = {"float16": {"loss": 1e-5, "grad": 1e-3}, "bfloat16": {"loss": 1e-4, "grad": 1e-2}}
-METHODS = [("prompt", {"size": 3}), ("prefix", {"size": 3, "reparam_hidden": 16}),
-           ("lora", {"size": 2, "classifier": True}), ("serial_adapter", {"size": 4}),
-           ("parallel_adapter", {"size": 4})]
+METHODS = [
+    ("prompt", {"size": 3}),
+    ("prefix", {"size": 3, "reparam_hidden": 16}),
+    ("lora", {"size": 2, "classifier": True}),
+    ("serial_adapter", {"size": 4}),
+    ("parallel_adapter", {"size": 4}),
+]
 
 
 def _paths(study: Path) -> list[str]:
@@ -129,16 +133,28 @@ def _run(study: Path, out: Path, store: Path | None, **kw) -> dict:
     trainer = Trainer(RunConfig.from_dict(cfg))
     trainer.setup()
     trainer.run()
-    return {"record": trainer.finalize("success"), "trained": {k: v.detach().clone() for k, v in
-                                                             trainable_parameters(trainer.model).items()}}
+    return {
+        "record": trainer.finalize("success"),
+        "trained": {k: v.detach().clone() for k, v in trainable_parameters(trainer.model).items()},
+    }
 
 
 def _spec(study: Path, dtype: str = "float32", seed: int = 0) -> dict:
     cfg = make_run_config(study, study)
-    return {"model_preset": cfg["model_preset"], "model_overrides": cfg["model_overrides"],
-            "init_weights": None, "init_format": "none", "vocab": cfg["vocab"], "image_root": cfg["image_root"],
-            "image_cache": cfg["image_cache"], "seed": seed, "threads": 1, "device": "cpu", "dtype": dtype,
-            "batch_size": 7}
+    return {
+        "model_preset": cfg["model_preset"],
+        "model_overrides": cfg["model_overrides"],
+        "init_weights": None,
+        "init_format": "none",
+        "vocab": cfg["vocab"],
+        "image_root": cfg["image_root"],
+        "image_cache": cfg["image_cache"],
+        "seed": seed,
+        "threads": 1,
+        "device": "cpu",
+        "dtype": dtype,
+        "batch_size": 7,
+    }
 
 
 @pytest.mark.parametrize("task", ["coco", "vqa"])
@@ -175,8 +191,12 @@ def test_runs_that_train_the_vit_never_read_the_store(tiny_study, tmp_path):
     with pytest.raises(ValueError, match="trains the ViT"):
         _run(tiny_study, tmp_path / "full", tmp_path / "f.npy", method="full")
     with pytest.raises(ValueError, match="trains the ViT"):
-        _run(tiny_study, tmp_path / "vit", tmp_path / "f.npy",
-             method_options={"size": 2, "targets": ["visual_encoder", "text_decoder"]})
+        _run(
+            tiny_study,
+            tmp_path / "vit",
+            tmp_path / "f.npy",
+            method_options={"size": 2, "targets": ["visual_encoder", "text_decoder"]},
+        )
     model = MPlug(TINY)
     build_method("full").attach(model)
     with pytest.raises(ValueError, match="ViT trains"):
@@ -191,8 +211,13 @@ def test_bad_images_stay_bad_in_the_store(tiny_study, tmp_path):
     shutil.copytree(tiny_study / "raw/images", root)
     data = (root / paths[2]).read_bytes()
     (root / paths[2]).write_bytes(data[: len(data) // 2])
-    stages.cache_images(root, [tiny_study / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")], 64,
-                        tmp_path / "images_64.npy", skip_bad=True)
+    stages.cache_images(
+        root,
+        [tiny_study / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")],
+        64,
+        tmp_path / "images_64.npy",
+        skip_bad=True,
+    )
     model = MPlug(TINY)
     images = ImageStore(root, 64, tmp_path / "images_64.npy")
     build_store(model.visual_encoder, images, paths, tmp_path / "f.npy", store_tag(TINY, "x"), dtype="float32")
@@ -212,8 +237,9 @@ def test_base_architecture_store_equals_the_image_path(tmp_path):
     model = MPlug(cfg)
     build_method("lora", size=4).attach(model)
     rng = np.random.default_rng(0)
-    pixels_u8 = {f"img{i}.jpg": rng.integers(0, 256, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
-                 for i in range(2)}
+    pixels_u8 = {
+        f"img{i}.jpg": rng.integers(0, 256, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8) for i in range(2)
+    }
 
     class Images:  # an ImageStore over the arrays above
         bad = frozenset()

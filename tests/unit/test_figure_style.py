@@ -70,8 +70,9 @@ def _look(line, with_fill: bool) -> tuple:
     return look + ((to_hex(line.get_markerfacecolor()) == "#ffffff",) if with_fill else ())
 
 
-@pytest.mark.parametrize(("stem", "with_fill"), [("fig3", False), ("fig4", False), ("fig8_lora", False),
-                                                 ("fig5", True)])
+@pytest.mark.parametrize(
+    ("stem", "with_fill"), [("fig3", False), ("fig4", False), ("fig8_lora", False), ("fig5", True)]
+)
 def test_series_of_one_panel_differ_in_more_than_colour(drawn: dict, stem: str, with_fill: bool) -> None:
     """Figs. 3, 4, 6-10: marker or line style; Fig. 5 (points only): marker, or hollow vs filled."""
     checked = 0

@@ -148,10 +148,13 @@ def test_second_lock_names_the_holder_and_release_frees_it(tmp_path):
 
 def test_a_crashed_holders_lock_is_not_stale(tmp_path):
     """The kernel drops an flock with its process: a SIGKILLed run leaves nothing to clean up by hand."""
-    code = ("import os, sys; from vlpeft.files import RunLock; RunLock(sys.argv[1]).acquire(); print('locked', "
-            "flush=True); os.kill(os.getpid(), 9)")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
-                          timeout=60, check=False)
+    code = (
+        "import os, sys; from vlpeft.files import RunLock; RunLock(sys.argv[1]).acquire(); print('locked', "
+        "flush=True); os.kill(os.getpid(), 9)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.stdout.strip() == "locked" and proc.returncode == -signal.SIGKILL
     assert (tmp_path / "run" / files.LOCK_NAME).is_file()
     RunLock(tmp_path / "run").acquire().release()

@@ -99,7 +99,10 @@ def test_paper_grid_cells(paper: dict) -> None:
         (Run("coco", "prompt", 2, 0.01, False, 0, "results/x"), "coco/prompt/size2_ratio0.01/seed0"),
         (Run("vqa", "lora", 16, 1.0, True, 3, "results/x"), "vqa/lora/size16_ratio1_cls/seed3"),
         (Run("coco", "full", None, 0.1, False, 0, "results/x"), "coco/full/sizeall_ratio0.1/seed0"),
-        (Run("coco", "serial_adapter", 64, 0.08, True, 0, "results/x"), "coco/serial_adapter/size64_ratio0.08_cls/seed0"),
+        (
+            Run("coco", "serial_adapter", 64, 0.08, True, 0, "results/x"),
+            "coco/serial_adapter/size64_ratio0.08_cls/seed0",
+        ),
     ],
 )
 def test_run_id_and_dir(run: Run, run_id: str) -> None:
@@ -125,15 +128,21 @@ def test_other_configs_expand_and_resolve(name: str, total: int) -> None:
 def test_mini_grid_counts() -> None:
     # 5 PEFT methods x 2 sizes x 3 ratios x 2 classifier flags + full x 3 ratios, for each of the two tasks.
     assert dict(grid.counts(_load("mini"))) == {(t, m): 12 for t in ("coco", "vqa") for m in grid.METHODS[:5]} | {
-        ("coco", "full"): 3, ("vqa", "full"): 3}
+        ("coco", "full"): 3,
+        ("vqa", "full"): 3,
+    }
 
 
 def test_beyond_grid_counts() -> None:
     """config/beyond.yaml: the paper's ratios and flags; DoRA at LoRA's five ranks, (IA)^3 at its one size."""
     assert dict(grid.counts(_load("beyond"))) == {
-        ("coco", "dora"): 5 * COCO_RATIOS * 2, ("vqa", "dora"): 5 * VQA_RATIOS * 2,
-        ("coco", "ia3"): COCO_RATIOS * 2, ("vqa", "ia3"): VQA_RATIOS * 2,
-        ("coco", "full"): COCO_RATIOS, ("vqa", "full"): VQA_RATIOS}
+        ("coco", "dora"): 5 * COCO_RATIOS * 2,
+        ("vqa", "dora"): 5 * VQA_RATIOS * 2,
+        ("coco", "ia3"): COCO_RATIOS * 2,
+        ("vqa", "ia3"): VQA_RATIOS * 2,
+        ("coco", "full"): COCO_RATIOS,
+        ("vqa", "full"): VQA_RATIOS,
+    }
 
 
 def test_a_size_the_method_refuses_is_caught_for_every_listed_size() -> None:
@@ -146,8 +155,15 @@ def test_a_size_the_method_refuses_is_caught_for_every_listed_size() -> None:
 # -- resolution ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("task", "method", "lr"),
-    [("coco", "prompt", 3e-4), ("coco", "lora", 5e-6), ("coco", "serial_adapter", 1e-6), ("coco", "full", 1e-5),
-     ("vqa", "lora", 3e-4), ("vqa", "parallel_adapter", 3e-4), ("vqa", "full", 3e-5)],
+    [
+        ("coco", "prompt", 3e-4),
+        ("coco", "lora", 5e-6),
+        ("coco", "serial_adapter", 1e-6),
+        ("coco", "full", 1e-5),
+        ("vqa", "lora", 3e-4),
+        ("vqa", "parallel_adapter", 3e-4),
+        ("vqa", "full", 3e-5),
+    ],
 )
 def test_resolve_uses_the_methods_learning_rate(paper: dict, task: str, method: str, lr: float) -> None:
     runs = [r for r in grid.expand(paper) if (r.task, r.method) == (task, method)]
@@ -165,8 +181,13 @@ def test_resolve_scales_the_vqa_warmup_by_the_ratio(paper: dict, ratio: float, w
 def test_resolve_keeps_the_coco_schedule(paper: dict) -> None:
     for ratio in (0.01, 1.0):
         run = _find(grid.expand(paper), task="coco", method="prefix", size=4, ratio=ratio, classifier=True)
-        assert grid.resolve(paper, run)["schedule"] == {"kind": "steps", "steps": 4000, "warmup_steps": 400,
-                                                          "start_lr": 0.0, "end_lr": 0.0}
+        assert grid.resolve(paper, run)["schedule"] == {
+            "kind": "steps",
+            "steps": 4000,
+            "warmup_steps": 400,
+            "start_lr": 0.0,
+            "end_lr": 0.0,
+        }
 
 
 def test_resolve_method_options(paper: dict) -> None:
@@ -207,8 +228,13 @@ def test_resolve_paths_and_shared_settings(paper: dict) -> None:
     assert d["data_ratio"] == 0.1 and d["seed"] == 0
     assert d["eval"]["batch_size"] == 128
     cfg = RunConfig.from_dict(copy.deepcopy(d))
-    assert cfg.to_dict() == {**d, "checkpoint_every": 0, "precision": "auto", "save_model": None,
-                             "schedule": {**d["schedule"], "steps": None}}
+    assert cfg.to_dict() == {
+        **d,
+        "checkpoint_every": 0,
+        "precision": "auto",
+        "save_model": None,
+        "schedule": {**d["schedule"], "steps": None},
+    }
 
 
 def test_changing_one_methods_lr_changes_only_its_runs(config: dict) -> None:
@@ -244,6 +270,7 @@ def _set(path: str, value):
             node[int(last)] = value
         else:
             node[last] = value
+
     return mutate
 
 
@@ -254,6 +281,7 @@ def _drop(path: str):
         for k in keys:
             node = node[k]
         del node[last]
+
     return mutate
 
 
@@ -261,10 +289,14 @@ def _drop(path: str):
     ("mutate", "message"),
     [
         (lambda c: c["tasks"].__setitem__("gqa", copy.deepcopy(c["tasks"]["vqa"])), "tasks.gqa: unknown task"),
-        (lambda c: c["methods"].__setitem__("adalora", copy.deepcopy(c["methods"]["lora"])),
-         "methods.adalora: unknown method"),
-        (lambda c: c["methods"]["lora"].__setitem__("gqa", {"sizes": [2], "lr": 1e-4}),
-         "methods.lora.gqa: unknown task"),
+        (
+            lambda c: c["methods"].__setitem__("adalora", copy.deepcopy(c["methods"]["lora"])),
+            "methods.adalora: unknown method",
+        ),
+        (
+            lambda c: c["methods"]["lora"].__setitem__("gqa", {"sizes": [2], "lr": 1e-4}),
+            "methods.lora.gqa: unknown task",
+        ),
         (_set("tasks.coco.ratios.0", 0), "tasks.coco.ratios[0]: data ratio must be in (0, 1], got 0"),
         (_set("tasks.vqa.ratios.3", 1.5), "tasks.vqa.ratios[3]: data ratio must be in (0, 1], got 1.5"),
         (_set("tasks.vqa.ratios.1", -0.2), "tasks.vqa.ratios[1]: data ratio must be in (0, 1], got -0.2"),
@@ -272,8 +304,10 @@ def _drop(path: str):
         (_set("tasks.vqa.eval.splits", ["val", "val"]), "tasks.vqa.eval.splits: duplicate values ['val', 'val']"),
         (_set("seeds", [0, 1, 0]), "seeds: duplicate values [0, 1, 0]"),
         (_set("classifier", [False, True, False]), "classifier: duplicate values [False, True, False]"),
-        (_set("targets", ["text_encoder", "text_encoder"]),
-         "targets: duplicate values ['text_encoder', 'text_encoder']"),
+        (
+            _set("targets", ["text_encoder", "text_encoder"]),
+            "targets: duplicate values ['text_encoder', 'text_encoder']",
+        ),
         (_set("methods.lora.coco.sizes", [2, 4, 2]), "methods.lora.coco.sizes: duplicate sizes [2, 4, 2]"),
         (_set("methods.full.vqa.sizes", [8]), "methods.full.vqa.sizes: full fine-tuning has no size knob"),
         (_set("methods.prompt.coco.sizes", []), "methods.prompt.coco.sizes: give at least one size"),
@@ -299,28 +333,45 @@ def test_check_config_errors_name_the_key_path(config: dict, mutate, message: st
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (_set("tasks.coco.eval.metrics", ["BLEU-4", "ROUGE-L"]),
-         "tasks.coco.eval.metrics: must include CIDEr, the task's primary metric"),
+        (
+            _set("tasks.coco.eval.metrics", ["BLEU-4", "ROUGE-L"]),
+            "tasks.coco.eval.metrics: must include CIDEr, the task's primary metric",
+        ),
         (_set("tasks.vqa.eval.metrics", ["CIDEr"]), "tasks.vqa.eval.metrics: VQA is scored by its accuracy alone"),
         (_set("tasks.coco.eval.splits", ["test"]), "tasks.coco.eval.splits: must include 'val'"),
-        (_set("tasks.coco.ratios", [0.1234561, 0.1234562]),
-         "tasks.coco.ratios[0]: 0.1234561 is not what its run path ratio0.123456 reads back"),
-        (_set("prompts.vqa_prompt", "Question: {question} ({answer_type}) Answer: "),
-         "prompts.vqa_prompt: unknown field(s) ['answer_type']"),
+        (
+            _set("tasks.coco.ratios", [0.1234561, 0.1234562]),
+            "tasks.coco.ratios[0]: 0.1234561 is not what its run path ratio0.123456 reads back",
+        ),
+        (
+            _set("prompts.vqa_prompt", "Question: {question} ({answer_type}) Answer: "),
+            "prompts.vqa_prompt: unknown field(s) ['answer_type']",
+        ),
         (_set("prompts.vqa_prompt", "Question: {question} {} Answer: "), "prompts.vqa_prompt: unknown field(s) ['']"),
-        (_set("prompts.vqa_prompt", "Question: {question"), "prompts.vqa_prompt: 'Question: {question' is not a valid"),
+        (
+            _set("prompts.vqa_prompt", "Question: {question"),
+            "prompts.vqa_prompt: 'Question: {question' is not a valid",
+        ),
         (_set("seeds", [0, 2**32]), "seeds[1]: a seed must be an integer in 0..4294967295, got 4294967296"),
         (_set("seeds", [-1]), "seeds[0]: a seed must be an integer in 0..4294967295, got -1"),
-        (_set("train.per_device_batch_size", 48),
-         "train.total_batch_size: 256 is not a multiple of per_device_batch_size 48"),
+        (
+            _set("train.per_device_batch_size", 48),
+            "train.total_batch_size: 256 is not a multiple of per_device_batch_size 48",
+        ),
         (_set("methods.lora.options", {"alpah": 16.0}), "methods.lora: unknown option(s) ['alpah'] for method 'lora'"),
         (_set("methods.prefix.options", {"reparam_hidden": 0}), "methods.prefix: reparam_hidden must be positive"),
-        (_set("targets", ["visual_encoder", "text_decoder"]),
-         "methods.prompt: method 'prompt' does not support target(s) ['visual_encoder']"),
-        (_drop("tasks.coco.schedule.steps"),
-         "tasks.coco.schedule.steps: a schedule of kind 'steps' needs steps > 0, got None"),
-        (_drop("tasks.vqa.schedule.epochs"),
-         "tasks.vqa.schedule.epochs: a schedule of kind 'epochs' needs epochs > 0, got None"),
+        (
+            _set("targets", ["visual_encoder", "text_decoder"]),
+            "methods.prompt: method 'prompt' does not support target(s) ['visual_encoder']",
+        ),
+        (
+            _drop("tasks.coco.schedule.steps"),
+            "tasks.coco.schedule.steps: a schedule of kind 'steps' needs steps > 0, got None",
+        ),
+        (
+            _drop("tasks.vqa.schedule.epochs"),
+            "tasks.vqa.schedule.epochs: a schedule of kind 'epochs' needs epochs > 0, got None",
+        ),
         (_set("tasks.coco.eval.min_new_tokens", 30), "tasks.coco.eval.min_new_tokens: 30 is more than max_new_tokens"),
         (_set("tasks.coco.eval.max_items", 1), "tasks.coco.eval.max_items: CIDEr needs at least 2 images, got 1"),
         (_drop("model.pretrain"), None),  # only needed with init: pretrain (next case)
@@ -338,9 +389,13 @@ def test_configs_that_would_fail_every_run_are_refused_naming_the_key(config: di
 
 def test_total_batch_must_split_over_the_profiles_processes(config: dict) -> None:
     grid.check_config(config, train_processes=4)  # 256 = 4 x 64
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             "train.total_batch_size: 256 is not a multiple of 3 processes x per_device_batch_size 64 (processes per "
-            "training job: the gpu resource the profile sets for train_run)")):
+            "training job: the gpu resource the profile sets for train_run)"
+        ),
+    ):
         grid.check_config(config, train_processes=3)
     tiny = _load("tiny")  # pre-training: 32 = 1 x 32, not 2 x 32
     with pytest.raises(ValueError, match=r"^model\.pretrain\.total_batch_size: 32 is not a multiple of 2 processes"):
@@ -354,9 +409,11 @@ def test_grid_command_checks_the_config_like_the_workflow(config: dict, tmp_path
     path.write_text(yaml.safe_dump(config))
     assert main(["grid", "--config", str(path)]) == 0
     assert capsys.readouterr().out.split()[-1] == "810"
-    for mutate, message in ((_set("methods.lora.options", {"alpah": 16.0}), "methods.lora: unknown option(s)"),
-                            (_set("train.total_batch_size", "256"), "train.total_batch_size: '256' is not of type"),
-                            (_set("seeds", [2**32]), "seeds.0: 4294967296 is greater than the maximum")):
+    for mutate, message in (
+        (_set("methods.lora.options", {"alpah": 16.0}), "methods.lora: unknown option(s)"),
+        (_set("train.total_batch_size", "256"), "train.total_batch_size: '256' is not of type"),
+        (_set("seeds", [2**32]), "seeds.0: 4294967296 is greater than the maximum"),
+    ):
         bad = copy.deepcopy(config)
         mutate(bad)
         path.write_text(yaml.safe_dump(bad))
@@ -454,8 +511,9 @@ def test_run_config_digest(run_config: RunConfig, field: str, value, changes: bo
         (lambda d: d.pop("lr"), "run config lacks the key(s) ['lr']"),
     ],
 )
-def test_run_config_given_directly_names_the_bad_key(run_config: RunConfig, tmp_path: Path, edit, message,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_run_config_given_directly_names_the_bad_key(
+    run_config: RunConfig, tmp_path: Path, edit, message, capsys: pytest.CaptureFixture
+) -> None:
     """``python -m vlpeft.train --config X`` checks what the grid checks, naming the key (and the file): one line,
     exit status 2."""
     from vlpeft.train import main
@@ -476,10 +534,16 @@ def test_run_config_given_directly_names_the_bad_key(run_config: RunConfig, tmp_
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("task", "gqa", "unknown task"), ("data_ratio", 0.0, "data_ratio"), ("data_ratio", 1.2, "data_ratio"),
-     ("lr", 0.0, "lr must be positive"), ("init_format", "hf", "init_format"),
-     ("total_batch_size", 0, "batch sizes"), ("device", "gpu", "device must be auto, cpu or cuda"),
-     ("precision", "fp16", "precision must be auto or fp32")],
+    [
+        ("task", "gqa", "unknown task"),
+        ("data_ratio", 0.0, "data_ratio"),
+        ("data_ratio", 1.2, "data_ratio"),
+        ("lr", 0.0, "lr must be positive"),
+        ("init_format", "hf", "init_format"),
+        ("total_batch_size", 0, "batch sizes"),
+        ("device", "gpu", "device must be auto, cpu or cuda"),
+        ("precision", "fp16", "precision must be auto or fp32"),
+    ],
 )
 def test_run_config_bad_values(run_config: RunConfig, field: str, value, message: str) -> None:
     d = run_config.to_dict()

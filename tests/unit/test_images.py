@@ -44,8 +44,18 @@ PATHS = ["train2014/a.jpg", "train2014/b.png", "val2014/grey.jpg", "val2014/c.pn
 
 
 # -- decoding ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("mode", "suffix"), [("RGB", ".jpg"), ("RGB", ".png"), ("L", ".jpg"), ("L", ".png"),
-                                              ("RGBA", ".png"), ("P", ".png"), ("CMYK", ".jpg")])
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [
+        ("RGB", ".jpg"),
+        ("RGB", ".png"),
+        ("L", ".jpg"),
+        ("L", ".png"),
+        ("RGBA", ".png"),
+        ("P", ".png"),
+        ("CMYK", ".jpg"),
+    ],
+)
 def test_load_image_gives_rgb_uint8_of_the_model_size(tmp_path: Path, mode: str, suffix: str) -> None:
     src = Image.new("RGB", (37, 23), (10, 200, 60))
     path = tmp_path / f"img{suffix}"
@@ -205,11 +215,14 @@ def store_with_a_corrupt_jpeg(image_root: Path, tmp_path: Path) -> ImageStore:
 
 
 def test_records_of_bad_images_are_dropped_from_training_and_evaluation(
-        store_with_a_corrupt_jpeg: ImageStore, caplog: pytest.LogCaptureFixture) -> None:
+    store_with_a_corrupt_jpeg: ImageStore, caplog: pytest.LogCaptureFixture
+) -> None:
     store = store_with_a_corrupt_jpeg
     assert store.bad == frozenset({"train2014/a.jpg"})
-    vqa = [{"image": rel, "question": "how many?", "answer": a}
-           for rel, a in zip([PATHS[1], PATHS[0], PATHS[2], PATHS[0]], ["one", "two", "three", "four"])]
+    vqa = [
+        {"image": rel, "question": "how many?", "answer": a}
+        for rel, a in zip([PATHS[1], PATHS[0], PATHS[2], PATHS[0]], ["one", "two", "three", "four"])
+    ]
     coco = [{"image": PATHS[0], "references": ["x", "y"]}, {"image": PATHS[3], "references": ["z", "w"]}]
     with caplog.at_level(logging.WARNING, logger="vlpeft.datasets"):
         vqa_items = drop_bad_train_items("vqa", vqa, [3, 2, 1, 0], store)
@@ -231,15 +244,19 @@ def test_records_of_bad_images_are_dropped_from_training_and_evaluation(
 
 def test_nothing_left_after_dropping_bad_images_is_an_error(store_with_a_corrupt_jpeg: ImageStore) -> None:
     records = [{"image": PATHS[0], "answer": "one"}, {"image": PATHS[0], "answer": "two"}]
-    with pytest.raises(ValueError, match="^split train: all 2 training pairs have images listed as bad in the image "
-                                         "cache .*c.npy; nothing is left to use$"):
+    with pytest.raises(
+        ValueError,
+        match="^split train: all 2 training pairs have images listed as bad in the image "
+        "cache .*c.npy; nothing is left to use$",
+    ):
         drop_bad_train_items("vqa", records, [0, 1], store_with_a_corrupt_jpeg)
     with pytest.raises(ValueError, match="^split test: all 2 records have images listed as bad"):
         drop_bad_records("test", records, store_with_a_corrupt_jpeg)
 
 
-def test_without_bad_images_nothing_is_dropped(image_root: Path, tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_without_bad_images_nothing_is_dropped(
+    image_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     records = [{"image": rel, "answer": "a"} for rel in PATHS]
     items = [3, 1, 0, 2]
     build_cache(image_root, PATHS, S, tmp_path / "c.npy", skip_bad=True)
@@ -253,8 +270,7 @@ def test_without_bad_images_nothing_is_dropped(image_root: Path, tmp_path: Path,
 def test_cache_images_stage_reads_paths_from_records(image_root: Path, tmp_path: Path) -> None:
     prepare.write_jsonl([{"image": PATHS[0]}, {"image": PATHS[1]}], tmp_path / "train.jsonl")
     prepare.write_jsonl([{"image": PATHS[1]}, {"image": PATHS[3]}], tmp_path / "val.jsonl")
-    counts = stages.cache_images(image_root, [tmp_path / "train.jsonl", tmp_path / "val.jsonl"], S,
-                                 tmp_path / "c.npy")
+    counts = stages.cache_images(image_root, [tmp_path / "train.jsonl", tmp_path / "val.jsonl"], S, tmp_path / "c.npy")
     assert counts == {"images": 3, "bad": 0}
     index = json.loads((tmp_path / "c.npy.index.json").read_text())
     assert index["paths"] == sorted([PATHS[0], PATHS[1], PATHS[3]])

@@ -201,9 +201,11 @@ def _peft_pairs(model: MPlug, theirs: nn.Module, kind: str) -> list[tuple[nn.Par
     for path, module in model.text_encoder.named_modules():
         layer = theirs.base_model.model.get_submodule(path) if isinstance(module, (DoRALinear, IA3Linear)) else None
         if isinstance(module, DoRALinear):
-            pairs += [(module.lora_A.weight, layer.lora_A["default"].weight, f"{path}.lora_A"),
-                      (module.lora_B.weight, layer.lora_B["default"].weight, f"{path}.lora_B"),
-                      (module.magnitude, layer.lora_magnitude_vector["default"].weight, f"{path}.magnitude")]
+            pairs += [
+                (module.lora_A.weight, layer.lora_A["default"].weight, f"{path}.lora_A"),
+                (module.lora_B.weight, layer.lora_B["default"].weight, f"{path}.lora_B"),
+                (module.magnitude, layer.lora_magnitude_vector["default"].weight, f"{path}.magnitude"),
+            ]
         elif isinstance(module, IA3Linear):
             pairs.append((module.ia3_scale, layer.ia3_l["default"], f"{path}.ia3"))
     assert pairs, kind
@@ -259,8 +261,9 @@ def test_dora_and_ia3_equal_peft_on_bert(name: str, r: int) -> None:
         (ref * weights)[real].sum().backward()
         with torch.no_grad():
             for ours, their, n in pairs:
-                torch.testing.assert_close(ours.grad, their.grad.reshape(ours.shape), rtol=1e-4, atol=1e-5,
-                                           msg=f"step {step}: {n}")
+                torch.testing.assert_close(
+                    ours.grad, their.grad.reshape(ours.shape), rtol=1e-4, atol=1e-5, msg=f"step {step}: {n}"
+                )
                 # A step of 0.2 at the largest entry (the same for both, given equal gradients): big enough that
                 # B and the magnitudes move well away from their initial values.
                 ours.sub_(0.2 * ours.grad / ours.grad.abs().max().clamp_min(1e-12))  # (A: zero gradient at step 0)
@@ -272,6 +275,7 @@ def test_dora_and_ia3_equal_peft_on_bert(name: str, r: int) -> None:
         merged = theirs.merge_and_unload()
         for path, module in merged.named_modules():
             if isinstance(module, nn.Linear):
-                torch.testing.assert_close(model.text_encoder.get_submodule(path).weight, module.weight,
-                                           rtol=1e-5, atol=1e-5, msg=path)
+                torch.testing.assert_close(
+                    model.text_encoder.get_submodule(path).weight, module.weight, rtol=1e-5, atol=1e-5, msg=path
+                )
         torch.testing.assert_close(_text_states(model, ids, mask)[real], moved[real], rtol=1e-5, atol=1e-5)

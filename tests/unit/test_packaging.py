@@ -23,8 +23,17 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 REPO = Path(__file__).resolve().parents[2]
 #: What the table-only path must never need: the training stack and the workflow engine.
-HEAVY = {"torch", "torchvision", "timm", "tokenizers", "safetensors", "pycocoevalcap", "transformers", "peft",
-         "snakemake"}
+HEAVY = {
+    "torch",
+    "torchvision",
+    "timm",
+    "tokenizers",
+    "safetensors",
+    "pycocoevalcap",
+    "transformers",
+    "peft",
+    "snakemake",
+}
 
 
 def _norm(name: str) -> str:
@@ -150,8 +159,16 @@ def test_results_readme_lists_exactly_the_columns_the_tables_have(tmp_path: Path
     base = tmp_path / "coco.json"
     base.write_text(json.dumps({"task": "coco", "scores": {"val": {"CIDEr": 5.0}, "test": {"CIDEr": 4.0}}}))
     out = tmp_path / "tables"
-    aggregate.write_tables(runs, [base], out / "runs.csv", out / "curves.csv", out / "baseline.csv", root=tmp_path,
-                           study=STUDY, digests=DIGESTS)
+    aggregate.write_tables(
+        runs,
+        [base],
+        out / "runs.csv",
+        out / "curves.csv",
+        out / "baseline.csv",
+        root=tmp_path,
+        study=STUDY,
+        digests=DIGESTS,
+    )
     for name in ("runs.csv", "curves.csv", "baseline.csv"):
         written = list(pd.read_csv(out / name, nrows=0).columns)
         assert _documented_columns(name) == written, name

@@ -19,15 +19,29 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _profile(folder: Path, gpu: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({
-        "default-resources": {"mem_mb": 100},
-        "set-resources": {"train_run": {"gpu": gpu, "mem_mb": 1000}, "extract_features": {"gpu": 1, "mem_mb": 5000}},
-    }))
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "default-resources": {"mem_mb": 100},
+                "set-resources": {
+                    "train_run": {"gpu": gpu, "mem_mb": 1000},
+                    "extract_features": {"gpu": 1, "mem_mb": 5000},
+                },
+            }
+        )
+    )
     (folder / "cost.yaml").write_text("mfu: 0.25\n")
     return folder
 
 
-FLOPS = {"full": 3e9, "lora": 2e9, "prompt": 1e9, "prefix": 1.5e9, "serial_adapter": 2e9, "parallel_adapter": 2e9}  # per sample: stand-ins for the counts (tests/unit/test_cost.py)
+FLOPS = {
+    "full": 3e9,
+    "lora": 2e9,
+    "prompt": 1e9,
+    "prefix": 1.5e9,
+    "serial_adapter": 2e9,
+    "parallel_adapter": 2e9,
+}  # per sample: stand-ins for the counts (tests/unit/test_cost.py)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +59,11 @@ def fake_flops():
 def tiny() -> dict:
     """The workflow tests' tiny study with prefix-tuning added (its saved weights are smaller than what it trains)."""
     config = yaml.safe_load(TINY_CONFIG.read_text())
-    config["methods"]["prefix"] = {"options": {"reparam_hidden": 8}, "coco": {"sizes": [2], "lr": 1e-3},
-                                   "vqa": {"sizes": [2], "lr": 1e-3}}
+    config["methods"]["prefix"] = {
+        "options": {"reparam_hidden": 8},
+        "coco": {"sizes": [2], "lr": 1e-3},
+        "vqa": {"sizes": [2], "lr": 1e-3},
+    }
     return config
 
 
@@ -132,7 +149,7 @@ def test_disk_per_stage(plans, trainable, counted, tiny) -> None:
     mc = cost.model_config(tiny, REPO / "nonexistent")
     images = 40 + 6 + 6  # tiny.yaml's expected_counts for coco
     caches = {d["name"]: d["bytes"] for d in _disk(doc, "caches")}
-    assert caches[f"image cache ({mc.image_size} px, uint8)"] == images * mc.image_size ** 2 * 3
+    assert caches[f"image cache ({mc.image_size} px, uint8)"] == images * mc.image_size**2 * 3
     assert caches["feature store (float32)"] == images * mc.num_image_tokens * mc.vision_width * 4
     assert _disk(doc, "downloads") == []  # synthetic data
     [weights] = _disk(doc, "saved weights")
@@ -165,10 +182,20 @@ def test_downloads_and_unpacked_sizes_say_where_they_come_from(tmp_path) -> None
     dl.mkdir(parents=True)
     (dl / "checksums.txt").write_text(f"{'a' * 64}  1234  recorded.zip  https://example.org/recorded.zip\n")
     (dl / "present.txt").write_bytes(b"x" * 77)
-    config = {"study": "s", "model": {"init": "official"},
-              "data": {"source": "download", "downloads": {
-                  "train2014.zip": {"url": "u", "size": 1000}, "val2014.zip": {"url": "u", "size": 500},
-                  "recorded.zip": {"url": "u"}, "present.txt": {"url": "u"}, "mplug_base.pth": {"url": "u"}}}}
+    config = {
+        "study": "s",
+        "model": {"init": "official"},
+        "data": {
+            "source": "download",
+            "downloads": {
+                "train2014.zip": {"url": "u", "size": 1000},
+                "val2014.zip": {"url": "u", "size": 500},
+                "recorded.zip": {"url": "u"},
+                "present.txt": {"url": "u"},
+                "mplug_base.pth": {"url": "u"},
+            },
+        },
+    }
     items = {d.name: d for d in plan._download_items(config, tmp_path)}
     assert (items["train2014.zip"].bytes, items["train2014.zip"].source) == (1000, "config (data.downloads)")
     assert items["recorded.zip"].bytes == 1234 and "checksums.txt" in items["recorded.zip"].source
@@ -198,10 +225,24 @@ def test_measured_gpu_peaks_of_the_study_and_the_pilot(tmp_path) -> None:
 def _pilot_record(root: Path, method: str, preset: str, seen: int, seconds: float, world: int) -> None:
     rec = root / f"results/pilot/runs/coco/{method}/size2_ratio0.01/seed0/record.json"
     rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps({
-        "status": "success", "samples_seen": seen, "train_time_s": seconds, "world_size": world,
-        "config": {"task": "coco", "method": method, "method_options": {"size": 2}, "model_preset": preset,
-                   "model_overrides": {}, "feature_store": "results/pilot/data/features_256_float16.npy"}}))
+    rec.write_text(
+        json.dumps(
+            {
+                "status": "success",
+                "samples_seen": seen,
+                "train_time_s": seconds,
+                "world_size": world,
+                "config": {
+                    "task": "coco",
+                    "method": method,
+                    "method_options": {"size": 2},
+                    "model_preset": preset,
+                    "model_overrides": {},
+                    "feature_store": "results/pilot/data/features_256_float16.npy",
+                },
+            }
+        )
+    )
 
 
 def test_gpu_hours_from_the_pilot_records(tiny, tmp_path, fake_flops) -> None:
@@ -228,8 +269,23 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 def test_cli_table_and_json_write_nothing(tmp_path, capsys, fake_flops) -> None:
     profile = _profile(tmp_path / "profile")
     before = _tree(tmp_path)
-    assert cli(["plan", "--config", str(TINY_CONFIG), "--profile", str(profile), "-j", "3", "--root",
-                str(tmp_path), "--json"]) == 0
+    assert (
+        cli(
+            [
+                "plan",
+                "--config",
+                str(TINY_CONFIG),
+                "--profile",
+                str(profile),
+                "-j",
+                "3",
+                "--root",
+                str(tmp_path),
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert (doc["runs"], doc["peak_gpus"], doc["jobs"]) == (20, 6, 3)
     assert cli(["plan", "--config", str(TINY_CONFIG), "--profile", str(profile), "--root", str(tmp_path)]) == 0
@@ -240,11 +296,14 @@ def test_cli_table_and_json_write_nothing(tmp_path, capsys, fake_flops) -> None:
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--config", "no/such.yaml"], "config file not found: no/such.yaml"),
-    (["--config", str(TINY_CONFIG), "--profile", "no/profile"], "profile not found: no/profile/config.yaml"),
-    (["--config", str(TINY_CONFIG), "-j", "0"], "-j/--jobs must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "no/such.yaml"], "config file not found: no/such.yaml"),
+        (["--config", str(TINY_CONFIG), "--profile", "no/profile"], "profile not found: no/profile/config.yaml"),
+        (["--config", str(TINY_CONFIG), "-j", "0"], "-j/--jobs must be at least 1"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(args, message, capsys) -> None:
     assert cli(["plan", *args]) == 2
     err = capsys.readouterr().err.strip()

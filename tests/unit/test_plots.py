@@ -28,6 +28,7 @@ from vlpeft import tasks
 from vlpeft.plots.tables import load_baseline, load_curves, load_runs, validate_runs
 from tests.run_rows import METRIC, PAPER_METHODS, RATIOS, make_curves, make_runs, with_provenance
 
+
 @pytest.fixture(scope="module")
 def runs() -> pd.DataFrame:
     return make_runs()
@@ -280,8 +281,9 @@ def test_cli_regenerates_every_figure(
 
 
 def test_figures_of_real_data_carry_no_demonstration_note_and_mixed_tables_are_refused(runs: pd.DataFrame) -> None:
-    real = with_provenance(runs.drop(columns=["study_digest"]), study="paper", data_source="real",
-                           commit="1234567890abcdef")
+    real = with_provenance(
+        runs.drop(columns=["study_digest"]), study="paper", data_source="real", commit="1234567890abcdef"
+    )
     title = figures.build_figure("fig5", real).get_suptitle()
     assert "SYNTHETIC" not in title and "study paper | real data | commit 1234567890 |" in title
     mixed = pd.concat([real.iloc[:5], runs.iloc[5:]])
@@ -295,8 +297,10 @@ def test_cli_metric_option(runs: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, 
     saved: dict[str, Figure] = {}
     monkeypatch.setattr(figures, "save_figure", lambda fig, stem: saved.update({Path(stem).name: fig}) or [])
     runs.loc[runs["task"] == "coco"].to_csv(tmp_path / "runs.csv", index=False)
-    assert figures.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path), "--metric",
-                         "test_at_best_val"]) == 0
+    assert (
+        figures.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path), "--metric", "test_at_best_val"])
+        == 0
+    )
     assert list(saved) == ["fig3", "fig5", "fig5_gpu_hours"]
     assert all("test_at_best_val" in fig.get_suptitle() for fig in saved.values())
 
@@ -393,17 +397,26 @@ def test_unreadable_table_names_the_file_and_what_to_do(tmp_path: Path, content:
 
 @pytest.mark.parametrize(
     ("task", "column", "value"),
-    [("coco", "best_val", -3.5), ("coco", "test_at_best_val", 1000.5), ("vqa", "best_val", 100.01),
-     ("vqa", "final_val", -0.1), ("vqa", "test_at_best_val", math.inf)],
+    [
+        ("coco", "best_val", -3.5),
+        ("coco", "test_at_best_val", 1000.5),
+        ("vqa", "best_val", 100.01),
+        ("vqa", "final_val", -0.1),
+        ("vqa", "test_at_best_val", math.inf),
+    ],
 )
-def test_impossible_metric_values_are_refused(runs: pd.DataFrame, curves: pd.DataFrame, baseline: pd.DataFrame,
-                                              task: str, column: str, value: float) -> None:
+def test_impossible_metric_values_are_refused(
+    runs: pd.DataFrame, curves: pd.DataFrame, baseline: pd.DataFrame, task: str, column: str, value: float
+) -> None:
     metric = METRIC[task]
     bad = runs.copy()
     i = bad.index[(bad["task"] == task) & (bad["status"] == "success")][0]
     bad.loc[i, column] = value
-    with pytest.raises(ValueError, match=re.escape(f"impossible {metric} {value!r} in column {column!r}") +
-                       f".*{re.escape(repr(bad.loc[i, 'run_id']))}"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"impossible {metric} {value!r} in column {column!r}")
+        + f".*{re.escape(repr(bad.loc[i, 'run_id']))}",
+    ):
         validate_runs(bad)
     bad = curves.copy()  # (COCO curves only; a point of another task's curve is refused just the same)
     bad.loc[0, ["task", "metric", "value"]] = [task, metric, value]

@@ -53,8 +53,9 @@ def _karpathy(root: Path) -> list[dict]:
 # -- captions ------------------------------------------------------------------------------------------------------
 def test_caption_records_train_is_train_plus_restval(raw: Path, tmp_path: Path) -> None:
     outs = _outs(tmp_path, "coco")
-    counts = stages.prepare_captions(raw / "dataset_coco.json", outs,
-                                     expected={"train": N_TRAIN, "val": N_VAL, "test": N_TEST})
+    counts = stages.prepare_captions(
+        raw / "dataset_coco.json", outs, expected={"train": N_TRAIN, "val": N_VAL, "test": N_TEST}
+    )
     assert counts == {"train": N_TRAIN, "val": N_VAL, "test": N_TEST}
     images = _karpathy(raw)
     want = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -97,7 +98,9 @@ def test_check_counts(expected: dict | None, message: str | None) -> None:
     if message is None:
         prepare.check_counts(records, expected, "things")
     else:
-        with pytest.raises(ValueError, match=re.escape(f"things split sizes differ from the expected ones ({message})")):
+        with pytest.raises(
+            ValueError, match=re.escape(f"things split sizes differ from the expected ones ({message})")
+        ):
             prepare.check_counts(records, expected, "things")
 
 
@@ -108,7 +111,9 @@ def test_karpathy_entry_without_a_field_names_file_index_and_cocoid(copy: Path, 
     cocoid = data["images"][2]["cocoid"]
     del data["images"][2][field]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=re.escape(f"images[2] (cocoid {cocoid if field != 'cocoid' else None})")) as e:
+    with pytest.raises(
+        ValueError, match=re.escape(f"images[2] (cocoid {cocoid if field != 'cocoid' else None})")
+    ) as e:
         prepare.read_karpathy(path)
     assert str(path) in str(e.value) and repr(field) in str(e.value)
 
@@ -217,17 +222,25 @@ def test_annotation_without_question_names_file_and_question(copy: Path) -> None
         prepare.vqa_records(prepare.read_karpathy(copy / "dataset_coco.json"), _qfiles(copy), _afiles(copy))
 
 
-@pytest.mark.parametrize(("kind", "field"), [("questions", "question_id"), ("questions", "question"),
-                                             ("annotations", "question_id"), ("annotations", "image_id"),
-                                             ("annotations", "answers")])
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("questions", "question_id"),
+        ("questions", "question"),
+        ("annotations", "question_id"),
+        ("annotations", "image_id"),
+        ("annotations", "answers"),
+    ],
+)
 def test_vqa_record_without_a_field_names_file_position_and_field(copy: Path, kind: str, field: str) -> None:
     path = (_qfiles(copy) if kind == "questions" else _afiles(copy))[1]
     data = json.loads(path.read_text())
     qid = data[kind][2]["question_id"] if field != "question_id" else None
     del data[kind][2][field]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: {kind}[2] (question_id {qid}) lacks the field "
-                                                         f"{field!r}") + "$"):
+    with pytest.raises(
+        ValueError, match="^" + re.escape(f"{path}: {kind}[2] (question_id {qid}) lacks the field {field!r}") + "$"
+    ):
         prepare.vqa_records(prepare.read_karpathy(copy / "dataset_coco.json"), _qfiles(copy), _afiles(copy))
 
 
@@ -237,8 +250,12 @@ def test_vqa_answer_without_its_text_names_file_position_and_question(copy: Path
     a = data["annotations"][3]
     del a["answers"][4]["answer"]
     af.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="^" + re.escape(f"{af}: annotations[3].answers[4] (question_id "
-                                                         f"{a['question_id']}) lacks the field 'answer'") + "$"):
+    with pytest.raises(
+        ValueError,
+        match="^"
+        + re.escape(f"{af}: annotations[3].answers[4] (question_id {a['question_id']}) lacks the field 'answer'")
+        + "$",
+    ):
         prepare.vqa_records(prepare.read_karpathy(copy / "dataset_coco.json"), _qfiles(copy), _afiles(copy))
 
 
@@ -271,16 +288,23 @@ def test_jsonl_round_trip_and_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["images"][4].update(cocoid=d["images"][1]["cocoid"]),
-         "images[4] repeats the cocoid {cocoid} of images[1]; image ids must be unique"),
-        (lambda d: d["images"][1]["sentences"][2].update(raw=["a", "list"]),
-         "images[1].sentences[2] (cocoid {cocoid}): the caption is not a string: ['a', 'list']"),
-        (lambda d: d["images"][1]["sentences"][0].update(raw=None),
-         "images[1].sentences[0] (cocoid {cocoid}): the caption is not a string: None"),
+        (
+            lambda d: d["images"][4].update(cocoid=d["images"][1]["cocoid"]),
+            "images[4] repeats the cocoid {cocoid} of images[1]; image ids must be unique",
+        ),
+        (
+            lambda d: d["images"][1]["sentences"][2].update(raw=["a", "list"]),
+            "images[1].sentences[2] (cocoid {cocoid}): the caption is not a string: ['a', 'list']",
+        ),
+        (
+            lambda d: d["images"][1]["sentences"][0].update(raw=None),
+            "images[1].sentences[0] (cocoid {cocoid}): the caption is not a string: None",
+        ),
     ],
 )
-def test_duplicate_image_ids_and_non_string_captions_are_refused(copy: Path, tmp_path: Path, mutate,
-                                                                 message: str) -> None:
+def test_duplicate_image_ids_and_non_string_captions_are_refused(
+    copy: Path, tmp_path: Path, mutate, message: str
+) -> None:
     path = copy / "dataset_coco.json"
     data = json.loads(path.read_text())
     cocoid = data["images"][1]["cocoid"]
@@ -298,21 +322,28 @@ def test_duplicate_question_ids_are_refused_naming_both_places(copy: Path, tmp_p
     first = json.loads(files[0].read_text())[kind][2]
     data[kind][1]["question_id"] = first["question_id"]  # the val file repeats a train question's id
     files[1].write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="^" + re.escape(
-            f"{files[1]}: {kind}[1] repeats question_id {first['question_id']} (first in {files[0]} {kind}[2])")):
+    with pytest.raises(
+        ValueError,
+        match="^"
+        + re.escape(
+            f"{files[1]}: {kind}[1] repeats question_id {first['question_id']} (first in {files[0]} {kind}[2])"
+        ),
+    ):
         stages.prepare_vqa(copy / "dataset_coco.json", _qfiles(copy), _afiles(copy), _outs(tmp_path, "vqa"))
 
 
 def test_non_string_questions_and_answers_are_refused(copy: Path, tmp_path: Path) -> None:
     for kind, files, mutate, message in (
-            ("questions", _qfiles(copy), lambda q: q.update(question=7), "the question is not a string: 7"),
-            ("annotations", _afiles(copy), lambda a: a["answers"][3].update(answer=2), "an answer is not a string: 2")):
+        ("questions", _qfiles(copy), lambda q: q.update(question=7), "the question is not a string: 7"),
+        ("annotations", _afiles(copy), lambda a: a["answers"][3].update(answer=2), "an answer is not a string: 2"),
+    ):
         original = files[0].read_text()
         data = json.loads(original)
         mutate(data[kind][0])
         files[0].write_text(json.dumps(data))
-        with pytest.raises(ValueError, match=re.escape(f"{files[0]}: {kind}[0] (question_id ") + ".*" +
-                           re.escape(message)):
+        with pytest.raises(
+            ValueError, match=re.escape(f"{files[0]}: {kind}[0] (question_id ") + ".*" + re.escape(message)
+        ):
             stages.prepare_vqa(copy / "dataset_coco.json", _qfiles(copy), _afiles(copy), _outs(tmp_path, "vqa"))
         files[0].write_text(original)
 
@@ -322,8 +353,12 @@ def test_an_empty_split_is_refused_naming_it(copy: Path, tmp_path: Path) -> None
     data = json.loads(path.read_text())
     data["images"] = [img for img in data["images"] if img["split"] != "val"]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=re.escape("COCO Caption (Karpathy) images: split(s) ['val'] have no records; "
-                                                   f"{path} assigns nothing to them")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"COCO Caption (Karpathy) images: split(s) ['val'] have no records; {path} assigns nothing to them"
+        ),
+    ):
         stages.prepare_captions(path, _outs(tmp_path, "coco"))
     with pytest.raises(ValueError, match=re.escape("VQAv2 QA pairs: split(s) ['val'] have no records")):
         stages.prepare_vqa(path, _qfiles(copy), _afiles(copy), _outs(tmp_path, "vqa"))
@@ -335,8 +370,10 @@ def test_unreadable_jsonl_names_the_file_the_line_and_what_to_do(tmp_path: Path,
     path = tmp_path / "train.jsonl"
     prepare.write_jsonl([{"a": 1}], path)
     path.write_bytes(path.read_bytes() + tail)
-    with pytest.raises(ValueError, match=re.escape(f"{path}, line 2: not a JSON record") +
-                       ".*delete it and rerun the stage that wrote it"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{path}, line 2: not a JSON record") + ".*delete it and rerun the stage that wrote it",
+    ):
         prepare.read_jsonl(path)
 
 
@@ -369,8 +406,9 @@ def test_prepare_pretrain_gives_caption_and_prefix_lm_records(raw: Path, tmp_pat
 def test_prepare_pretrain_is_deterministic_and_skips_short_captions(tmp_path: Path) -> None:
     caps = ["one two three four five six seven", "a red circle on the left side", "too short"]
     src = tmp_path / "pre.json"
-    src.write_text(json.dumps([{"filepath": "f", "filename": f"{i}.jpg", "cocoid": i, "caption": c}
-                               for i, c in enumerate(caps)]))
+    src.write_text(
+        json.dumps([{"filepath": "f", "filename": f"{i}.jpg", "cocoid": i, "caption": c} for i, c in enumerate(caps)])
+    )
 
     def prompts(seed: int) -> list[str]:
         stages.prepare_pretrain(src, tmp_path / f"out{seed}.jsonl", seed=seed)
@@ -388,12 +426,12 @@ def test_extract_files_from_archives_and_plain_copies(tmp_path):
     from vlpeft.data.stages import extract_files
 
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
-        z.writestr("Questions/v2_q.json", "{\"q\": 1}")
+        z.writestr("Questions/v2_q.json", '{"q": 1}')
     with zipfile.ZipFile(tmp_path / "b.zip", "w") as z:
-        z.writestr("v2_a.json", "{\"a\": 2}")
+        z.writestr("v2_a.json", '{"a": 2}')
     extract_files([tmp_path / "a.zip", tmp_path / "b.zip"], [tmp_path / "out/v2_q.json", tmp_path / "out/v2_a.json"])
-    assert (tmp_path / "out/v2_q.json").read_text() == "{\"q\": 1}"
-    assert (tmp_path / "out/v2_a.json").read_text() == "{\"a\": 2}"
+    assert (tmp_path / "out/v2_q.json").read_text() == '{"q": 1}'
+    assert (tmp_path / "out/v2_a.json").read_text() == '{"a": 2}'
     (tmp_path / "vocab.txt").write_text("[PAD]\n")
     extract_files([tmp_path / "vocab.txt"], [tmp_path / "model/vocab.txt"])
     assert (tmp_path / "model/vocab.txt").read_text() == "[PAD]\n"

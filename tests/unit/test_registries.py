@@ -21,8 +21,16 @@ from vlpeft.plots import figures
 from vlpeft.plots import registry as figreg
 
 REPO = Path(__file__).resolve().parents[2]
-TOY = MethodInfo(name="toy", label="Toy method", size_label="toy width $w$", marker="P", color="#aa4499",
-                 composition=registry.LAYER, curve_figure=13, table_sizes=(1, 2))
+TOY = MethodInfo(
+    name="toy",
+    label="Toy method",
+    size_label="toy width $w$",
+    marker="P",
+    color="#aa4499",
+    composition=registry.LAYER,
+    curve_figure=13,
+    table_sizes=(1, 2),
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,8 +86,17 @@ def test_schema_names_no_method_or_task() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The figure table.
 # ---------------------------------------------------------------------------------------------------------------
-PAPER_STEMS = ["fig3", "fig4", "fig5", "fig5_gpu_hours", "fig6_prompt", "fig7_prefix", "fig8_lora", "fig9_serial_adapter",
-               "fig10_parallel_adapter"]
+PAPER_STEMS = [
+    "fig3",
+    "fig4",
+    "fig5",
+    "fig5_gpu_hours",
+    "fig6_prompt",
+    "fig7_prefix",
+    "fig8_lora",
+    "fig9_serial_adapter",
+    "fig10_parallel_adapter",
+]
 
 
 def test_figure_table_is_the_papers() -> None:
@@ -94,7 +111,7 @@ def test_every_figure_has_a_builder_a_caption_and_a_rule() -> None:
         assert spec.builder in figures.BUILDERS, spec
         assert (REPO / "workflow" / "report" / f"{spec.caption}.rst").is_file(), spec
     for caption in {f.caption for f in figreg.figure_table()}:
-        block = rules[rules.index(f'caption="../workflow/report/{caption}.rst"'):]
+        block = rules[rules.index(f'caption="../workflow/report/{caption}.rst"') :]
         block = block[: block.find("\nrule ")] if "\nrule " in block else block
         assert f'stem="|".join(figreg.stems(caption="{caption}"))' in block, caption
         assert ("curves=" in rules[: rules.index(f"{caption}.rst")].rsplit("\nrule ", 1)[1]) == any(
@@ -141,8 +158,12 @@ def study_runs() -> pd.DataFrame:
 def _toy_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` plus the toy, run like LoRA."""
     lora = runs.loc[runs["method"] == registry.LORA.name]
-    toy = lora.assign(method=TOY.name, run_id=lora["run_id"].str.replace(registry.LORA.name, TOY.name),
-                      paper_metric=lora["paper_metric"] + 1.0, best_val=lora["best_val"] + 1.0)
+    toy = lora.assign(
+        method=TOY.name,
+        run_id=lora["run_id"].str.replace(registry.LORA.name, TOY.name),
+        paper_metric=lora["paper_metric"] + 1.0,
+        best_val=lora["best_val"] + 1.0,
+    )
     return pd.concat([runs, toy], ignore_index=True)
 
 
@@ -204,7 +225,9 @@ def _files() -> list[Path]:
     for top in SCANNED:
         path = REPO / top
         out += [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
-    return [p for p in out if p.suffix in (".py", ".smk", ".yaml", ".yml", ".rst", "") and "__pycache__" not in p.parts]
+    return [
+        p for p in out if p.suffix in (".py", ".smk", ".yaml", ".yml", ".rst", "") and "__pycache__" not in p.parts
+    ]
 
 
 def test_no_method_or_task_name_outside_its_home() -> None:

@@ -373,8 +373,11 @@ def test_inconclusive_says_how_many_seeds_would_decide() -> None:
     table = claims_table(make_runs(small, tasks=("coco",), methods=("prompt",)), n_boot=N_BOOT, seed=0)
     row = table.loc[(table["claim"] == "3a") & (table["method"] == "prompt")].iloc[0]
     assert row["verdict"] == INCONCLUSIVE
-    match = re.fullmatch(r"(supported|not supported) at about (\d+) pairs \(now 20\), if effect and spread "
-                         r"hold: about (\d+) seeds", row["decide"])
+    match = re.fullmatch(
+        r"(supported|not supported) at about (\d+) pairs \(now 20\), if effect and spread "
+        r"hold: about (\d+) seeds",
+        row["decide"],
+    )
     assert match, row["decide"]
     pairs, seeds = int(match.group(2)), int(match.group(3))
     assert pairs > 20 and seeds == math.ceil(pairs / 20)
@@ -406,7 +409,9 @@ def test_report_markdown(paper_table: pd.DataFrame) -> None:
     assert text.startswith("# Claims report (metric: `paper_metric`)")
     # What it is a report of: the mini study's says plainly that it is a synthetic demonstration.
     assert "**This is a synthetic demonstration: generated data and a tiny model" in text
-    assert f"Study `test`, synthetic data, config digest `{runs['study_digest'].iloc[0]}`, commit(s) `{'0' * 40}`" in text
+    assert (
+        f"Study `test`, synthetic data, config digest `{runs['study_digest'].iloc[0]}`, commit(s) `{'0' * 40}`" in text
+    )
     real = with_provenance(runs, study="paper", data_source="real")
     real_text = claims_report(real, baseline=baseline, n_boot=N_BOOT, seed=0)
     assert "synthetic" not in real_text.lower() and "Study `paper`, real data" in real_text
@@ -416,8 +421,14 @@ def test_report_markdown(paper_table: pd.DataFrame) -> None:
         assert f"### {claim.id}. {claim.finding} — **" in text
         assert f"> {claim.quote}" in text
         assert claim.rule.text(claim.statistic.symbol) in text
-    for heading in ("## Summary", "## COCO Caption", "## VQAv2", "## Tuning the final classifier",
-                    "## Layer composition vs embedding composition", "## Runs not used (2)"):
+    for heading in (
+        "## Summary",
+        "## COCO Caption",
+        "## VQAv2",
+        "## Tuning the final classifier",
+        "## Layer composition vs embedding composition",
+        "## Runs not used (2)",
+    ):
         assert heading in text
     assert runs.loc[0, "run_id"] in text and runs.loc[1, "run_id"] in text
     assert "preempted 1" in text and "missing 1" in text

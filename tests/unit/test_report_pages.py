@@ -16,12 +16,17 @@ from vlpeft import report
 from vlpeft.plots import registry as figreg
 
 # Snakemake renders captions with docutils' writer_name, which docutils 0.22 deprecates; so does this test.
-pytestmark = pytest.mark.filterwarnings("ignore:Argument \"writer_name\":PendingDeprecationWarning")
+pytestmark = pytest.mark.filterwarnings('ignore:Argument "writer_name":PendingDeprecationWarning')
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every figure the pipeline can draw, and the figure number its caption must name.
-STEMS = {"fig3": "Fig. 3", "fig4": "Fig. 4", "fig5": "Fig. 5", "fig5_gpu_hours": "Fig. 5",
-         **{stem: f"Fig. {6 + i}" for i, stem in enumerate(figreg.curve_figures())}}
+STEMS = {
+    "fig3": "Fig. 3",
+    "fig4": "Fig. 4",
+    "fig5": "Fig. 5",
+    "fig5_gpu_hours": "Fig. 5",
+    **{stem: f"Fig. {6 + i}" for i, stem in enumerate(figreg.curve_figures())},
+}
 
 
 def _rules(path: Path) -> dict[str, str]:
@@ -36,8 +41,11 @@ def _stem_pattern(body: str) -> str:
 
 
 def _rule_of(stem: str) -> tuple[str, str]:
-    found = [(name, body) for name, body in _rules(REPO / "rules" / "figures.smk").items()
-             if re.fullmatch(_stem_pattern(body), stem)]
+    found = [
+        (name, body)
+        for name, body in _rules(REPO / "rules" / "figures.smk").items()
+        if re.fullmatch(_stem_pattern(body), stem)
+    ]
     assert len(found) == 1, (stem, [f[0] for f in found])
     return found[0]
 
@@ -45,12 +53,18 @@ def _rule_of(stem: str) -> tuple[str, str]:
 def _render(caption: Path, stem: str, metric: str) -> str:
     """The caption as Snakemake renders it: Jinja with the job's wildcards and params, then reStructuredText."""
     method = figreg.curve_figures().get(stem)
-    snakemake = SimpleNamespace(wildcards=SimpleNamespace(stem=stem),
-                                params=SimpleNamespace(fig={"metric": metric, "method": method}, metric=metric))
-    rst = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(caption.read_text()).render(
-        snakemake=snakemake)
-    html = docutils.core.publish_parts(rst, writer_name="html", settings_overrides={"halt_level": 2,
-                                                                                   "report_level": 2})["body"]
+    snakemake = SimpleNamespace(
+        wildcards=SimpleNamespace(stem=stem),
+        params=SimpleNamespace(fig={"metric": metric, "method": method}, metric=metric),
+    )
+    rst = (
+        jinja2.Environment(undefined=jinja2.StrictUndefined)
+        .from_string(caption.read_text())
+        .render(snakemake=snakemake)
+    )
+    html = docutils.core.publish_parts(
+        rst, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 2}
+    )["body"]
     return re.sub(r"<[^>]+>", "", html)
 
 
@@ -71,7 +85,8 @@ def test_every_figure_has_a_caption_saying_what_it_shows(stem: str) -> None:
 
 def test_the_figure_captions_differ_between_the_figures_of_one_rule() -> None:
     assert _render(REPO / "workflow/report/fig_task_grid.rst", "fig3", "paper_metric") != _render(
-        REPO / "workflow/report/fig_task_grid.rst", "fig4", "paper_metric")
+        REPO / "workflow/report/fig_task_grid.rst", "fig4", "paper_metric"
+    )
     assert "COCO" in _render(REPO / "workflow/report/fig_task_grid.rst", "fig3", "paper_metric").split(".")[1]
 
 
@@ -87,8 +102,10 @@ def test_the_claims_report_is_in_the_report_as_a_rendered_page() -> None:
 def test_report_command_writes_the_html_page(tmp_path: Path) -> None:
     make_runs().to_csv(tmp_path / "runs.csv", index=False)
     out, page = tmp_path / "report.md", tmp_path / "sub" / "report.html"
-    assert report.main(["--runs", str(tmp_path / "runs.csv"), "--n-boot", "30", "--out", str(out), "--html",
-                        str(page)]) == 0
+    assert (
+        report.main(["--runs", str(tmp_path / "runs.csv"), "--n-boot", "30", "--out", str(out), "--html", str(page)])
+        == 0
+    )
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>") and "<title>Claims report</title>" in html
     separators = re.findall(r"^\|(?: ?:?-+:? ?\|)+$", out.read_text(), re.M)  # one per markdown table

@@ -56,7 +56,9 @@ def test_any_other_failure_fails_once_showing_its_error_and_log(run, capsys, sta
     naming the first failure and showing the end of its log, which stays in the rule's log file."""
     run_dir, log = run
     assert _attempt(run_dir, log, 1, capsys)[0] == 0
-    log.write_text("step 1/10 loss 3.2\nTraceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory\n")
+    log.write_text(
+        "step 1/10 loss 3.2\nTraceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory\n"
+    )
     if status:
         _status(run_dir, status, "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
     for n in (2, 3, 4):
@@ -64,8 +66,11 @@ def test_any_other_failure_fails_once_showing_its_error_and_log(run, capsys, sta
         assert rc == 1, n
         first = err.splitlines()[0]
         assert first.startswith(f"error: {run_dir}: attempt 1 failed and was not a preemption: ")
-        assert (("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB;" in first) if status
-                else "ended without writing a status" in first)
+        assert (
+            ("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB;" in first)
+            if status
+            else "ended without writing a status" in first
+        )
         assert f"attempt {n} is not started" in first
         assert "torch.OutOfMemoryError: CUDA out of memory" in err  # the failed attempt's log
     assert json.loads((run_dir / retry.MARKER).read_text())["attempt"] == 1
@@ -100,8 +105,10 @@ def test_the_rule_shell_does_not_start_torchrun_after_a_failure(run, tmp_path) -
     started = tmp_path / "started"
 
     def rule(n: int) -> subprocess.CompletedProcess:
-        cmd = (f"{sys.executable} -m vlpeft.retry --run-dir {run_dir} --attempt {n} --log {log}"
-               f" && exec sh -c 'echo run >> {started}; echo attempt {n} output; exit 1' > {log} 2>&1")
+        cmd = (
+            f"{sys.executable} -m vlpeft.retry --run-dir {run_dir} --attempt {n} --log {log}"
+            f" && exec sh -c 'echo run >> {started}; echo attempt {n} output; exit 1' > {log} 2>&1"
+        )
         return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=60, check=False)
 
     assert rule(1).returncode == 1

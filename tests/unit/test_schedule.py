@@ -112,8 +112,9 @@ def test_bad_schedule_is_refused(kwargs: dict, message: str) -> None:
         (1, 256, 0.01, 1),
     ],
 )
-def test_steps_for_epochs_is_ceil_epochs_times_data_over_batch(data: int, batch: int, epochs: float,
-                                                               steps: int) -> None:
+def test_steps_for_epochs_is_ceil_epochs_times_data_over_batch(
+    data: int, batch: int, epochs: float, steps: int
+) -> None:
     assert steps_for("epochs", data, batch, epochs=epochs) == steps
 
 

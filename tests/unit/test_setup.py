@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(MAKE is None, reason="make is not installed")
 
 def _make_n(tmp_path: Path, *args: str) -> str:
     """The commands `make -n` would run, with a venv that does not exist yet (so the install steps show)."""
-    proc = subprocess.run([MAKE, "-n", *args, f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [MAKE, "-n", *args, f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     return proc.stdout.replace("\\\n", " ")
 
 
@@ -37,8 +38,11 @@ def test_torch_index_selects_where_torch_comes_from(tmp_path: Path) -> None:
     plain = [line for line in _make_n(tmp_path, "test").splitlines() if "cpu.txt" in line]
     assert len(plain) == 1 and "--index-url" not in plain[0]
     # Only torch and torchvision come from that index (the rest of the install uses pip's default).
-    reqs = [line.split("==")[0] for line in (REPO / "requirements" / "cpu.txt").read_text().splitlines()
-            if line and not line.startswith("#")]
+    reqs = [
+        line.split("==")[0]
+        for line in (REPO / "requirements" / "cpu.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert reqs == ["torch", "torchvision"]
 
 
@@ -58,10 +62,16 @@ def _bin(tmp_path: Path, tools: dict[str, str]) -> Path:
 @pytest.mark.parametrize("target", ["mini", "test"])
 def test_without_java_make_says_how_to_install_it_and_installs_nothing(tmp_path: Path, target: str) -> None:
     log = tmp_path / "calls.log"
-    spy = f"#!/bin/sh\necho \"$0 $*\" >> {log}\nexit 0\n"
+    spy = f'#!/bin/sh\necho "$0 $*" >> {log}\nexit 0\n'
     path = _bin(tmp_path, {"apt-get": spy, "sudo": spy, "python3": spy})
-    proc = subprocess.run([MAKE, target, f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PATH": str(path)}, check=False)
+    proc = subprocess.run(
+        [MAKE, target, f"VENV={tmp_path / 'venv'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(path)},
+        check=False,
+    )
     assert proc.returncode != 0
     assert "no Java runtime on PATH" in proc.stderr and "apt-get install default-jre-headless" in proc.stderr
     assert not log.exists()  # neither apt-get, sudo nor the install (python3 -m venv) ran
@@ -70,8 +80,9 @@ def test_without_java_make_says_how_to_install_it_and_installs_nothing(tmp_path:
 
 def test_with_java_the_check_passes(tmp_path: Path) -> None:
     path = _bin(tmp_path, {"java": "#!/bin/sh\nexit 0\n"})
-    proc = subprocess.run([MAKE, "java"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PATH": str(path)}, check=False)
+    proc = subprocess.run(
+        [MAKE, "java"], cwd=REPO, capture_output=True, text=True, env={**os.environ, "PATH": str(path)}, check=False
+    )
     assert proc.returncode == 0 and proc.stderr == ""
 
 
@@ -83,12 +94,19 @@ def test_ci_installs_java_on_a_clean_machine_then_runs_make_test(tmp_path: Path)
     log = tmp_path / "calls.log"
     (repo / "Makefile").write_text(f"test:\n\t@command -v java >/dev/null && echo 'make test' >> {log}\n")
     bindir = tmp_path / "bin"
-    apt = (f"#!/bin/sh\necho \"apt-get $*\" >> {log}\n"
-           f"case \"$*\" in *install*) printf '#!/bin/sh\\nexit 0\\n' > {bindir}/java; {shutil.which('chmod')} +x {bindir}/java;; esac\n")
+    apt = (
+        f'#!/bin/sh\necho "apt-get $*" >> {log}\n'
+        f"case \"$*\" in *install*) printf '#!/bin/sh\\nexit 0\\n' > {bindir}/java; {shutil.which('chmod')} +x {bindir}/java;; esac\n"
+    )
     tools = {name: shutil.which(name) for name in ("bash", "dirname", "id", "make")}
-    path = _bin(tmp_path, {"apt-get": apt, "sudo": "#!/bin/sh\nexec \"$@\"\n", **tools})
-    proc = subprocess.run([str(path / "bash"), str(repo / ".ci" / "run")], capture_output=True, text=True,
-                          env={"PATH": str(path), "HOME": str(tmp_path)}, check=False)
+    path = _bin(tmp_path, {"apt-get": apt, "sudo": '#!/bin/sh\nexec "$@"\n', **tools})
+    proc = subprocess.run(
+        [str(path / "bash"), str(repo / ".ci" / "run")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(path), "HOME": str(tmp_path)},
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
     assert calls[-1] == "make test"

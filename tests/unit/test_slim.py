@@ -30,9 +30,13 @@ TINY = preset("tiny", vocab_size=128, fusion_layer_offset=2)
 
 def _inputs(cfg, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(2, 3, cfg.image_size, cfg.image_size, generator=g),
-            torch.randint(1, cfg.vocab_size, (2, 5), generator=g), torch.ones(2, 5, dtype=torch.long),
-            torch.randint(1, cfg.vocab_size, (2, 6), generator=g), torch.ones(2, 6, dtype=torch.long))
+    return (
+        torch.randn(2, 3, cfg.image_size, cfg.image_size, generator=g),
+        torch.randint(1, cfg.vocab_size, (2, 5), generator=g),
+        torch.ones(2, 5, dtype=torch.long),
+        torch.randint(1, cfg.vocab_size, (2, 6), generator=g),
+        torch.ones(2, 6, dtype=torch.long),
+    )
 
 
 def _sha(path: Path) -> str:
@@ -46,7 +50,10 @@ def test_saved_weights_map_back_exactly_and_stay_tied(tmp_path: Path):
     mapped = load_mapped(TINY, tmp_path / "w.safetensors").eval()
     a, b = model.state_dict(), mapped.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert mapped.text_decoder.cls.predictions.decoder.weight is mapped.text_decoder.bert.embeddings.word_embeddings.weight
+    assert (
+        mapped.text_decoder.cls.predictions.decoder.weight
+        is mapped.text_decoder.bert.embeddings.word_embeddings.weight
+    )
     assert not any(p.is_meta for p in mapped.parameters())
     torch.testing.assert_close(model(*_inputs(TINY)), mapped(*_inputs(TINY)), rtol=0, atol=0)
     meta = read_metadata(tmp_path / "w.safetensors")

@@ -41,20 +41,38 @@ def _write(path: Path, text: str, age_s: float = 0.0) -> None:
 def study(tmp_path: Path):
     """One run in each state, in the tiny study's run directories."""
     runs, digests = grid.expand(CONFIG), grid.run_digests(CONFIG)
-    d = {name: tmp_path / run.dir for name, run in zip(
-        ("success", "stale", "running", "preempted", "failed", "killed", "locked"), runs)}
+    d = {
+        name: tmp_path / run.dir
+        for name, run in zip(("success", "stale", "running", "preempted", "failed", "killed", "locked"), runs)
+    }
     rec = {"status": "success", "gpu_hours": 0.5, "steps_done": 4, "total_steps": 4}
     _write(d["success"] / "record.json", json.dumps({**rec, "config_digest": digests[runs[0].run_id]}), 3600)
     _write(d["stale"] / "record.json", json.dumps({**rec, "config_digest": "0" * 16}), 3600)
     _write(d["running"] / "status.json", json.dumps({"status": "preempted", "steps_done": 2, "total_steps": 4}), 600)
-    _write(d["running"] / "train.log", "2026 [rank 0] vlpeft.train: step 2/4 loss 3.1 lr 0.1 5.0 samples/s eta 100s\n"
-           "2026 [rank 0] vlpeft.train: resumed from step 2\n"
-           "2026 [rank 0] vlpeft.train: step 3/4 loss 3.0 lr 0.1 5.0 samples/s eta 50s\n", 20)
+    _write(
+        d["running"] / "train.log",
+        "2026 [rank 0] vlpeft.train: step 2/4 loss 3.1 lr 0.1 5.0 samples/s eta 100s\n"
+        "2026 [rank 0] vlpeft.train: resumed from step 2\n"
+        "2026 [rank 0] vlpeft.train: step 3/4 loss 3.0 lr 0.1 5.0 samples/s eta 50s\n",
+        20,
+    )
     _write(d["preempted"] / "train.log", "step 1/4 loss 3 lr 1 1 samples/s eta 9s\n", 120)
-    _write(d["preempted"] / "status.json", json.dumps({"status": "preempted", "steps_done": 1, "total_steps": 4,
-                                                        "gpu_hours": 0.25}), 60)
-    _write(d["failed"] / "status.json", json.dumps({"status": "failed", "steps_done": 0, "total_steps": 4,
-                                                     "error": "OutOfMemoryError: CUDA out of memory.\nTried 2 GiB"}))
+    _write(
+        d["preempted"] / "status.json",
+        json.dumps({"status": "preempted", "steps_done": 1, "total_steps": 4, "gpu_hours": 0.25}),
+        60,
+    )
+    _write(
+        d["failed"] / "status.json",
+        json.dumps(
+            {
+                "status": "failed",
+                "steps_done": 0,
+                "total_steps": 4,
+                "error": "OutOfMemoryError: CUDA out of memory.\nTried 2 GiB",
+            }
+        ),
+    )
     _write(d["killed"] / "train.log", "step 1/4 loss 3 lr 1 1 samples/s eta 9s\n", 7200)
     d["locked"].mkdir(parents=True)
     return tmp_path, runs, digests, d
@@ -82,8 +100,10 @@ def test_each_state_is_classified_and_nothing_is_written(study, monkeypatch, cap
     assert "will be rerun" in got[runs[1].run_id].detail
 
     out = capsys.readouterr().out
-    assert out.startswith(f"study tiny (synthetic data, config digest {grid.study_info(CONFIG)['study_digest']}): "
-                          f"{len(runs)} runs under results/tiny/")
+    assert out.startswith(
+        f"study tiny (synthetic data, config digest {grid.study_info(CONFIG)['study_digest']}): "
+        f"{len(runs)} runs under results/tiny/"
+    )
     assert f"success 1 | running 2 | preempted 1 | failed 2 | stale 1 | missing {len(runs) - 7}" in out
     assert "3/4 (75%)" in out and "OutOfMemoryError: CUDA out of memory." in out
     # Spent: every record's hours (success, stale, preempted). Planned: 4 steps x the measured 0.125 GPU-h per step

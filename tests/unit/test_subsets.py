@@ -81,8 +81,10 @@ def test_caption_pairs() -> None:
 
 def _caption_records(tmp_path: Path) -> tuple[Path, list[dict]]:
     # 20 images with 5, 4 or 6 captions each: pairs, not images, are sampled.
-    recs = [{"image": f"train2014/{i}.jpg", "image_id": i, "references": [f"cap {i}.{j}" for j in range(4 + i % 3)]}
-            for i in range(20)]
+    recs = [
+        {"image": f"train2014/{i}.jpg", "image_id": i, "references": [f"cap {i}.{j}" for j in range(4 + i % 3)]}
+        for i in range(20)
+    ]
     path = tmp_path / "train.jsonl"
     prepare.write_jsonl(recs, path)
     return path, recs
@@ -98,8 +100,12 @@ def test_make_subset_coco_samples_image_caption_pairs(tmp_path: Path, ratio: flo
     assert n == max(1, round(ratio * n_captions))
     data = subsets.read_subset(out)
     assert data == json.loads(out.read_text())
-    assert {k: data[k] for k in ("task", "ratio", "seed", "size")} == {"task": "coco", "ratio": ratio, "seed": 0,
-                                                                      "size": n}
+    assert {k: data[k] for k in ("task", "ratio", "seed", "size")} == {
+        "task": "coco",
+        "ratio": ratio,
+        "seed": 0,
+        "size": n,
+    }
     items = data["items"]
     assert len(items) == n
     assert all(isinstance(it, list) and len(it) == 2 for it in items)
@@ -146,8 +152,10 @@ def test_missing_subset_file_names_the_path(tmp_path: Path) -> None:
 def test_no_training_pairs_means_no_subset(tmp_path: Path, task: str) -> None:
     """An empty prepared training split would give an empty subset, then a run of zero steps (or a crash)."""
     (tmp_path / "train.jsonl").write_text("")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.jsonl'} has no training pairs to draw the "
-                                                   "ratio 0.1 subset from")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{tmp_path / 'train.jsonl'} has no training pairs to draw the ratio 0.1 subset from"),
+    ):
         stages.make_subset(task, tmp_path / "train.jsonl", 0.1, seed=0, out=tmp_path / "s.json")
     with pytest.raises(ValueError, match="no items"):
         subsets.subset(0, 0.5, 0)

@@ -44,13 +44,18 @@ def _facts(sentences: list[str]) -> dict:
     thing = re.compile(rf"\b(a|two|three) ({colour_words}) ({shape_words})s?\b")
     mains = {thing.search(s.lower()).groups() for s in sentences}
     assert len(mains) == 1, sentences  # every caption describes the same main objects
-    (count, colour, shape), = mains
+    ((count, colour, shape),) = mains
     sides = {m for s in sentences for m in re.findall(r"on the (left|right)", s.lower())}
     assert len(sides) == 1, sentences
     distractors = {m for s in sentences for m in re.findall(rf" and a ({colour_words}) (?:{shape_words})", s.lower())}
     assert len(distractors) <= 1, sentences
-    return {"colour": colour, "shape": shape, "count": NUMBERS[count], "side": sides.pop(),
-            "distractor": distractors.pop() if distractors else None}
+    return {
+        "colour": colour,
+        "shape": shape,
+        "count": NUMBERS[count],
+        "side": sides.pop(),
+        "distractor": distractors.pop() if distractors else None,
+    }
 
 
 def _colour_map(pixels: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
@@ -155,7 +160,9 @@ def test_vqa_questions_and_annotations_format(root: Path) -> None:
 
 
 def test_pretrain_captions_cover_the_training_images(root: Path) -> None:
-    train = {img["cocoid"] for img in _read(root, "dataset_coco.json")["images"] if img["split"] in ("train", "restval")}
+    train = {
+        img["cocoid"] for img in _read(root, "dataset_coco.json")["images"] if img["split"] in ("train", "restval")
+    }
     pre = _read(root, "pretrain_captions.json")
     assert sorted(r["cocoid"] for r in pre) == sorted(train)
     assert all(set(r) == {"filepath", "filename", "cocoid", "caption"} and r["caption"] for r in pre)
@@ -165,9 +172,15 @@ def test_corpus_returns_every_text(root: Path) -> None:
     texts = synthetic.corpus(root)
     images = _read(root, "dataset_coco.json")["images"]
     captions = [s["raw"] for img in images for s in img["sentences"]]
-    questions = [q["question"] for f in FOLDERS for q in _read(root, f"v2_OpenEnded_mscoco_{f}_questions.json")["questions"]]
-    answers = [x["answer"] for f in FOLDERS for a in _read(root, f"v2_mscoco_{f}_annotations.json")["annotations"]
-               for x in a["answers"]]
+    questions = [
+        q["question"] for f in FOLDERS for q in _read(root, f"v2_OpenEnded_mscoco_{f}_questions.json")["questions"]
+    ]
+    answers = [
+        x["answer"]
+        for f in FOLDERS
+        for a in _read(root, f"v2_mscoco_{f}_annotations.json")["annotations"]
+        for x in a["answers"]
+    ]
     pre = [r["caption"] for r in _read(root, "pretrain_captions.json")]
     assert len(texts) == 2 + len(captions) + len(pre) + len(questions) + len(answers)
     assert len(texts) == 2 + 5 * N_IMAGES + N_TRAIN + 3 * N_IMAGES + 30 * N_IMAGES
@@ -176,8 +189,14 @@ def test_corpus_returns_every_text(root: Path) -> None:
 
 # -- content depends on the picture ----------------------------------------------------------------------------------
 def test_rendered_squares_are_exact_and_on_their_side() -> None:
-    scene = {"colour": "blue", "shape": "square", "count": 3, "distractor": None, "background": "white",
-             "side": "left"}
+    scene = {
+        "colour": "blue",
+        "shape": "square",
+        "count": 3,
+        "distractor": None,
+        "background": "white",
+        "side": "left",
+    }
     pixels = np.asarray(synthetic.render(scene, random.Random(0), (160, 120)))
     blue = (pixels == COLOURS["blue"]).all(-1)
     white = (pixels == BACKGROUNDS["white"]).all(-1)
@@ -218,12 +237,16 @@ def test_captions_name_the_pictures_colours_shapes_and_sides(root: Path) -> None
 
 
 def test_vqa_answers_agree_with_the_captions(root: Path) -> None:
-    facts = {img["cocoid"]: _facts([s["raw"] for s in img["sentences"]])
-             for img in _read(root, "dataset_coco.json")["images"]}
+    facts = {
+        img["cocoid"]: _facts([s["raw"] for s in img["sentences"]])
+        for img in _read(root, "dataset_coco.json")["images"]
+    }
     checked = Counter()
     for folder in FOLDERS:
-        questions = {q["question_id"]: q["question"].lower()
-                     for q in _read(root, f"v2_OpenEnded_mscoco_{folder}_questions.json")["questions"]}
+        questions = {
+            q["question_id"]: q["question"].lower()
+            for q in _read(root, f"v2_OpenEnded_mscoco_{folder}_questions.json")["questions"]
+        }
         for a in _read(root, f"v2_mscoco_{folder}_annotations.json")["annotations"]:
             f, q, answer = facts[a["image_id"]], questions[a["question_id"]], a["multiple_choice_answer"]
             if q.startswith("how many"):

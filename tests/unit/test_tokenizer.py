@@ -75,8 +75,13 @@ def test_tokenizer_ids_of_a_trained_vocab(tok: Tokenizer, vocab: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["a red circle on the left.", "how many squares are there?", "yes", "what color is the circle?",
-     "there are two blue squares on the right side"],
+    [
+        "a red circle on the left.",
+        "how many squares are there?",
+        "yes",
+        "what color is the circle?",
+        "there are two blue squares on the right side",
+    ],
 )
 def test_round_trip(tok: Tokenizer, text: str) -> None:
     assert tok.decode(tok.encode(text)) == text

@@ -67,8 +67,15 @@ def test_gradient_accumulation_and_weight_decay_groups(tiny_study, tmp_path):
 def test_full_fine_tuning_gives_the_vit_its_own_learning_rate(tiny_study, tmp_path):
     """mPLUG's recipe: the ViT at lr2, the rest at the task's rate, both on the task's schedule. Adam's first step
     moves each weight by about its group's rate (m / sqrt(v) = +-1), so the median change shows the rate used."""
-    t = _trainer(tiny_study, tmp_path, method="full", lr=1e-3, part_lr={"visual_encoder": 2e-4},
-                 schedule={"kind": "steps", "steps": 6, "warmup_steps": 0}, model_overrides=NO_DROPOUT)
+    t = _trainer(
+        tiny_study,
+        tmp_path,
+        method="full",
+        lr=1e-3,
+        part_lr={"visual_encoder": 2e-4},
+        schedule={"kind": "steps", "steps": 6, "warmup_steps": 0},
+        model_overrides=NO_DROPOUT,
+    )
     assert sorted({str(g["part"]) for g in t.opt.param_groups}) == ["None", "visual_encoder"]
     vit = {id(p) for p in t.model.visual_encoder.parameters()}
     for g in t.opt.param_groups:
@@ -77,8 +84,10 @@ def test_full_fine_tuning_gives_the_vit_its_own_learning_rate(tiny_study, tmp_pa
     t.train_step()
     assert [g["lr"] for g in t.opt.param_groups] == [1e-3, 1e-3, 2e-4, 2e-4]
     after = _params(t)
-    for name, lr in (("visual_encoder.blocks.0.mlp.fc1.weight", 2e-4),
-                     ("text_decoder.bert.encoder.layer.0.output.dense.weight", 1e-3)):
+    for name, lr in (
+        ("visual_encoder.blocks.0.mlp.fc1.weight", 2e-4),
+        ("text_decoder.bert.encoder.layer.0.output.dense.weight", 1e-3),
+    ):
         moved = (after[name] - before[name]).abs()
         assert moved[moved > 0].median().item() == pytest.approx(lr, rel=0.05), name
     with pytest.raises(ValueError, match="part_lr: unknown model part 'vit'"):
@@ -109,10 +118,15 @@ def test_vqa_loss_weights_every_human_answer_by_its_share(tiny_study, tmp_path):
             item, answers = t.data[i], t.data.records[t.data.items[i]]["answers"]
             several += len(set(answers)) > 1
             for answer in dict.fromkeys(answers):
-                b = move(t.collate([{"image": item["image"], "prompt": item["prompt"], "targets": [answer],
-                                     "weights": [1.0]}]), t.device)
-                ce = t.model(b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"],
-                             reduction="none")[0]
+                b = move(
+                    t.collate(
+                        [{"image": item["image"], "prompt": item["prompt"], "targets": [answer], "weights": [1.0]}]
+                    ),
+                    t.device,
+                )
+                ce = t.model(
+                    b["images"], b["prompt_ids"], b["prompt_mask"], b["target_ids"], b["target_mask"], reduction="none"
+                )[0]
                 expected += answers.count(answer) / 10 * ce.item()
     assert several > 0  # annotators disagree on some questions of the batch
     assert t.train_step() == pytest.approx(expected / len(idx), rel=1e-5)
@@ -135,8 +149,13 @@ def test_nan_loss_fails_with_a_record(tiny_study, tmp_path):
     cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", lr=1e30)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "vlpeft.train", "--config", str(path)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlpeft.train", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode != 0
     status = json.loads((tmp_path / "run/status.json").read_text())
     assert status["status"] == "failed"
@@ -173,9 +192,19 @@ def _failed_record(cfg: dict, tmp_path: Path, error: type[Exception], match: str
     assert rec["status"] == "failed" and re.search(match, rec["error"]) and rec["failed_rank"] == 0
     # Training never started: no attempt, no step, no curve, no weights.
     assert (rec["steps_done"], rec["samples_seen"], rec["curve"], rec["best"], rec["attempts"], rec["outputs"]) == (
-        0, 0, [], None, [], {})
+        0,
+        0,
+        [],
+        None,
+        [],
+        {},
+    )
     assert (rec["train_time_s"], rec["samples_per_s"], rec["gpu_hours"], rec["peak_gpu_memory_bytes"]) == (
-        0.0, 0.0, 0.0, None)
+        0.0,
+        0.0,
+        0.0,
+        None,
+    )
     assert rec["wall_time_s"] > 0 and rec["world_size"] == 1
     return rec
 
@@ -209,8 +238,9 @@ def _images_with_bad(study: Path, tmp_path: Path, bad: set[str]) -> dict:
         data = (root / rel).read_bytes()
         (root / rel).write_bytes(data[: len(data) // 2])
     cache = tmp_path / "images_64.npy"
-    counts = stages.cache_images(root, [study / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")], 64, cache,
-                                 skip_bad=True)
+    counts = stages.cache_images(
+        root, [study / f"prep/coco/{s}.jsonl" for s in ("train", "val", "test")], 64, cache, skip_bad=True
+    )
     assert counts["bad"] == len(bad)
     return {"image_root": str(root), "image_cache": str(cache)}
 
@@ -231,14 +261,18 @@ def test_records_of_bad_images_are_left_out_of_training_and_evaluation(tiny_stud
     assert t.evaluators["test"].records == test
     assert [r.getMessage().split(" whose")[0] for r in caplog.records] == [
         f"split train: dropped {len(items) - len(kept)} of {len(items)} training pairs",
-        f"split val: dropped {len(val) - len(t.evaluators['val'].records)} of {len(val)} records"]
+        f"split val: dropped {len(val) - len(t.evaluators['val'].records)} of {len(val)} records",
+    ]
     t.train_step()
 
 
 def test_training_set_of_only_bad_images_is_refused(tiny_study, tmp_path):
     bad = {r["image"] for r in read_jsonl(tiny_study / "prep/vqa/train.jsonl")}
-    with pytest.raises(ValueError, match="^split train: all .* training pairs have images listed as bad in the image "
-                                         "cache .*images_64.npy; nothing is left to use$"):
+    with pytest.raises(
+        ValueError,
+        match="^split train: all .* training pairs have images listed as bad in the image "
+        "cache .*images_64.npy; nothing is left to use$",
+    ):
         _trainer(tiny_study, tmp_path, task="vqa", **_images_with_bad(tiny_study, tmp_path, bad))
 
 
@@ -256,8 +290,11 @@ def test_empty_subset_or_split_is_refused_naming_it(tiny_study, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_cuda_asked_without_a_gpu_is_refused(tiny_study, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with pytest.raises(RuntimeError, match=r"device: cuda, but torch sees 0 CUDA device\(s\) for 1 process\(es\) on "
-                                           r"this node \(CUDA_VISIBLE_DEVICES=, torch "):
+    with pytest.raises(
+        RuntimeError,
+        match=r"device: cuda, but torch sees 0 CUDA device\(s\) for 1 process\(es\) on "
+        r"this node \(CUDA_VISIBLE_DEVICES=, torch ",
+    ):
         _trainer(tiny_study, tmp_path, device="cuda")
 
 
@@ -339,8 +376,15 @@ def _rewrite_init_weights(root: Path) -> None:
     save_file(state, root / "init.safetensors")
 
 
-@pytest.mark.parametrize(("name", "rewrite"), [("subset", _rewrite_subset), ("records_train", _rewrite_records),
-                                               ("init_weights", _rewrite_init_weights), ("unchanged", None)])
+@pytest.mark.parametrize(
+    ("name", "rewrite"),
+    [
+        ("subset", _rewrite_subset),
+        ("records_train", _rewrite_records),
+        ("init_weights", _rewrite_init_weights),
+        ("unchanged", None),
+    ],
+)
 def test_resume_after_an_input_file_changed_starts_over_and_says_why(tiny_study, tmp_path, caplog, name, rewrite):
     """The checkpoint records the content digests of the run's inputs: rewriting one (same path, same config)
     starts the run over with the reason in the log and the record; rewriting it with the same bytes resumes."""
@@ -348,10 +392,20 @@ def test_resume_after_an_input_file_changed_starts_over_and_says_why(tiny_study,
 
     root = _study_copy(tiny_study, tmp_path)
     init = _trainer(root, tmp_path / "init", task="vqa", method="full", method_options={}).model
-    save_file({k: v.contiguous() for k, v in init.state_dict().items()
-               if k != "text_decoder.cls.predictions.decoder.weight"}, root / "init.safetensors")
-    over = {"task": "vqa", "init_weights": str(root / "init.safetensors"), "init_format": "vlpeft",
-            "eval": {"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2}}
+    save_file(
+        {
+            k: v.contiguous()
+            for k, v in init.state_dict().items()
+            if k != "text_decoder.cls.predictions.decoder.weight"
+        },
+        root / "init.safetensors",
+    )
+    over = {
+        "task": "vqa",
+        "init_weights": str(root / "init.safetensors"),
+        "init_format": "vlpeft",
+        "eval": {"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+    }
     _cut(root, tmp_path / "run", **over)
     if rewrite is not None:
         rewrite(root)
@@ -367,8 +421,11 @@ def test_resume_after_an_input_file_changed_starts_over_and_says_why(tiny_study,
         assert "starting over" not in caplog.text
         return
     (attempt,) = record["attempts"]
-    path = {"subset": root / "subsets/vqa/ratio0.5.json", "records_train": root / "prep/vqa/train.jsonl",
-            "init_weights": root / "init.safetensors"}[name]
+    path = {
+        "subset": root / "subsets/vqa/ratio0.5.json",
+        "records_train": root / "prep/vqa/train.jsonl",
+        "init_weights": root / "init.safetensors",
+    }[name]
     reason = f"the content of its input file(s) changed: {name} ({path})"
     assert attempt["start_step"] == 0 and attempt["discarded_checkpoint"] == {"step": 2, "reason": reason}
     assert f"does not belong to this run: {reason}" in caplog.text
@@ -466,7 +523,9 @@ def test_resume_after_preemption_equals_uninterrupted(tiny_study, tmp_path):
     record = second.finalize("success")
     attempts = record["attempts"]
     assert [(a["start_step"], a["end_step"], a["status"], a["signal"]) for a in attempts] == [
-        (0, 4, "preempted", "SIGTERM"), (4, 6, "success", None)]
+        (0, 4, "preempted", "SIGTERM"),
+        (4, 6, "success", None),
+    ]
     # Time is counted over both attempts (the preempted one was paid for too); no GPU here.
     assert all(a["wall_s"] > 0 and a["gpus"] == 0 for a in attempts)
     assert record["wall_time_s"] == pytest.approx(sum(a["wall_s"] for a in attempts))
@@ -498,14 +557,19 @@ def test_a_killed_attempt_is_recorded_when_the_run_resumes(tiny_study, tmp_path)
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_sigterm_checkpoints_and_exits_for_requeue(tiny_study, tmp_path, signame):
     """SLURM's SIGTERM, and Ctrl-C's SIGINT alike: checkpoint at the next step, a preempted status, exit 75."""
-    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa",
-                          schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
-                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    cfg = make_run_config(
+        tiny_study,
+        tmp_path / "run",
+        task="vqa",
+        schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
+        eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log = open(tmp_path / "log.txt", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vlpeft.train", "--config", str(path)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlpeft.train", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 120
     while "step 3/" not in (tmp_path / "log.txt").read_text():
         assert proc.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()
@@ -529,17 +593,38 @@ def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
     never uses, which DDP must tolerate."""
     results = {}
     for nproc in nprocs:
-        cfg = make_run_config(tiny_study, tmp_path / f"run{nproc}", task="vqa", model_overrides=NO_DROPOUT,
-                              method=method, method_options={} if method == "full" else {"size": 2},
-                              eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+        cfg = make_run_config(
+            tiny_study,
+            tmp_path / f"run{nproc}",
+            task="vqa",
+            model_overrides=NO_DROPOUT,
+            method=method,
+            method_options={} if method == "full" else {"size": 2},
+            eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+        )
         cfg["per_device_batch_size"] = 4 // nproc
         path = tmp_path / f"cfg{nproc}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--log-dir", os.devnull,
-                               "--nproc_per_node", str(nproc), "-m", "vlpeft.train",
-                               "--config", str(path)], capture_output=True, text=True, timeout=600, env=env,
-                              check=False)
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "torchrun"),
+                "--standalone",
+                "--log-dir",
+                os.devnull,
+                "--nproc_per_node",
+                str(nproc),
+                "-m",
+                "vlpeft.train",
+                "--config",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[nproc] = json.loads((tmp_path / f"run{nproc}/record.json").read_text())
         from safetensors.torch import load_file
@@ -549,21 +634,29 @@ def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
         assert results[nproc]["world_size"] == nproc and results[nproc]["gradient_accumulation"] == 2
         for k, v in results[1]["weights"].items():
             torch.testing.assert_close(v, results[nproc]["weights"][k], atol=1e-5, rtol=1e-4)
-        assert results[nproc]["curve"][-1]["val"]["accuracy"] == pytest.approx(results[1]["curve"][-1]["val"]["accuracy"])
+        assert results[nproc]["curve"][-1]["val"]["accuracy"] == pytest.approx(
+            results[1]["curve"][-1]["val"]["accuracy"]
+        )
 
 
 def test_epoch_based_run_evaluates_at_every_epoch_end(tiny_study, tmp_path):
     """2.5 epochs of the 36 training questions in global batches of 8: the epochs end in steps 5 and 9, the run in
     step 12."""
-    t = _trainer(tiny_study, tmp_path, task="vqa", schedule={"kind": "epochs", "epochs": 2.5, "warmup_steps": 1},
-                 eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    t = _trainer(
+        tiny_study,
+        tmp_path,
+        task="vqa",
+        schedule={"kind": "epochs", "epochs": 2.5, "warmup_steps": 1},
+        eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+    )
     assert len(t.data) == 36 and t.total_steps == 12
     assert t.run() == "success"
     assert [p["step"] for p in t.curve] == [5, 9, 12]
     assert [p["epoch"] for p in t.curve] == pytest.approx([40 / 36, 72 / 36, 96 / 36])
     with pytest.raises(ValueError, match="eval.interval must be 0 for an epoch-based schedule"):
-        RunConfig.from_dict(make_run_config(tiny_study, tmp_path, task="vqa",
-                                            schedule={"kind": "epochs", "epochs": 3}))
+        RunConfig.from_dict(
+            make_run_config(tiny_study, tmp_path, task="vqa", schedule={"kind": "epochs", "epochs": 3})
+        )
 
 
 def test_prefix_record_carries_both_counts(tiny_study, tmp_path):
@@ -590,12 +683,25 @@ def _start_ranks(cfg: dict, tmp_path: Path, name: str, nproc: int) -> list[subpr
     port = _free_port()
     procs = []
     for rank in range(nproc):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
-               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
         log = open(tmp_path / f"{name}.rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
-        procs.append(subprocess.Popen([sys.executable, "-m", "vlpeft.train", "--config", str(path)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "vlpeft.train", "--config", str(path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 
@@ -613,9 +719,15 @@ def test_each_rank_resumes_its_own_rng_and_another_world_size_reseeds(tiny_study
     from safetensors.torch import load_file
 
     def cfg(run: str) -> dict:
-        return make_run_config(tiny_study, tmp_path / run, task="vqa", schedule={"kind": "steps", "steps": 60},
-                               eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
-                               per_device_batch_size=2, log_every=1)
+        return make_run_config(
+            tiny_study,
+            tmp_path / run,
+            task="vqa",
+            schedule={"kind": "steps", "steps": 60},
+            eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+            per_device_batch_size=2,
+            log_every=1,
+        )
 
     # (independent runs side by side: the test waits for process start-up twice instead of four times)
     ref = _start_ranks(cfg("ref"), tmp_path, "ref", 2)
@@ -653,8 +765,22 @@ def test_record_fields(tiny_study, tmp_path):
 
     assert main(["--config", str(path)]) == 0
     rec = json.loads((tmp_path / "run/record.json").read_text())
-    for key in ("config", "git", "environment", "world_size", "trainable_params", "total_params", "curve", "best",
-                "wall_time_s", "gpu_hours", "samples_per_s", "samples_seen", "status", "peak_rss_bytes"):
+    for key in (
+        "config",
+        "git",
+        "environment",
+        "world_size",
+        "trainable_params",
+        "total_params",
+        "curve",
+        "best",
+        "wall_time_s",
+        "gpu_hours",
+        "samples_per_s",
+        "samples_seen",
+        "status",
+        "peak_rss_bytes",
+    ):
         assert key in rec, key
     assert rec["status"] == "success"
     assert rec["trainable_params"] == rec["closed_form_params"] == rec["merged_params"]
@@ -721,19 +847,40 @@ def test_rank0_working_alone_longer_than_the_collective_timeout_kills_nothing(ti
     (Java PTB tokenizer) and writes checkpoints alone: the other ranks wait for that on a gloo group with their own
     patience (rank0_timeout_min), not in a collective. Here the collective timeout is 3 s and rank 0 takes 6 s each
     time (2 scorings, 1 checkpoint); both gloo ranks finish."""
-    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2, dist_timeout_min=0.05,
-                          rank0_timeout_min=5.0, eval={"interval": 3, "splits": ["val"], "num_beams": 1,
-                                                       "max_new_tokens": 2})
+    cfg = make_run_config(
+        tiny_study,
+        tmp_path / "run",
+        task="vqa",
+        per_device_batch_size=2,
+        dist_timeout_min=0.05,
+        rank0_timeout_min=5.0,
+        eval={"interval": 3, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "SLOW_RANK0_S": "6"}
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+            "SLOW_RANK0_S": "6",
+        }
         log = open(tmp_path / f"rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
-        procs.append(subprocess.Popen([sys.executable, "-c", _SLOW_RANK0, "--config", str(path)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _SLOW_RANK0, "--config", str(path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     codes = [p.wait(timeout=300) for p in procs]
     logs = "".join((tmp_path / f"rank{r}.log").read_text()[-3000:] for r in range(2))
     assert codes == [0, 0], logs
@@ -744,8 +891,11 @@ def test_rank0_working_alone_longer_than_the_collective_timeout_kills_nothing(ti
 def test_a_signal_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_first(tiny_study, tmp_path, caplog):
     """SIGTERM arriving while an evaluation runs stops it at the next batch; the checkpoint says the evaluation is
     due, and the resumed run does it before training on: the same curve as without the interruption."""
-    over = {"task": "vqa", "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2},
-            "eval": {"interval": 3, "splits": ["val", "test"], "num_beams": 1, "max_new_tokens": 2, "batch_size": 2}}
+    over = {
+        "task": "vqa",
+        "schedule": {"kind": "steps", "steps": 6, "warmup_steps": 2},
+        "eval": {"interval": 3, "splits": ["val", "test"], "num_beams": 1, "max_new_tokens": 2, "batch_size": 2},
+    }
     full = _trainer(tiny_study, tmp_path / "full", **over)
     assert full.run() == "success"
 
@@ -760,6 +910,7 @@ def test_a_signal_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_fi
             if len(generate_batches) == 3:
                 first.stop_signal = "SIGTERM"
             return stop()
+
         return predict(model, device, stop_after_two)
 
     val.predict = signalled_predict
@@ -772,10 +923,14 @@ def test_a_signal_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_fi
     assert second.run() == "success"
     assert [p["step"] for p in second.curve] == [p["step"] for p in full.curve] == [3, 6]
     for split in ("val", "test"):
-        assert [p[split]["accuracy"] for p in second.curve] == pytest.approx([p[split]["accuracy"] for p in full.curve])
+        assert [p[split]["accuracy"] for p in second.curve] == pytest.approx(
+            [p[split]["accuracy"] for p in full.curve]
+        )
     attempts = second.finalize("success")["attempts"]
-    assert [(a["start_step"], a["end_step"], a["status"]) for a in attempts] == [(0, 3, "preempted"),
-                                                                                (3, 6, "success")]
+    assert [(a["start_step"], a["end_step"], a["status"]) for a in attempts] == [
+        (0, 3, "preempted"),
+        (3, 6, "success"),
+    ]
 
 
 _SLOW_CHECKPOINT = """
@@ -795,20 +950,33 @@ def test_preempted_torchrun_job_exits_75_after_rank0s_checkpoint(tiny_study, tmp
     """SIGTERM to every process of the job (as SLURM sends it) while 2 gloo ranks train under vlpeft.launch
     (torchrun): rank 0 takes 35 s to write the checkpoint, longer than torchrun's default 30 s grace; rank 1 waits
     for it, torchrun (grace 120 s) kills nobody, and the job exits 75, not torchrun's 1. The checkpoint resumes."""
-    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2,
-                          schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
-                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    cfg = make_run_config(
+        tiny_study,
+        tmp_path / "run",
+        task="vqa",
+        per_device_batch_size=2,
+        schedule={"kind": "steps", "steps": 100000, "warmup_steps": 2},
+        eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_SLOW_CHECKPOINT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_SAVE_S": "35",
-           "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "SLOW_SAVE_S": "35",
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     log = open(tmp_path / "log.txt", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([sys.executable, "-m", "vlpeft.launch", "--nproc-per-node", "2", "--stop-grace", "120",
-                             "--config", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlpeft.launch", "--nproc-per-node", "2", "--stop-grace", "120", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while "step 3/" not in (tmp_path / "log.txt").read_text():
         assert proc.poll() is None and time.time() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
@@ -848,8 +1016,14 @@ sys.exit(train.main(sys.argv[1:]))
 def test_an_error_on_another_rank_than_0_is_recorded(tiny_study, tmp_path):
     """Rank 1 runs out of memory at step 2 (2 gloo processes): status.json records its error and rank; rank 0, which
     then fails in its collective, leaves that record alone."""
-    cfg = make_run_config(tiny_study, tmp_path / "run", task="vqa", per_device_batch_size=2, dist_timeout_min=1.0,
-                          eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2})
+    cfg = make_run_config(
+        tiny_study,
+        tmp_path / "run",
+        task="vqa",
+        per_device_batch_size=2,
+        dist_timeout_min=1.0,
+        eval={"interval": 0, "splits": ["val"], "num_beams": 1, "max_new_tokens": 2},
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     (tmp_path / "run").mkdir()
@@ -857,11 +1031,25 @@ def test_an_error_on_another_rank_than_0_is_recorded(tiny_study, tmp_path):
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
         log = open(tmp_path / f"rank{rank}.log", "w")  # noqa: SIM115 (closed with the process)
-        procs.append(subprocess.Popen([sys.executable, "-c", _RANK1_OOM, "--config", str(path)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _RANK1_OOM, "--config", str(path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     codes = [p.wait(timeout=300) for p in procs]
     logs = "".join((tmp_path / f"rank{r}.log").read_text()[-3000:] for r in range(2))
     assert codes[0] != 0 and codes[1] != 0, logs

@@ -18,10 +18,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _timm(cfg):
     from timm.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(img_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.vision_width,
-                             depth=cfg.vision_layers, num_heads=cfg.vision_heads, pre_norm=True,
-                             norm_layer=partial(nn.LayerNorm, eps=1e-5), act_layer="quick_gelu", num_classes=0,
-                             global_pool="", attn_drop_rate=cfg.vision_attention_dropout)
+    return VisionTransformer(
+        img_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.vision_width,
+        depth=cfg.vision_layers,
+        num_heads=cfg.vision_heads,
+        pre_norm=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-5),
+        act_layer="quick_gelu",
+        num_classes=0,
+        global_pool="",
+        attn_drop_rate=cfg.vision_attention_dropout,
+    )
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train-with-attention-dropout"])

@@ -20,12 +20,25 @@ TINY = REPO / "tests/workflow/configs/tiny.yaml"
 BEYOND_TINY = REPO / "tests/workflow/configs/beyond_tiny.yaml"
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900,
-              env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           **(env or {})}
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(configfile), *args]
+def snakemake(
+    workdir: Path, configfile: Path, *args: str, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
@@ -81,8 +94,16 @@ def test_dry_run_of_the_pilot(tmp_path):
         (lambda c: c["train"].update(device="gpu"), "device"),
         (lambda c: c["methods"]["full"]["coco"].update(part_lr={"vit": 1e-5}), "vit"),
     ],
-    ids=["unknown-key", "wrong-type", "ratio-out-of-range", "duplicate-size", "unknown-method", "unknown-task",
-         "unknown-device", "unknown-part"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "ratio-out-of-range",
+        "duplicate-size",
+        "unknown-method",
+        "unknown-task",
+        "unknown-device",
+        "unknown-part",
+    ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, edit, message):
     config = yaml.safe_load(TINY.read_text())
@@ -98,8 +119,10 @@ def test_total_batch_the_profiles_processes_cannot_split_is_rejected(tmp_path):
     batch they cannot split evenly fails before the DAG is built, not in every training job."""
     proc = snakemake(tmp_path, TINY, "-n", "--set-resources", "train_run:gpu=3")
     assert proc.returncode != 0
-    assert ("train.total_batch_size: 8 is not a multiple of 3 processes x per_device_batch_size 4"
-            in proc.stderr + proc.stdout)
+    assert (
+        "train.total_batch_size: 8 is not a multiple of 3 processes x per_device_batch_size 4"
+        in proc.stderr + proc.stdout
+    )
     assert not (tmp_path / "results").exists()
 
 
@@ -145,8 +168,9 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     cfg_path = write_config(tmp_path / "tiny.yaml", config)
     tmpdir = tmp_path / "tmp"  # the jobs' temporary directory: runs must leave nothing there (torchelastic_*)
     tmpdir.mkdir()
-    proc = snakemake(tmp_path, cfg_path, "--profile", str(REPO / "profiles/local"), timeout=1500,
-                     env={"TMPDIR": str(tmpdir)})
+    proc = snakemake(
+        tmp_path, cfg_path, "--profile", str(REPO / "profiles/local"), timeout=1500, env={"TMPDIR": str(tmpdir)}
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert not sorted(p.name for p in tmpdir.glob("torchelastic_*"))
 
@@ -170,12 +194,17 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
 
     # The reported metric is a params value of the figure and report rules: changing it redraws exactly those.
-    proc = snakemake(tmp_path, write_config(tmp_path / "other_metric.yaml", {**config,
-                                                                            "reported_metric": "test_at_best_val"}),
-                     "-n")
+    proc = snakemake(
+        tmp_path, write_config(tmp_path / "other_metric.yaml", {**config, "reported_metric": "test_at_best_val"}), "-n"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {r for r, _ in scheduled(proc.stdout)} == {"write_report", "plot_task_grid", "plot_cost",
-                                                       "plot_val_curves", "all"}
+    assert {r for r, _ in scheduled(proc.stdout)} == {
+        "write_report",
+        "plot_task_grid",
+        "plot_cost",
+        "plot_val_curves",
+        "all",
+    }
 
     config["methods"]["lora"]["coco"]["lr"] = 2.0e-3
     cfg_path = write_config(tmp_path / "tiny.yaml", config)
@@ -186,8 +215,16 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     n_lora_coco = sum(1 for r in expand(config) if r.task == "coco" and r.method == "lora")
     assert trained == [("coco", "lora")] * n_lora_coco
     rules = {r for r, _ in jobs}
-    assert rules <= {"write_run_config", "train_run", "aggregate_runs", "write_report", "plot_task_grid",
-                     "plot_cost", "plot_val_curves", "all"}
+    assert rules <= {
+        "write_run_config",
+        "train_run",
+        "aggregate_runs",
+        "write_report",
+        "plot_task_grid",
+        "plot_cost",
+        "plot_val_curves",
+        "all",
+    }
     assert "pretrain_model" not in rules and "make_subset" not in rules
 
     # Studies kept apart: the paper's config, dry-run in the same checkout after the tiny study ran, plans every one
@@ -203,11 +240,19 @@ def test_tiny_study_end_to_end_and_reruns_only_what_changed(tmp_path):
     planned = [p for line in re.findall(r"^\s+output: (.*)$", proc.stdout, re.M) for p in line.split(", ")]
     assert len(planned) > 1620
     assert all(p.startswith(("results/paper/", "results/downloads/")) for p in planned), [
-        p for p in planned if not p.startswith(("results/paper/", "results/downloads/"))][:5]
+        p for p in planned if not p.startswith(("results/paper/", "results/downloads/"))
+    ][:5]
     tiny_tables = (root / "tables/runs.csv").read_bytes()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    agg = subprocess.run([sys.executable, "-m", "vlpeft.aggregate", "--config", str(REPO / "config/config.yaml")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env, check=False)
+    agg = subprocess.run(
+        [sys.executable, "-m", "vlpeft.aggregate", "--config", str(REPO / "config/config.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert agg.returncode == 0, agg.stderr[-3000:]
     paper = pd.read_csv(tmp_path / "results/paper/tables/runs.csv")
     assert len(paper) == 810 and set(paper["status"]) == {"missing"} and set(paper["study"]) == {"paper"}
@@ -228,8 +273,13 @@ def test_methods_beyond_the_paper_run_through_every_figure_and_the_report(tmp_pa
     from vlpeft.plots import registry as figreg
 
     config = yaml.safe_load(BEYOND_TINY.read_text())
-    proc = snakemake(tmp_path, write_config(tmp_path / "beyond.yaml", config), "--profile",
-                     str(REPO / "profiles/local"), timeout=1200)
+    proc = snakemake(
+        tmp_path,
+        write_config(tmp_path / "beyond.yaml", config),
+        "--profile",
+        str(REPO / "profiles/local"),
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     root = tmp_path / f"results/{config['study']}"
     runs = pd.read_csv(root / "tables/runs.csv")
@@ -267,20 +317,54 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 
 def test_figures_regenerate_from_tables_alone(tmp_path):
     """The reviewers' path touches no data, checkpoints or training rules."""
-    runs = with_provenance(pd.DataFrame([
-        {"run_id": f"coco/lora/size{s}_ratio{r}/seed0", "task": "coco", "method": "lora", "classifier": False,
-         "size": s, "data_ratio": r, "seed": 0, "trainable_params": 100 * s,
-         "trainable_params_merged": 100 * s, "total_params": 10**6,
-         "data_size": int(1000 * r), "samples_seen": 100, "metric": "CIDEr", "paper_metric": 51 + s + r,
-         "best_val": 50 + s + r, "best_step": 10, "test_at_best_val": 49 + s, "final_val": 48 + s, "gpu_hours": 0.0,
-         "wall_time_s": 5.0, "status": "success"}
-        for s in (2, 8) for r in (0.1, 1.0)
-    ]))
+    runs = with_provenance(
+        pd.DataFrame(
+            [
+                {
+                    "run_id": f"coco/lora/size{s}_ratio{r}/seed0",
+                    "task": "coco",
+                    "method": "lora",
+                    "classifier": False,
+                    "size": s,
+                    "data_ratio": r,
+                    "seed": 0,
+                    "trainable_params": 100 * s,
+                    "trainable_params_merged": 100 * s,
+                    "total_params": 10**6,
+                    "data_size": int(1000 * r),
+                    "samples_seen": 100,
+                    "metric": "CIDEr",
+                    "paper_metric": 51 + s + r,
+                    "best_val": 50 + s + r,
+                    "best_step": 10,
+                    "test_at_best_val": 49 + s,
+                    "final_val": 48 + s,
+                    "gpu_hours": 0.0,
+                    "wall_time_s": 5.0,
+                    "status": "success",
+                }
+                for s in (2, 8)
+                for r in (0.1, 1.0)
+            ]
+        )
+    )
     runs.to_csv(tmp_path / "runs.csv", index=False)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
-    proc = subprocess.run([sys.executable, "-m", "vlpeft.plots.figures", "--runs", str(tmp_path / "runs.csv"),
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlpeft.plots.figures",
+            "--runs",
+            str(tmp_path / "runs.csv"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out/fig3.pdf").is_file() and (tmp_path / "out/fig5.png").is_file()
 
@@ -293,16 +377,42 @@ def test_lint_clean(tmp_path, configfile):
 
 
 def test_rules_are_snakefmt_formatted():
-    proc = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_python_is_ruff_clean():
     """The rule set is pinned in pyproject.toml, so this holds across ruff versions."""
-    proc = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "src", "tests", "workflow", "benchmarks"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ruff"), "check", "src", "tests", "workflow", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_python_is_ruff_formatted():
+    """One format for the package, tests, scripts and benchmarks: ``ruff format`` (pinned version, line length in
+    pyproject.toml) leaves every file as it is."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ruff"), "format", "--check", "src", "tests", "workflow", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, "run `ruff format src tests workflow benchmarks`:\n" + proc.stdout[-3000:]
 
 
 def test_training_jobs_get_their_predicted_time_limit(tmp_path):
@@ -331,7 +441,7 @@ def test_every_rule_runs_in_the_environment_with_java():
         blocks = re.split(r"^\s*rule (\w+):\n", smk.read_text(), flags=re.M)
         rules.update(dict(zip(blocks[1::2], blocks[2::2])))
     assert len(rules) > 20
-    missing = [name for name, body in rules.items() if 'conda:\n' not in body or '"../envs/vlpeft.yaml"' not in body]
+    missing = [name for name, body in rules.items() if "conda:\n" not in body or '"../envs/vlpeft.yaml"' not in body]
     assert not missing
     env = yaml.safe_load((REPO / "envs/vlpeft.yaml").read_text())
     assert "openjdk=17" in env["dependencies"]
@@ -348,19 +458,34 @@ def test_cluster_profile_downloads_on_the_login_node_threads_and_local_settings(
     assert "download_file" not in profile["set-resources"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "profiles/slurm/site.env"], cwd=REPO, check=False)
     assert ignored.returncode == 0
-    site = dict(line.split("=", 1) for line in (REPO / "profiles/slurm/site.env.example").read_text().splitlines()
-                if line and not line.startswith("#"))
+    site = dict(
+        line.split("=", 1)
+        for line in (REPO / "profiles/slurm/site.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     env = {k: f"test_{k.lower()}" for k in site}
-    proc = snakemake(tmp_path, REPO / "config/pilot.yaml", "-n", "-p", "--profile", str(REPO / "profiles/slurm"),
-                     "--cores", "32", env=env)
+    proc = snakemake(
+        tmp_path,
+        REPO / "config/pilot.yaml",
+        "-n",
+        "-p",
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--cores",
+        "32",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert len(re.findall(r"^rule download_file:", out, re.M)) == 9
     # (a dry run does not say which jobs are local: the rule's directive is what the executor reads)
     block = (REPO / "rules/download.smk").read_text().split("rule download_file:")[1].split("\nrule ")[0]
     assert "    localrule: True\n" in block
-    commands = re.findall(r"launch='vlpeft\.launch --nproc-per-node (\d+) --stop-grace \d+'; else launch=vlpeft\.train; fi;"
-                          r" OMP_NUM_THREADS=(\d+) exec python", out)
+    commands = re.findall(
+        r"launch='vlpeft\.launch --nproc-per-node (\d+) --stop-grace \d+'; else launch=vlpeft\.train; fi;"
+        r" OMP_NUM_THREADS=(\d+) exec python",
+        out,
+    )
     threads = profile["set-threads"]["train_run"]
     assert commands and set(commands) == {(str(train["gpu"]), str(threads))}
     assert "slurm_account=test_vlpeft_slurm_account, slurm_partition=test_vlpeft_slurm_partition" in out

@@ -1,4 +1,5 @@
 """Score the untuned initial model on the task's evaluation splits."""
+
 import logging
 import sys
 

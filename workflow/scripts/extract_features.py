@@ -1,4 +1,5 @@
 """The frozen ViT run once over every image of the study: the visual-feature store every frozen-ViT run reads."""
+
 import logging
 import sys
 

@@ -1,4 +1,5 @@
 """Write the synthetic mini study's raw files (Karpathy JSON, VQAv2 JSONs, JPEGs)."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Nested fractional subset of the training pairs."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

@@ -1,4 +1,5 @@
 """Draw one figure from the results tables (PDF + PNG), refusing tables of another study or configuration."""
+
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from vlpeft.provenance import check_expected, table_provenance  # noqa: E402
 runs = load_runs(snakemake.input.runs)
 check_expected(table_provenance(runs), snakemake.params.fig["study"], snakemake.input.runs)
 curves = load_curves(snakemake.input.curves) if "curves" in snakemake.input.keys() else None
-fig = build_figure(snakemake.wildcards.stem, runs, curves, load_baseline(snakemake.input.baseline),
-                   snakemake.params.fig["metric"])
+fig = build_figure(
+    snakemake.wildcards.stem, runs, curves, load_baseline(snakemake.input.baseline), snakemake.params.fig["metric"]
+)
 save_figure(fig, Path(snakemake.output.pdf).with_suffix(""))

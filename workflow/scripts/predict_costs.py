@@ -1,4 +1,5 @@
 """Samples, FLOPs, predicted GPU-hours and the SLURM time limit of every run (read by the training rule)."""
+
 import sys
 from pathlib import Path
 

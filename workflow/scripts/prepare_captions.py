@@ -1,4 +1,5 @@
 """Karpathy split file -> caption records per split."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

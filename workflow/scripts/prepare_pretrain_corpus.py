@@ -1,4 +1,5 @@
 """The synthetic pre-training corpus as captioning + prefix-LM records."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

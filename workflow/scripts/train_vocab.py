@@ -1,4 +1,5 @@
 """Train the mini study's WordPiece vocabulary (bert-base-uncased format) on its texts."""
+
 import sys
 from pathlib import Path
 

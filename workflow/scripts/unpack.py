@@ -1,4 +1,5 @@
 """Unpack the COCO image archives next to each other, checking their file counts."""
+
 import logging
 import sys
 from pathlib import Path

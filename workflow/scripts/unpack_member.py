@@ -1,4 +1,5 @@
 """Extract named files from downloaded archives (or copy a plain download) to their output paths."""
+
 import logging
 import sys
 

@@ -1,5 +1,6 @@
 """The claims report from the runs table (markdown, and the same as an HTML page for Snakemake's --report),
 refusing a table of another study or configuration."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Write a run's resolved configuration (from params, so that changed settings rerun exactly that run)."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

@@ -34,18 +34,27 @@ def _drop_bad(split: str, what: str, entries: list, image_of: Callable[[Any], st
     kept = [e for e in entries if image_of(e) not in images.bad]
     dropped = len(entries) - len(kept)
     if dropped:
-        log.warning("split %s: dropped %d of %d %s whose image is listed as bad in the image cache %s", split,
-                    dropped, len(entries), what, images.cache)
+        log.warning(
+            "split %s: dropped %d of %d %s whose image is listed as bad in the image cache %s",
+            split,
+            dropped,
+            len(entries),
+            what,
+            images.cache,
+        )
     if dropped and not kept:
-        raise ValueError(f"split {split}: all {dropped} {what} have images listed as bad in the image cache "
-                         f"{images.cache}; nothing is left to use")
+        raise ValueError(
+            f"split {split}: all {dropped} {what} have images listed as bad in the image cache "
+            f"{images.cache}; nothing is left to use"
+        )
     return kept
 
 
 def drop_bad_train_items(task: str, records: list[dict], items: list, images: ImageStore) -> list:
     """Training ``items`` (see ``TrainSet``) whose record's image is not listed as bad in the image cache."""
-    return _drop_bad("train", "training pairs", items, lambda it: records[it[0] if task == COCO.name else it]["image"],
-                     images)
+    return _drop_bad(
+        "train", "training pairs", items, lambda it: records[it[0] if task == COCO.name else it]["image"], images
+    )
 
 
 def drop_bad_records(split: str, records: list[dict], images: ImageStore) -> list[dict]:
@@ -89,8 +98,12 @@ class TrainSet(Dataset):
         item = self.items[i]
         r = self.records[item[0] if self.task == COCO.name else item]
         texts, weights = zip(*self.targets(i))
-        return {"image": self.images.get(r["image"]), "prompt": prompt_for(self.task, r, **self.prompts),
-                "targets": list(texts), "weights": list(weights)}
+        return {
+            "image": self.images.get(r["image"]),
+            "prompt": prompt_for(self.task, r, **self.prompts),
+            "targets": list(texts),
+            "weights": list(weights),
+        }
 
 
 class EvalSet(Dataset):

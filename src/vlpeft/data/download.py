@@ -704,8 +704,9 @@ def _tar_members(tf: tarfile.TarFile, archive: Path) -> list[tuple[str, bool]]:
     return members
 
 
-def _refuse_existing_links(dest_dir: Path, members: list[tuple[str, bool]], archive: Path,
-                           own_links: frozenset[str] = frozenset()) -> None:
+def _refuse_existing_links(
+    dest_dir: Path, members: list[tuple[str, bool]], archive: Path, own_links: frozenset[str] = frozenset()
+) -> None:
     """Refuse to write through a symbolic link that already exists inside ``dest_dir``: extraction would follow it
     and write outside (a planted ``train2014 -> /home/user`` or ``a.jpg -> ~/.bashrc``). A tar's own link members
     may be replaced (``own_links``); links above ``dest_dir`` itself (a data disk) are the user's choice."""

@@ -34,8 +34,11 @@ DTYPES = ("float16", "bfloat16", "float32")
 
 def store_tag(mc, visual_digest: str) -> dict:
     """What a store must agree on with the model that reads it."""
-    return {"visual_digest": visual_digest, "image_size": mc.image_size,
-            "shape": [mc.num_image_tokens, mc.vision_width]}
+    return {
+        "visual_digest": visual_digest,
+        "image_size": mc.image_size,
+        "shape": [mc.num_image_tokens, mc.vision_width],
+    }
 
 
 def _encode(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -44,8 +47,13 @@ def _encode(array: np.ndarray, dtype: str) -> np.ndarray:
         return array.astype(np.float32)
     if dtype == "float16":
         return array.astype(np.float16)
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.bfloat16).view(
-        torch.int16).numpy().view(np.uint16)
+    return (
+        torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        .to(torch.bfloat16)
+        .view(torch.int16)
+        .numpy()
+        .view(np.uint16)
+    )
 
 
 def _decode(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -56,8 +64,16 @@ def _decode(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def build_store(visual_encoder: torch.nn.Module, images: ImageStore, paths: list[str], out: str | Path, tag: dict,
-                dtype: str = "float16", batch_size: int = 64, device: str | torch.device = "cpu") -> dict:
+def build_store(
+    visual_encoder: torch.nn.Module,
+    images: ImageStore,
+    paths: list[str],
+    out: str | Path,
+    tag: dict,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> dict:
     """Run ``visual_encoder`` (eval mode, no gradients) over ``paths`` and write the store ``out`` (+ index).
 
     Images ``images.bad`` lists get a zero row and are listed as bad in the index too. On CUDA the ViT runs under
@@ -78,20 +94,25 @@ def build_store(visual_encoder: torch.nn.Module, images: ImageStore, paths: list
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=stored, shape=(len(paths), n_tokens, width))
     was_training = visual_encoder.training
     visual_encoder.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     good = [i for i, p in enumerate(paths) if p not in images.bad]
     t0 = last = time.time()
     for start in range(0, len(good), batch_size):
-        rows = good[start:start + batch_size]
+        rows = good[start : start + batch_size]
         pixels = to_tensor(np.stack([images.get(paths[i]) for i in rows])).to(device)
         with autocast:
             feats = visual_encoder.forward_features(pixels)
         arr[rows] = _encode(feats.float().cpu().numpy(), dtype)
         if time.time() - last > 10:
             last = time.time()
-            log.info("features of %d/%d images (%.0f img/s)", start + len(rows), len(good),
-                     (start + len(rows)) / (last - t0))
+            log.info(
+                "features of %d/%d images (%.0f img/s)",
+                start + len(rows),
+                len(good),
+                (start + len(rows)) / (last - t0),
+            )
     visual_encoder.train(was_training)
     arr.flush()
     del arr
@@ -128,9 +149,11 @@ class FeatureStore:
         """Refuse to serve a model the store was not computed for (a stale store)."""
         diff = {k: (self.tag.get(k), v) for k, v in tag.items() if self.tag.get(k) != v}
         if diff:
-            raise ValueError(f"feature store {self.cache} is stale for this model: "
-                             + "; ".join(f"{k}: store {a!r}, model {b!r}" for k, (a, b) in diff.items())
-                             + ". Rebuild it (rule extract_features) or turn data.feature_store off.")
+            raise ValueError(
+                f"feature store {self.cache} is stale for this model: "
+                + "; ".join(f"{k}: store {a!r}, model {b!r}" for k, (a, b) in diff.items())
+                + ". Rebuild it (rule extract_features) or turn data.feature_store off."
+            )
 
     def get(self, rel: str) -> np.ndarray:
         """``[T, D]`` float32 features; an image listed as bad is an ``OSError``, never its zero row."""
@@ -169,10 +192,21 @@ def extract_for_study(spec: dict, record_files: list[str | Path], out: str | Pat
     from .prepare import read_jsonl
 
     # The model as a run builds it (build_model): the run-only fields are placeholders.
-    cfg = RunConfig.from_dict({"run_id": "features", "task": COCO.name, "method": REFERENCE, "method_options": {},
-                               "data_ratio": 1.0, "records": {}, "subset": None, "lr": 1.0,
-                               "schedule": {"kind": "steps", "steps": 1},
-                               "out_dir": str(Path(out).parent), **{k: spec[k] for k in FEATURE_KEYS}})
+    cfg = RunConfig.from_dict(
+        {
+            "run_id": "features",
+            "task": COCO.name,
+            "method": REFERENCE,
+            "method_options": {},
+            "data_ratio": 1.0,
+            "records": {},
+            "subset": None,
+            "lr": 1.0,
+            "schedule": {"kind": "steps", "steps": 1},
+            "out_dir": str(Path(out).parent),
+            **{k: spec[k] for k in FEATURE_KEYS},
+        }
+    )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     from ..devices import pick

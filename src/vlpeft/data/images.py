@@ -51,8 +51,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return normalise(torch.from_numpy(np.ascontiguousarray(images)))
 
 
-def build_cache(image_root: str | Path, rel_paths: list[str], size: int, out_npy: str | Path,
-                skip_bad: bool = False) -> dict:
+def build_cache(
+    image_root: str | Path, rel_paths: list[str], size: int, out_npy: str | Path, skip_bad: bool = False
+) -> dict:
     """Resize every image once into ``out_npy`` (+ ``<out>.index.json``). Returns counts."""
     image_root, out_npy = Path(image_root), Path(out_npy)
     paths = sorted(set(rel_paths))
@@ -91,15 +92,17 @@ class ImageStore:
         self.row: dict[str, int] = {}
         self.bad: frozenset[str] = frozenset()
         if cache:
-            index = read_json(str(cache) + ".index.json", "delete the image cache and its index and rerun "
-                              "cache_images")
+            index = read_json(
+                str(cache) + ".index.json", "delete the image cache and its index and rerun cache_images"
+            )
             if index["size"] != size:
                 raise ValueError(f"image cache {cache} holds {index['size']} px images, the model wants {size} px")
             try:
                 self.array = np.load(cache, mmap_mode="r")
             except (ValueError, OSError) as e:  # truncated or not a .npy file
-                raise CorruptFileError(f"image cache {cache} cannot be read ({e}): delete it and its index and rerun "
-                                       "cache_images") from None
+                raise CorruptFileError(
+                    f"image cache {cache} cannot be read ({e}): delete it and its index and rerun cache_images"
+                ) from None
             self.row = {p: i for i, p in enumerate(index["paths"])}
             self.bad = frozenset(index["bad"])
 

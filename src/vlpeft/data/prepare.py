@@ -53,23 +53,28 @@ def read_karpathy(path: str | Path) -> list[dict]:
             raise ValueError(f"{path}: images[{i}] (cocoid {img['cocoid']}) has no sentences with 'raw' text")
         for j, s in enumerate(img["sentences"]):
             if not isinstance(s["raw"], str):
-                raise ValueError(f"{path}: images[{i}].sentences[{j}] (cocoid {img['cocoid']}): the caption is not a "
-                                 f"string: {s['raw']!r}")
+                raise ValueError(
+                    f"{path}: images[{i}].sentences[{j}] (cocoid {img['cocoid']}): the caption is not a "
+                    f"string: {s['raw']!r}"
+                )
         j = first.setdefault(int(img["cocoid"]), i)
         if j != i:
-            raise ValueError(f"{path}: images[{i}] repeats the cocoid {img['cocoid']} of images[{j}]; image ids must "
-                             "be unique")
+            raise ValueError(
+                f"{path}: images[{i}] repeats the cocoid {img['cocoid']} of images[{j}]; image ids must be unique"
+            )
     return data["images"]
 
 
 def caption_records(karpathy: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for img in karpathy:
-        out[KARPATHY_TO_SPLIT[img["split"]]].append({
-            "image": f"{img['filepath']}/{img['filename']}",
-            "image_id": int(img["cocoid"]),
-            "references": [s["raw"].strip() for s in img["sentences"]],
-        })
+        out[KARPATHY_TO_SPLIT[img["split"]]].append(
+            {
+                "image": f"{img['filepath']}/{img['filename']}",
+                "image_id": int(img["cocoid"]),
+                "references": [s["raw"].strip() for s in img["sentences"]],
+            }
+        )
     return out
 
 
@@ -80,8 +85,9 @@ def _require(path: str | Path, where: str, qid: object, record: dict, keys: tupl
             raise ValueError(f"{path}: {where} (question_id {qid}) lacks the field {key!r}")
 
 
-def vqa_records(karpathy: list[dict], question_files: Iterable[str | Path],
-                annotation_files: Iterable[str | Path]) -> dict[str, list[dict]]:
+def vqa_records(
+    karpathy: list[dict], question_files: Iterable[str | Path], annotation_files: Iterable[str | Path]
+) -> dict[str, list[dict]]:
     """Join VQAv2 questions and annotations and assign them to Karpathy splits by image."""
     image_split = {int(img["cocoid"]): KARPATHY_TO_SPLIT[img["split"]] for img in karpathy}
     image_path = {int(img["cocoid"]): f"{img['filepath']}/{img['filename']}" for img in karpathy}
@@ -95,11 +101,14 @@ def vqa_records(karpathy: list[dict], question_files: Iterable[str | Path],
             _require(qf, f"questions[{i}]", q.get("question_id"), q, ("question_id", "question"))
             qid = int(q["question_id"])
             if qid in questions:
-                raise ValueError(f"{qf}: questions[{i}] repeats question_id {qid} (first in {where[qid]}); question "
-                                 "ids must be unique")
+                raise ValueError(
+                    f"{qf}: questions[{i}] repeats question_id {qid} (first in {where[qid]}); question "
+                    "ids must be unique"
+                )
             if not isinstance(q["question"], str):
-                raise ValueError(f"{qf}: questions[{i}] (question_id {qid}): the question is not a string: "
-                                 f"{q['question']!r}")
+                raise ValueError(
+                    f"{qf}: questions[{i}] (question_id {qid}): the question is not a string: {q['question']!r}"
+                )
             questions[qid], where[qid] = q, f"{qf} questions[{i}]"
     annotated: dict[int, str] = {}
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
@@ -113,8 +122,10 @@ def vqa_records(karpathy: list[dict], question_files: Iterable[str | Path],
                 _require(af, f"annotations[{i}].answers[{j}]", a["question_id"], x, ("answer",))
             qid = int(a["question_id"])
             if qid in annotated:
-                raise ValueError(f"{af}: annotations[{i}] repeats question_id {qid} (first in {annotated[qid]}); "
-                                 "question ids must be unique")
+                raise ValueError(
+                    f"{af}: annotations[{i}] repeats question_id {qid} (first in {annotated[qid]}); "
+                    "question ids must be unique"
+                )
             annotated[qid] = f"{af} annotations[{i}]"
             answers = [x["answer"] for x in a["answers"]]
             bad = [x for x in answers if not isinstance(x, str)]
@@ -127,15 +138,17 @@ def vqa_records(karpathy: list[dict], question_files: Iterable[str | Path],
             image_id = int(a["image_id"])
             if image_id not in image_split:
                 continue  # images outside the Karpathy split file (none in the real data)
-            out[image_split[image_id]].append({
-                "question_id": qid,
-                "image": image_path[image_id],
-                "image_id": image_id,
-                "question": questions[qid]["question"],
-                "answers": answers,
-                "answer": a.get("multiple_choice_answer") or max(set(answers), key=answers.count),
-                "answer_type": a.get("answer_type", "other"),
-            })
+            out[image_split[image_id]].append(
+                {
+                    "question_id": qid,
+                    "image": image_path[image_id],
+                    "image_id": image_id,
+                    "question": questions[qid]["question"],
+                    "answers": answers,
+                    "answer": a.get("multiple_choice_answer") or max(set(answers), key=answers.count),
+                    "answer_type": a.get("answer_type", "other"),
+                }
+            )
     for split in out:
         out[split].sort(key=lambda r: r["question_id"])
     return out
@@ -155,8 +168,10 @@ def check_nonempty(records: dict[str, list[dict]], source: str | Path, what: str
     """Every split has records: an empty one would fail every run (or train on nothing) much later."""
     empty = [s for s in SPLITS if s in records and not records[s]]
     if empty:
-        raise ValueError(f"{what}: split(s) {empty} have no records; {source} assigns nothing to them (a wrong or "
-                         "incomplete input file?)")
+        raise ValueError(
+            f"{what}: split(s) {empty} have no records; {source} assigns nothing to them (a wrong or "
+            "incomplete input file?)"
+        )
 
 
 def write_jsonl(records: list[dict], path: str | Path) -> None:
@@ -182,6 +197,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-                raise ValueError(f"{path}, line {n}: not a JSON record ({e}); the file is truncated or corrupt: "
-                                 "delete it and rerun the stage that wrote it") from None
+                raise ValueError(
+                    f"{path}, line {n}: not a JSON record ({e}); the file is truncated or corrupt: "
+                    "delete it and rerun the stage that wrote it"
+                ) from None
     return out

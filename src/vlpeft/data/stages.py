@@ -24,8 +24,13 @@ def prepare_captions(karpathy_json: str | Path, out: dict[str, str | Path], expe
     return {s: len(r) for s, r in recs.items()}
 
 
-def prepare_vqa(karpathy_json: str | Path, question_files: list, annotation_files: list,
-                out: dict[str, str | Path], expected: dict | None = None) -> dict:
+def prepare_vqa(
+    karpathy_json: str | Path,
+    question_files: list,
+    annotation_files: list,
+    out: dict[str, str | Path],
+    expected: dict | None = None,
+) -> dict:
     recs = prepare.vqa_records(prepare.read_karpathy(karpathy_json), question_files, annotation_files)
     prepare.check_nonempty(recs, f"{karpathy_json} with {[str(f) for f in annotation_files]}", "VQAv2 QA pairs")
     prepare.check_counts(recs, expected, "VQAv2 QA pairs")
@@ -50,8 +55,14 @@ def prepare_pretrain(pretrain_json: str | Path, out: str | Path, seed: int = 0) 
         recs.append({"image": image, "image_id": int(r["cocoid"]), "references": [r["caption"]]})
         if len(words) >= 3:
             k = rng.randint(1, len(words) - 2)
-            recs.append({"image": image, "image_id": int(r["cocoid"]), "prompt": " ".join(words[:k]),
-                         "references": [" ".join(words[k:])]})
+            recs.append(
+                {
+                    "image": image,
+                    "image_id": int(r["cocoid"]),
+                    "prompt": " ".join(words[:k]),
+                    "references": [" ".join(words[k:])],
+                }
+            )
     prepare.write_jsonl(recs, out)
     return len(recs)
 
@@ -66,16 +77,19 @@ def make_subset(task: str, train_records: str | Path, ratio: float, seed: int, o
     else:
         raise ValueError(f"unknown task {task!r}")
     if not pairs:
-        raise ValueError(f"{train_records} has no training pairs to draw the ratio {ratio} subset from; delete it and "
-                         "rerun the preparation that wrote it")
+        raise ValueError(
+            f"{train_records} has no training pairs to draw the ratio {ratio} subset from; delete it and "
+            "rerun the preparation that wrote it"
+        )
     chosen = subsets.subset(len(pairs), ratio, seed)
     items = [list(pairs[i]) for i in chosen] if task == COCO.name else chosen
     subsets.write_subset(out, task, ratio, seed, items)
     return len(items)
 
 
-def cache_images(image_root: str | Path, record_files: list, size: int, out: str | Path,
-                 skip_bad: bool = False) -> dict:
+def cache_images(
+    image_root: str | Path, record_files: list, size: int, out: str | Path, skip_bad: bool = False
+) -> dict:
     paths = sorted({r["image"] for f in record_files for r in prepare.read_jsonl(f)})
     return build_cache(image_root, paths, size, out, skip_bad=skip_bad)
 

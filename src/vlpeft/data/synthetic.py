@@ -71,8 +71,11 @@ def render(scene: dict, rng: random.Random, size: tuple[int, int] = (160, 120)) 
     obj = min(w, h) // 4
     half = w // 2
     # Three vertical slots per side keep up to three objects from overlapping.
-    slots = [(int(h * 0.05), int(h * 0.05) + obj), (int(h * 0.37), int(h * 0.37) + obj),
-             (int(h * 0.69), int(h * 0.69) + obj)]
+    slots = [
+        (int(h * 0.05), int(h * 0.05) + obj),
+        (int(h * 0.37), int(h * 0.37) + obj),
+        (int(h * 0.69), int(h * 0.69) + obj),
+    ]
     x_main = (2, half - obj - 2) if scene["side"] == "left" else (half + 2, w - obj - 2)
     for slot in rng.sample(slots, scene["count"]):
         x = rng.randint(*x_main)
@@ -108,8 +111,11 @@ def captions(scene: dict, rng: random.Random, n: int = 5) -> list[str]:
 def pretrain_caption(scene: dict, rng: random.Random) -> str:
     """A caption of the pre-training corpus: the same facts in a narrower choice of the COCO templates, so that
     downstream captioning is consistent with pre-training and fine-tuning only adjusts the style mix."""
-    return captions(scene, rng, n=6)[0] if rng.random() < 0.3 else rng.choice(
-        [captions(scene, random.Random(0), n=6)[i] for i in (0, 1)])
+    return (
+        captions(scene, rng, n=6)[0]
+        if rng.random() < 0.3
+        else rng.choice([captions(scene, random.Random(0), n=6)[i] for i in (0, 1)])
+    )
 
 
 def _noisy(answer: str, alternatives: list[str], rng: random.Random) -> list[str]:
@@ -140,16 +146,20 @@ def questions(scene: dict, rng: random.Random) -> list[tuple[str, str, str, list
         (f"how many {_plural(s, 2)} are there?", str(k), "number", [str(x) for x in (1, 2, 3) if x != k]),
         (f"what color is the {s}?", c, "other", [x for x in COLOURS if x != c]),
         (f"what shape is the {c} object?", s, "other", [x for x in SHAPES if x != s]),
-        (f"is there a {probe} in the picture?", "yes" if present else "no", "yes/no",
-         ["no" if present else "yes"]),
-        (f"which side are the {c} objects on?", scene["side"], "other",
-         ["right" if scene["side"] == "left" else "left"]),
+        (f"is there a {probe} in the picture?", "yes" if present else "no", "yes/no", ["no" if present else "yes"]),
+        (
+            f"which side are the {c} objects on?",
+            scene["side"],
+            "other",
+            ["right" if scene["side"] == "left" else "left"],
+        ),
     ]
     return rng.sample(pool, 3)
 
 
-def generate(root: str | Path, n_train: int, n_val: int, n_test: int, seed: int = 0,
-             image_size: tuple[int, int] = (160, 120)) -> dict[str, int]:
+def generate(
+    root: str | Path, n_train: int, n_val: int, n_test: int, seed: int = 0, image_size: tuple[int, int] = (160, 120)
+) -> dict[str, int]:
     """Write the synthetic study's raw files under ``root``; returns counts. Deterministic in ``seed``."""
     root = Path(root)
     rng = random.Random(seed)
@@ -172,38 +182,58 @@ def generate(root: str | Path, n_train: int, n_val: int, n_test: int, seed: int 
         path = root / "images" / folder / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         render(scene, rng, image_size).save(path, quality=92)
-        karpathy.append({
-            "filepath": folder,
-            "filename": filename,
-            "cocoid": cocoid,
-            "imgid": i,
-            "split": k_split,
-            "sentences": [{"raw": t.capitalize() + ".", "tokens": t.split()} for t in captions(scene, rng)],
-        })
+        karpathy.append(
+            {
+                "filepath": folder,
+                "filename": filename,
+                "cocoid": cocoid,
+                "imgid": i,
+                "split": k_split,
+                "sentences": [{"raw": t.capitalize() + ".", "tokens": t.split()} for t in captions(scene, rng)],
+            }
+        )
         if split == "train":
-            pretrain.append({"filepath": folder, "filename": filename, "cocoid": cocoid,
-                             "caption": pretrain_caption(scene, rng)})
+            pretrain.append(
+                {"filepath": folder, "filename": filename, "cocoid": cocoid, "caption": pretrain_caption(scene, rng)}
+            )
         for question, answer, a_type, alternatives in questions(scene, rng):
             q_json[folder].append({"image_id": cocoid, "question": question.capitalize(), "question_id": qid})
             human = _noisy(answer, alternatives, rng)
-            a_json[folder].append({
-                "image_id": cocoid,
-                "question_id": qid,
-                "question_type": " ".join(question.split()[:2]),
-                "answer_type": a_type,
-                "multiple_choice_answer": answer,
-                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(human)],
-            })
+            a_json[folder].append(
+                {
+                    "image_id": cocoid,
+                    "question_id": qid,
+                    "question_type": " ".join(question.split()[:2]),
+                    "answer_type": a_type,
+                    "multiple_choice_answer": answer,
+                    "answers": [
+                        {"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(human)
+                    ],
+                }
+            )
             qid += 1
     _write_json(root / "dataset_coco.json", {"images": karpathy, "dataset": "coco"})
     _write_json(root / "pretrain_captions.json", pretrain)
     for folder in ("train2014", "val2014"):
-        _write_json(root / f"v2_OpenEnded_mscoco_{folder}_questions.json",
-                    {"info": {"synthetic": True}, "task_type": "Open-Ended", "data_type": "mscoco",
-                     "data_subtype": folder, "questions": q_json[folder]})
-        _write_json(root / f"v2_mscoco_{folder}_annotations.json",
-                    {"info": {"synthetic": True}, "data_type": "mscoco", "data_subtype": folder,
-                     "annotations": a_json[folder]})
+        _write_json(
+            root / f"v2_OpenEnded_mscoco_{folder}_questions.json",
+            {
+                "info": {"synthetic": True},
+                "task_type": "Open-Ended",
+                "data_type": "mscoco",
+                "data_subtype": folder,
+                "questions": q_json[folder],
+            },
+        )
+        _write_json(
+            root / f"v2_mscoco_{folder}_annotations.json",
+            {
+                "info": {"synthetic": True},
+                "data_type": "mscoco",
+                "data_subtype": folder,
+                "annotations": a_json[folder],
+            },
+        )
     return {"images": total, "questions": qid - 1}
 
 
@@ -218,8 +248,10 @@ def corpus(root: str | Path) -> list[str]:
         texts += [s["raw"] for s in img["sentences"]]
     texts += [r["caption"] for r in read_json(root / "pretrain_captions.json", remedy)]
     for folder in ("train2014", "val2014"):
-        texts += [q["question"] for q in read_json(
-            root / f"v2_OpenEnded_mscoco_{folder}_questions.json", remedy)["questions"]]
+        texts += [
+            q["question"]
+            for q in read_json(root / f"v2_OpenEnded_mscoco_{folder}_questions.json", remedy)["questions"]
+        ]
         for a in read_json(root / f"v2_mscoco_{folder}_annotations.json", remedy)["annotations"]:
             texts += [x["answer"] for x in a["answers"]]
     return texts

@@ -84,8 +84,9 @@ class PeftMethod:
     def __init__(self, cfg: MethodConfig) -> None:
         bad = [t for t in cfg.targets if t not in self.supported_targets]
         if bad:
-            raise ValueError(f"method {self.name!r} does not support target(s) {bad}; supported: "
-                             f"{list(self.supported_targets)}")
+            raise ValueError(
+                f"method {self.name!r} does not support target(s) {bad}; supported: {list(self.supported_targets)}"
+            )
         self.cfg = cfg
 
     # -- to implement -----------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from .lora import LoRA, LoRALinear
 class DoRALinear(LoRALinear):
     """Wraps a Linear: rows ``[row_start, row_end)`` become ``m / ||W + s B A|| * ((W + s B A) x) + bias``."""
 
-    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float | None = None,
-                 rows: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, base_layer: nn.Linear, rank: int, alpha: float | None = None, rows: tuple[int, int] | None = None
+    ) -> None:
         super().__init__(base_layer, rank, alpha, rows)
         a, b = self.rows
         with torch.no_grad():

@@ -99,8 +99,9 @@ class IA3Config(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.size != 1:
-            raise ValueError(f"size must be 1 for (IA)^3 (one scaling vector per target, no size knob), "
-                             f"got {self.size!r}")
+            raise ValueError(
+                f"size must be 1 for (IA)^3 (one scaling vector per target, no size knob), got {self.size!r}"
+            )
 
 
 @register_method("ia3")

@@ -28,8 +28,9 @@ def lora_scaling(rank: int, alpha: float | None) -> float:
 class LoRALinear(nn.Module):
     """Wraps a Linear: base output plus the low-rank update on output rows ``[row_start, row_end)``."""
 
-    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float | None = None,
-                 rows: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, base_layer: nn.Linear, rank: int, alpha: float | None = None, rows: tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.rows = rows or (0, base_layer.out_features)

@@ -168,36 +168,99 @@ SIZE_LABELS: Mapping[str, str] = _LiveField("size_label")
 # glance; full fine-tuning is black because it is the reference every panel compares against. Table II's adapter
 # sizes: COCO uses 16..128, VQAv2 16..512; the union is listed.
 # ---------------------------------------------------------------------------------------------------------------
-PROMPT = describe(MethodInfo(
-    name="prompt", label="Prompt-tuning", size_label="prompt length $p$", marker="o", color="#e69f00",  # orange
-    composition=EMBEDDING, curve_figure=6, table_sizes=(2, 4, 8, 16, 32, 64, 128)))
-PREFIX = describe(MethodInfo(
-    name="prefix", label="Prefix-tuning", size_label="prefix length $p$", marker="s", color="#d55e00",  # vermillion
-    composition=EMBEDDING, curve_figure=7, table_sizes=(2, 4, 8, 16, 32, 64, 128)))
-LORA = describe(MethodInfo(
-    name="lora", label="LoRA", size_label="LoRA rank $r$", marker="^", color="#0072b2",  # blue
-    composition=LAYER, curve_figure=8, table_sizes=(2, 4, 8, 16, 32)))
-SERIAL_ADAPTER = describe(MethodInfo(
-    name="serial_adapter", label="Serial adapter", size_label="adapter hidden size $l$", marker="D",
-    color="#009e73",  # bluish green
-    composition=LAYER, curve_figure=9, table_sizes=(16, 32, 64, 128, 256, 512)))
-PARALLEL_ADAPTER = describe(MethodInfo(
-    name="parallel_adapter", label="Parallel adapter", size_label="adapter hidden size $l$", marker="v",
-    color="#cc79a7",  # reddish purple
-    composition=LAYER, curve_figure=10, table_sizes=(16, 32, 64, 128, 256, 512)))
+PROMPT = describe(
+    MethodInfo(
+        name="prompt",
+        label="Prompt-tuning",
+        size_label="prompt length $p$",
+        marker="o",
+        color="#e69f00",  # orange
+        composition=EMBEDDING,
+        curve_figure=6,
+        table_sizes=(2, 4, 8, 16, 32, 64, 128),
+    )
+)
+PREFIX = describe(
+    MethodInfo(
+        name="prefix",
+        label="Prefix-tuning",
+        size_label="prefix length $p$",
+        marker="s",
+        color="#d55e00",  # vermillion
+        composition=EMBEDDING,
+        curve_figure=7,
+        table_sizes=(2, 4, 8, 16, 32, 64, 128),
+    )
+)
+LORA = describe(
+    MethodInfo(
+        name="lora",
+        label="LoRA",
+        size_label="LoRA rank $r$",
+        marker="^",
+        color="#0072b2",  # blue
+        composition=LAYER,
+        curve_figure=8,
+        table_sizes=(2, 4, 8, 16, 32),
+    )
+)
+SERIAL_ADAPTER = describe(
+    MethodInfo(
+        name="serial_adapter",
+        label="Serial adapter",
+        size_label="adapter hidden size $l$",
+        marker="D",
+        color="#009e73",  # bluish green
+        composition=LAYER,
+        curve_figure=9,
+        table_sizes=(16, 32, 64, 128, 256, 512),
+    )
+)
+PARALLEL_ADAPTER = describe(
+    MethodInfo(
+        name="parallel_adapter",
+        label="Parallel adapter",
+        size_label="adapter hidden size $l$",
+        marker="v",
+        color="#cc79a7",  # reddish purple
+        composition=LAYER,
+        curve_figure=10,
+        table_sizes=(16, 32, 64, 128, 256, 512),
+    )
+)
 # Beyond the paper (README, "Beyond the paper"): both change what a layer computes, so both join the layer-composition
 # group. DoRA shares LoRA's size axis (the rank); (IA)^3 has no size knob: its one size, 1, means "one vector per
 # target". The two remaining Okabe-Ito hues would be yellow (unreadable on white) and sky blue; (IA)^3 takes Paul
 # Tol's olive instead.
-DORA = describe(MethodInfo(
-    name="dora", label="DoRA", size_label="DoRA rank $r$", marker="<", color="#56b4e9",  # sky blue
-    composition=LAYER, curve_figure=11, table_sizes=(2, 4, 8, 16, 32), in_paper=False))
-IA3 = describe(MethodInfo(
-    name="ia3", label="(IA)³", size_label="(IA)³: one vector per target", marker="p",
-    color="#999933",  # olive
-    composition=LAYER, curve_figure=12, table_sizes=(1,), in_paper=False))
-FULL = describe(MethodInfo(
-    name="full", label="Full fine-tuning", size_label="size", marker="*", color="#000000", peft=False))
+DORA = describe(
+    MethodInfo(
+        name="dora",
+        label="DoRA",
+        size_label="DoRA rank $r$",
+        marker="<",
+        color="#56b4e9",  # sky blue
+        composition=LAYER,
+        curve_figure=11,
+        table_sizes=(2, 4, 8, 16, 32),
+        in_paper=False,
+    )
+)
+IA3 = describe(
+    MethodInfo(
+        name="ia3",
+        label="(IA)³",
+        size_label="(IA)³: one vector per target",
+        marker="p",
+        color="#999933",  # olive
+        composition=LAYER,
+        curve_figure=12,
+        table_sizes=(1,),
+        in_paper=False,
+    )
+)
+FULL = describe(
+    MethodInfo(name="full", label="Full fine-tuning", size_label="size", marker="*", color="#000000", peft=False)
+)
 
 #: Full fine-tuning's name: the reference run of every comparison, the baseline's and the pre-training's method.
 REFERENCE = FULL.name

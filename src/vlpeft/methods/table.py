@@ -110,10 +110,15 @@ def format_table(rows: list[dict], fmt: str = "md") -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlpeft.methods.table", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="base", choices=sorted(PRESETS),
-                        help="model size the counts are for (default: %(default)s, mPLUG-base)")
-    parser.add_argument("--format", choices=("md", "csv"), default="md",
-                        help="markdown table or CSV (default: %(default)s)")
+    parser.add_argument(
+        "--preset",
+        default="base",
+        choices=sorted(PRESETS),
+        help="model size the counts are for (default: %(default)s, mPLUG-base)",
+    )
+    parser.add_argument(
+        "--format", choices=("md", "csv"), default="md", help="markdown table or CSV (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     rows = parameter_table(args.preset)
     if args.format == "md":

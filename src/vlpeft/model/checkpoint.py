@@ -454,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="convert a checkpoint and print the load report (no weights allocated)")
     check.add_argument("path", type=Path, help="the official checkpoint, e.g. mplug_base.pth")
     for p in (count, check):
-        p.add_argument("--preset", default="base", choices=sorted(PRESETS),
-                       help="model size (default: %(default)s, mPLUG-base)")
+        p.add_argument(
+            "--preset", default="base", choices=sorted(PRESETS), help="model size (default: %(default)s, mPLUG-base)"
+        )
         p.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocabulary size")
         p.add_argument("--image-size", type=int, default=None, help="override the preset's image size (pixels)")
     args = parser.parse_args(argv)

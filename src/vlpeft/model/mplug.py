@@ -27,8 +27,14 @@ def build_visual_encoder(cfg: MPlugConfig) -> nn.Module:
 
     ``forward_features`` returns ln_post over all tokens (CLS + patches) with no projection, as mPLUG uses it.
     """
-    return VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads,
-                             attn_drop=cfg.vision_attention_dropout)
+    return VisionTransformer(
+        cfg.image_size,
+        cfg.patch_size,
+        cfg.vision_width,
+        cfg.vision_layers,
+        cfg.vision_heads,
+        attn_drop=cfg.vision_attention_dropout,
+    )
 
 
 class FusionEncoder(nn.Module):
@@ -88,11 +94,15 @@ class MPlug(nn.Module):
     def check_features(self, features: torch.Tensor) -> None:
         n, d, s = self.config.num_image_tokens, self.config.vision_width, self.config.image_size
         if features.dim() != 3 or features.shape[1] != n or features.shape[2] != d:
-            raise ValueError(f"expected images of shape [B, 3, {s}, {s}] or ViT features of shape [B, {n}, {d}], got "
-                             f"{list(features.shape)}")
+            raise ValueError(
+                f"expected images of shape [B, 3, {s}, {s}] or ViT features of shape [B, {n}, {d}], got "
+                f"{list(features.shape)}"
+            )
         if any(p.requires_grad for p in self.visual_encoder.parameters()):
-            raise ValueError("precomputed ViT features were given to a model whose ViT trains: they would not follow "
-                             "its weights (such runs must read images)")
+            raise ValueError(
+                "precomputed ViT features were given to a model whose ViT trains: they would not follow "
+                "its weights (such runs must read images)"
+            )
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """ViT states ``[B, Ni, d]`` of pixel images ``[B, 3, S, S]``. Features ``[B, Ni, d]`` that this (frozen) ViT

@@ -36,8 +36,15 @@ VISUAL = "visual_encoder."
 
 # safetensors dtype names (https://github.com/huggingface/safetensors, format section) -> torch dtypes
 _DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 
@@ -54,8 +61,12 @@ def tensor_digest(state: dict[str, torch.Tensor], prefix: str = VISUAL) -> str:
 
 def weights_metadata(state: dict[str, torch.Tensor], cfg: MPlugConfig, **extra: str) -> dict[str, str]:
     """safetensors metadata of a weights file: format, model size, ViT digest, and ``extra`` strings."""
-    return {"format": FORMAT, "model_config": json.dumps(cfg.to_dict(), sort_keys=True),
-            "visual_digest": tensor_digest(state), **extra}
+    return {
+        "format": FORMAT,
+        "model_config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "visual_digest": tensor_digest(state),
+        **extra,
+    }
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, **extra: str) -> None:
@@ -81,8 +92,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return dict(_header(path)[1].get("__metadata__") or {})
 
 
-def map_safetensors(path: str | os.PathLike, remedy: str = "Delete it and rerun the stage that wrote it."
-                    ) -> dict[str, torch.Tensor]:
+def map_safetensors(
+    path: str | os.PathLike, remedy: str = "Delete it and rerun the stage that wrote it."
+) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors file as a view of one private (copy-on-write) memory map of it.
 
     Nothing is read until a tensor's pages are touched; writes go to the process's own copy of those pages, never
@@ -97,12 +109,16 @@ def map_safetensors(path: str | os.PathLike, remedy: str = "Delete it and rerun 
         start, header = _header(path)
         size = os.path.getsize(path)
         if not isinstance(header, dict) or any(
-                not isinstance(v, dict) or start + v["data_offsets"][1] > size
-                for k, v in header.items() if k != "__metadata__"):
+            not isinstance(v, dict) or start + v["data_offsets"][1] > size
+            for k, v in header.items()
+            if k != "__metadata__"
+        ):
             raise ValueError("its tensors lie beyond the end of the file")
     except (ValueError, KeyError, TypeError, IndexError, struct.error) as e:
-        raise CorruptFileError(f"{path} cannot be read as safetensors ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
-                               f"{remedy}") from None
+        raise CorruptFileError(
+            f"{path} cannot be read as safetensors ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+            f"{remedy}"
+        ) from None
     with open(path, "rb") as f:
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     out: dict[str, torch.Tensor] = {}
@@ -122,8 +138,9 @@ def map_safetensors(path: str | os.PathLike, remedy: str = "Delete it and rerun 
     return out
 
 
-def load_mapped(cfg: MPlugConfig, path: str | os.PathLike,
-                remedy: str = "Delete it and rerun the stage that wrote it."):
+def load_mapped(
+    cfg: MPlugConfig, path: str | os.PathLike, remedy: str = "Delete it and rerun the stage that wrote it."
+):
     """An :class:`~vlpeft.model.mplug.MPlug` of size ``cfg`` whose tensors map ``path`` (see module docstring).
 
     Raises:
@@ -154,8 +171,9 @@ def load_mapped(cfg: MPlugConfig, path: str | os.PathLike,
     return model
 
 
-def convert(source: str | os.PathLike, out: str | os.PathLike, cfg: MPlugConfig,
-            report_path: str | os.PathLike | None = None) -> str:
+def convert(
+    source: str | os.PathLike, out: str | os.PathLike, cfg: MPlugConfig, report_path: str | os.PathLike | None = None
+) -> str:
     """Convert an official checkpoint into the slim file ``out`` and write the load report beside it.
 
     The report (``report_path``, default ``<out>.report.txt``) has the loader's summary and then every ignored
@@ -185,18 +203,29 @@ def convert(source: str | os.PathLike, out: str | os.PathLike, cfg: MPlugConfig,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(slim, str(tmp), metadata=weights_metadata(slim, cfg, source=Path(source).name,
-                                                        source_sha256=h.hexdigest()))
+    save_file(
+        slim, str(tmp), metadata=weights_metadata(slim, cfg, source=Path(source).name, source_sha256=h.hexdigest())
+    )
     tmp.replace(out)
-    lines = [f"source: {source} (sha256 {h.hexdigest()})", f"slim: {out} ({len(slim)} tensors)", report.summary(),
-             "", "ignored keys (checkpoint name: reason):"]
+    lines = [
+        f"source: {source} (sha256 {h.hexdigest()})",
+        f"slim: {out} ({len(slim)} tensors)",
+        report.summary(),
+        "",
+        "ignored keys (checkpoint name: reason):",
+    ]
     lines += [f"  {k}: {report.reasons[k]}" for k in report.ignored]
     Path(report_path or f"{out}.report.txt").write_text("\n".join(lines) + "\n")
     return report.summary()
 
 
-def convert_for_study(source: str | os.PathLike, vocab: str | os.PathLike, model: dict, out: str | os.PathLike,
-                      report_path: str | os.PathLike) -> str:
+def convert_for_study(
+    source: str | os.PathLike,
+    vocab: str | os.PathLike,
+    model: dict,
+    out: str | os.PathLike,
+    report_path: str | os.PathLike,
+) -> str:
     """:func:`convert` for the model a study's runs build: ``model`` is ``{"preset", "overrides"}``, the
     vocabulary size and special tokens come from ``vocab`` as in every run."""
     from ..tokenizer import Tokenizer

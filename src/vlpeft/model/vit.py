@@ -76,8 +76,16 @@ class Block(nn.Module):
 class VisionTransformer(nn.Module):
     """CLIP ViT: ``cls_token``, ``pos_embed``, ``patch_embed``, ``norm_pre``, ``blocks``, ``norm`` (timm's names)."""
 
-    def __init__(self, image_size: int, patch: int, width: int, layers: int, heads: int, attn_drop: float = 0.0,
-                 mlp_ratio: int = 4) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        patch: int,
+        width: int,
+        layers: int,
+        heads: int,
+        attn_drop: float = 0.0,
+        mlp_ratio: int = 4,
+    ) -> None:
         super().__init__()
         n_patches = (image_size // patch) ** 2
         self.patch_embed = PatchEmbed(patch, width)

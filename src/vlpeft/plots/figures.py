@@ -346,7 +346,9 @@ def _style_handles(has_baseline: bool, full_ref: bool = True, full_label: str = 
     handles = [
         Line2D([], [], color=grey, marker="o", linestyle="-", label="PEFT method"),
         Line2D([], [], color=grey, marker="o", markerfacecolor="white", linestyle="--", label="+ classifier"),
-        Line2D([], [], color=FULL_COLOR, marker=METHOD_MARKERS[REFERENCE], markersize=4.5, label=METHOD_LABELS[REFERENCE]),
+        Line2D(
+            [], [], color=FULL_COLOR, marker=METHOD_MARKERS[REFERENCE], markersize=4.5, label=METHOD_LABELS[REFERENCE]
+        ),
     ]
     if full_ref:
         handles.append(Line2D([], [], color=FULL_COLOR, linestyle=FULL_REFERENCE_LINESTYLE, label=full_label))
@@ -531,9 +533,20 @@ def fig_val_curves(
                     ls = style.CLASSIFIER_LINESTYLE if clf else style.PLAIN_LINESTYLE
                     label = ("" if math.isnan(size) else format_size(size)) + (" + cls" if clf else "")
                     # A marker per size (hollow for "+ classifier"), so curves that coincide stay apart.
-                    ax.plot(st.index, st["mean"], color=color, ls=ls, lw=0.9, gid=SERIES_GID, label=label,
-                            marker=level_marker(k), markersize=2.4, markerfacecolor="white" if clf else color,
-                            markeredgecolor=color, markeredgewidth=0.6)
+                    ax.plot(
+                        st.index,
+                        st["mean"],
+                        color=color,
+                        ls=ls,
+                        lw=0.9,
+                        gid=SERIES_GID,
+                        label=label,
+                        marker=level_marker(k),
+                        markersize=2.4,
+                        markerfacecolor="white" if clf else color,
+                        markeredgecolor=color,
+                        markeredgewidth=0.6,
+                    )
                     if g["seed"].nunique() > 1:
                         band = st["count"] > 1
                         ax.fill_between(
@@ -555,8 +568,13 @@ def fig_val_curves(
         for ax in flat[len(ratios) :]:
             fig.delaxes(ax)
         handles = [
-            Line2D([], [], color=c, marker=level_marker(k), label=(SIZE_LABELS[method].split(" $")[0] + " " +
-                                                                   format_size(s)))
+            Line2D(
+                [],
+                [],
+                color=c,
+                marker=level_marker(k),
+                label=(SIZE_LABELS[method].split(" $")[0] + " " + format_size(s)),
+            )
             for k, (s, c) in enumerate(zip(sizes, colors))
             if not math.isnan(s)
         ]
@@ -605,8 +623,9 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def _figure_job(spec: FigureSpec, runs: pd.DataFrame, curves: pd.DataFrame | None, baseline: pd.DataFrame | None,
-                value: str) -> Callable[[], Figure]:
+def _figure_job(
+    spec: FigureSpec, runs: pd.DataFrame, curves: pd.DataFrame | None, baseline: pd.DataFrame | None, value: str
+) -> Callable[[], Figure]:
     """The call that draws ``spec`` from the tables (its builder with the arguments its kind takes)."""
     builder = BUILDERS[spec.builder]
     if spec.curves:
@@ -688,16 +707,24 @@ BUILDERS: dict[str, Callable[..., Figure]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: regenerate every figure from the tables alone."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     epilog="The columns of the tables: results/README.md.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.splitlines()[0], epilog="The columns of the tables: results/README.md."
+    )
     parser.add_argument("--runs", required=True, type=Path, help="runs.csv (one row per run)")
-    parser.add_argument("--curves", type=Path, help="curves.csv (evaluation curves, long format); without it Figs. "
-                        "6-10 are skipped")
+    parser.add_argument(
+        "--curves", type=Path, help="curves.csv (evaluation curves, long format); without it Figs. 6-10 are skipped"
+    )
     parser.add_argument("--baseline", type=Path, help="baseline.csv (untuned pre-trained model, drawn dotted grey)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (created if needed)")
-    parser.add_argument("--metric", "--value", dest="metric", default=DEFAULT_VALUE, choices=VALUE_COLUMNS,
-                        help="runs.csv column to draw (default: paper_metric, the paper's reported number; "
-                        "test_at_best_val: selection-honest)")
+    parser.add_argument(
+        "--metric",
+        "--value",
+        dest="metric",
+        default=DEFAULT_VALUE,
+        choices=VALUE_COLUMNS,
+        help="runs.csv column to draw (default: paper_metric, the paper's reported number; "
+        "test_at_best_val: selection-honest)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # INFO for this package only: the PDF backend's font subsetter logs every glyph at INFO.

@@ -45,8 +45,11 @@ def figure_table() -> tuple[FigureSpec, ...]:
     counterpart), one validation-curve figure per method that has one (Figs. 6-10)."""
     sweeps = [FigureSpec(f"fig{t.figure}", "fig_task_grid", "fig_task_grid", task=t.name) for t in TASKS.values()]
     cost = [FigureSpec("fig5", "fig_cost", "fig_cost"), FigureSpec("fig5_gpu_hours", "fig_cost_gpu_hours", "fig_cost")]
-    curves = [FigureSpec(m.curve_stem, "fig_val_curves", "fig_val_curves", curves=True,
-                         task=curve_task(), method=m.name) for m in descriptions() if m.curve_stem]
+    curves = [
+        FigureSpec(m.curve_stem, "fig_val_curves", "fig_val_curves", curves=True, task=curve_task(), method=m.name)
+        for m in descriptions()
+        if m.curve_stem
+    ]
     return (*sweeps, *cost, *curves)
 
 

@@ -120,6 +120,7 @@ def contrast_on_white(color: str) -> float:
 
 def _max_white_mix(base: np.ndarray, limit: float = 0.55) -> float:
     """The largest share of white (at most ``limit``) that keeps ``base`` at :data:`MIN_CONTRAST` on white."""
+
     def mixed(w: float) -> str:
         return to_hex(np.clip(base + w * (1.0 - base), 0.0, 1.0))
 

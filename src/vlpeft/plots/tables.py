@@ -118,8 +118,10 @@ def _read_csv(path: str | Path, table: str) -> pd.DataFrame:
         raise FileNotFoundError(f"{table} not found: {path}") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} cannot be read as the {table} ({first}); it is empty or not a CSV file: delete it "
-                         "and rerun the aggregation (aggregate_runs)") from None
+        raise ValueError(
+            f"{path} cannot be read as the {table} ({first}); it is empty or not a CSV file: delete it "
+            "and rerun the aggregation (aggregate_runs)"
+        ) from None
 
 
 def _check_metric_values(df: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
