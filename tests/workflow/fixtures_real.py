@@ -71,8 +71,14 @@ def build(root: Path, n_train: int = 24, n_val: int = 4, n_test: int = 4, seed: 
     # Karpathy splits: caption_datasets.zip with dataset_coco.json next to decoys of the other datasets.
     decoy = root / "dataset_flickr8k.json"
     decoy.write_text('{"images": [], "dataset": "flickr8k"}')
-    _zip(serve / "caption_datasets.zip", {"dataset_flickr8k.json": decoy, "dataset_coco.json": raw / "dataset_coco.json",
-                                           "dataset_flickr30k.json": decoy})
+    _zip(
+        serve / "caption_datasets.zip",
+        {
+            "dataset_flickr8k.json": decoy,
+            "dataset_coco.json": raw / "dataset_coco.json",
+            "dataset_flickr30k.json": decoy,
+        },
+    )
 
     for archive, member in VQA_ARCHIVES.items():
         _zip(serve / archive, {member: raw / member})
@@ -91,8 +97,11 @@ def build(root: Path, n_train: int = 24, n_val: int = 4, n_test: int = 4, seed: 
         fx.files[path.name] = _digests(path)
     fx.expected_counts = {
         "coco": {"train": n_train, "val": n_val, "test": n_test},
-        "vqa": {"train": QUESTIONS_PER_IMAGE * n_train, "val": QUESTIONS_PER_IMAGE * n_val,
-                "test": QUESTIONS_PER_IMAGE * n_test},
+        "vqa": {
+            "train": QUESTIONS_PER_IMAGE * n_train,
+            "val": QUESTIONS_PER_IMAGE * n_val,
+            "test": QUESTIONS_PER_IMAGE * n_test,
+        },
     }
     shutil.rmtree(raw / "images")  # only the archives are needed from here on
     return fx

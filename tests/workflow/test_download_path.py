@@ -27,8 +27,12 @@ IMAGE_ZIPS = ("train2014.zip", "val2014.zip")
 # Targets: the tables, the report and the figures this grid can draw. Not `all`: it asks for figs 6-10 of every PEFT
 # method, and a curve figure of a method outside the grid fails ("no test curves for prompt on coco").
 FIGURES = ("fig3", "fig4", "fig5", "fig5_gpu_hours", "fig8_lora")
-TARGETS = ("results/dltest/tables/runs.csv", "results/dltest/tables/curves.csv", "results/dltest/report.md",
-           *(f"results/dltest/figures/{stem}.{ext}" for stem in FIGURES for ext in ("pdf", "png")))
+TARGETS = (
+    "results/dltest/tables/runs.csv",
+    "results/dltest/tables/curves.csv",
+    "results/dltest/report.md",
+    *(f"results/dltest/figures/{stem}.{ext}" for stem in FIGURES for ext in ("pdf", "png")),
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +43,18 @@ def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int) -> subp
     for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(proxy, None)  # urllib would send 127.0.0.1 requests through a configured proxy
     env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1,localhost"
-    cmd = [str(bindir / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--profile", str(REPO / "profiles/local"), *args]
+    cmd = [
+        str(bindir / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--profile",
+        str(REPO / "profiles/local"),
+        *args,
+    ]
     return subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -67,8 +81,11 @@ def download_config(fx, base_url: str) -> dict:
     for name in sorted(fx.files):
         spec = {"url": f"{base_url}/{name}"}
         if name in IMAGE_ZIPS:  # the COCO zips have published sizes and md5s; the rest is pinned on first download
-            spec.update(size=fx.files[name]["size"], md5=fx.files[name]["md5"],
-                        expected_files=fx.image_counts[name.removesuffix(".zip")])
+            spec.update(
+                size=fx.files[name]["size"],
+                md5=fx.files[name]["md5"],
+                expected_files=fx.image_counts[name.removesuffix(".zip")],
+            )
         downloads[name] = spec
     data["downloads"] = downloads
     config["tokenizer"] = {"source": "download"}
@@ -86,8 +103,10 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def failure(proc: subprocess.CompletedProcess, workdir: Path) -> str:
-    logs = "\n".join(f"--- {p.relative_to(workdir)}\n{p.read_text()[-2000:]}"
-                     for p in sorted(workdir.glob("results/**/logs/**/*.log")))
+    logs = "\n".join(
+        f"--- {p.relative_to(workdir)}\n{p.read_text()[-2000:]}"
+        for p in sorted(workdir.glob("results/**/logs/**/*.log"))
+    )
     return f"{proc.stderr[-6000:]}\n{logs[-8000:]}"
 
 
@@ -130,8 +149,11 @@ def test_real_data_path_end_to_end(fixture, server, tmp_path):
     raw = work / "results/dltest/data/raw"
     for folder, n in fixture.image_counts.items():
         assert len(list((raw / "images" / folder).glob("COCO_*.jpg"))) == n
-    for name in ("dataset_coco.json", "v2_OpenEnded_mscoco_train2014_questions.json",
-                 "v2_mscoco_val2014_annotations.json"):
+    for name in (
+        "dataset_coco.json",
+        "v2_OpenEnded_mscoco_train2014_questions.json",
+        "v2_mscoco_val2014_annotations.json",
+    ):
         assert (raw / name).stat().st_size > 0
     assert not (raw / "dataset_flickr8k.json").exists()
     assert (work / "results/dltest/model/vocab.txt").read_bytes() == (fixture.serve_dir / "vocab.txt").read_bytes()

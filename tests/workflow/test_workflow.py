@@ -89,7 +89,7 @@ def test_dry_run_of_the_pilot(tmp_path):
         (lambda c: c["train"].update(total_batch_size="big"), "total_batch_size"),
         (lambda c: c["tasks"]["coco"].update(ratios=[0.5, 1.5]), "ratios"),
         (lambda c: c["methods"]["lora"]["coco"].update(sizes=[2, 2]), "sizes"),
-        (lambda c: c["methods"].update(dora={"coco": {"sizes": [1], "lr": 1.0}}), "dora"),
+        (lambda c: c["methods"].update(vera={"coco": {"sizes": [1], "lr": 1.0}}), "vera"),
         (lambda c: c["tasks"].update(nlvr={}), "nlvr"),
         (lambda c: c["train"].update(device="gpu"), "device"),
         (lambda c: c["methods"]["full"]["coco"].update(part_lr={"vit": 1e-5}), "vit"),
