@@ -4,12 +4,15 @@
 #                wheels (a few hundred MB instead of the CUDA build's gigabytes); empty: pip's default index
 #   CORES        jobs `make mini` runs at once (default: every core, from nproc)
 #   METRIC       the runs.csv column `make figures` draws (default: paper_metric)
+#   TEST_JOBS    pytest-xdist workers of `make test` (default 2; each test file runs whole on one worker, so the
+#                SLURM tests share one cluster; the SLURM tests mostly wait on the cluster, the other worker goes on)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 CORES ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
+TEST_JOBS ?= 2
 
 .PHONY: mini test figures clean-results java
 
@@ -36,7 +39,7 @@ mini: java $(STAMP)
 		--cores $(CORES)
 
 test: java $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q -n $(TEST_JOBS) --dist loadfile
 
 # Reviewers: every figure and the report of one study (STUDY=mini by default; paper, pilot, ...) from its
 # results/<study>/tables alone (no data, checkpoints or training), with the plots install only (no torch).
