@@ -63,13 +63,8 @@ ZERO_INIT = {"lora", "serial_adapter", "parallel_adapter", "dora", "ia3"}
 cases = pytest.mark.parametrize(("name", "options"), [c[1:] for c in TEST_CASES], ids=[c[0] for c in TEST_CASES])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead, and much more when other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: Tiny tensors: one intra-op thread (the shared fixture of tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------

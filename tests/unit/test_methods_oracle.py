@@ -21,21 +21,15 @@ from torch import nn
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 # peft's prompt-learning wrapper asks transformers for a renamed attribute; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),
+    pytest.mark.usefixtures("one_thread"),  # tiny tensors: one intra-op thread (tests/conftest.py)
+]
 
 from vlpeft.methods.base import build_method  # noqa: E402  (after the importorskips)
 from vlpeft.methods.lora import LoRALinear  # noqa: E402  (after the importorskips)
 from vlpeft.model.config import preset  # noqa: E402  (after the importorskips)
 from vlpeft.model.mplug import MPlug  # noqa: E402  (after the importorskips)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # -- (a) LoRA ---------------------------------------------------------------------------------------------------
