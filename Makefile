@@ -39,7 +39,7 @@ mini: java $(STAMP)
 		--cores $(CORES)
 
 test: java $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q -n $(TEST_JOBS) --dist loadfile
 
 # Reviewers: every figure and the report of one study (STUDY=mini by default; paper, pilot, ...) from its
 # results/<study>/tables alone (no data, checkpoints or training), with the plots install only (no torch).

@@ -19,17 +19,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Test files handed out first by ``make test``'s xdist workers (``--dist loadfile --no-loadscope-reorder``): the SLURM
-#: tests (wall-clock waits on the cluster) on one worker, the workflow tests (the tiny end-to-end runs) on the other,
-#: then a quick file, which the first worker holds until the SLURM tests end. Everything else follows in the order
-#: collected, so the two workers finish about together instead of the SLURM tests starting last.
-START_FIRST = ("tests/slurm/test_slurm.py", "tests/workflow/test_workflow.py", "tests/unit/test_files.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    order = {path: i for i, path in enumerate(START_FIRST)}
-    items.sort(key=lambda item: order.get(item.nodeid.split("::")[0], len(order)))  # stable: a file's order kept
-
 
 @pytest.fixture
 def one_thread(request):
