@@ -115,3 +115,35 @@ def test_mapped_load_refuses_weights_of_another_size(tmp_path: Path):
         load_mapped(preset("tiny", vocab_size=128), tmp_path / "w.safetensors")  # fusion layers 0-1, not 2-3
     with pytest.raises(FileNotFoundError):
         load_mapped(TINY, tmp_path / "none.safetensors")
+
+
+def test_the_meta_model_has_the_real_models_tensors_and_draws_no_random_numbers():
+    from vlpeft.model.mplug import meta_model
+
+    state = torch.random.get_rng_state()
+    meta = meta_model(TINY)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    real = MPlug(TINY)
+    assert {k: (v.shape, v.dtype) for k, v in meta.state_dict().items()} == {
+        k: (v.shape, v.dtype) for k, v in real.state_dict().items()
+    }
+    assert all(t.is_meta for t in meta.state_dict().values())
+    # The mode is gone afterwards: initialising a real tensor still draws.
+    torch.nn.init.normal_(torch.empty(3))
+    assert not torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_loading_mapped_weights_does_not_import_dynamo(tmp_path: Path):
+    """Random initialisation on the meta device would import torch._dynamo (1.5 s a process) for nothing."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.safetensors"
+    save_weights(MPlug(TINY), path)
+    code = (
+        "import sys; from vlpeft.model.config import preset; from vlpeft.model.slim import load_mapped; "
+        f"load_mapped(preset('tiny', vocab_size=128, fusion_layer_offset=2), {str(path)!r}); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

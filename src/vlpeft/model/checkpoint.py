@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PRESETS, MPlugConfig, preset
-from .mplug import MPlug
+from .mplug import MPlug, meta_model
 
 VISUAL_PREFIX = "visual_encoder.visual."
 DECODER_WORDS = "text_decoder.bert.embeddings.word_embeddings.weight"
@@ -111,8 +111,7 @@ class LoadReport:
 
 def build_meta_model(cfg: MPlugConfig) -> MPlug:
     """The model on the meta device: names and shapes without allocating or initialising weights."""
-    with torch.device("meta"):
-        return MPlug(cfg)
+    return meta_model(cfg)
 
 
 @lru_cache(maxsize=8)

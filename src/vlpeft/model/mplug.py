@@ -189,3 +189,40 @@ class MPlug(nn.Module):
             counts[top] = counts.get(top, 0) + p.numel()
         counts["total"] = sum(v for k, v in counts.items())
         return counts
+
+
+# Random initialisers: on a meta tensor each goes through torch's Python reference implementation, whose first use
+# imports torch._dynamo (about 1.5 s, once per process: a fifth of a mini study run).
+_RANDOM_INIT = frozenset(
+    [
+        *(
+            getattr(torch.Tensor, name)
+            for name in ("normal_", "uniform_", "bernoulli_", "exponential_", "geometric_", "log_normal_", "cauchy_")
+        ),
+        *(
+            getattr(nn.init, name)
+            for name in ("normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_")
+            + ("xavier_normal_", "xavier_uniform_", "orthogonal_", "sparse_")
+        ),
+    ]
+)
+
+
+class _SkipRandomInitOnMeta(torch.overrides.TorchFunctionMode):
+    """Random initialisation of a meta tensor returns the tensor as it is: it has no values to set and no random
+    numbers are drawn from any generator, so skipping it changes nothing but the time."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RANDOM_INIT:
+            tensor = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
+def meta_model(cfg: MPlugConfig) -> MPlug:
+    """The model on the meta device: names, shapes and dtypes, no storage, no initialisation (the state of the
+    random generators is left as it was)."""
+    with _SkipRandomInitOnMeta(), torch.device("meta"):  # (the device mode first sees each call, then this)
+        return MPlug(cfg)

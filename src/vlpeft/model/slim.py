@@ -148,12 +148,11 @@ def load_mapped(
         CorruptFileError: The file cannot be read as safetensors (the message ends with ``remedy``).
         ValueError: The file's tensors do not fit the model (names or shapes), named in the message.
     """
-    from .mplug import MPlug
+    from .mplug import meta_model
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"initial weights not found: {path}")
-    with torch.device("meta"):
-        model = MPlug(cfg)
+    model = meta_model(cfg)
     state = map_safetensors(path, remedy)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != TIED}
     missing = sorted(set(expected) - set(state))
