@@ -42,12 +42,15 @@ test: java $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu" -q -n $(TEST_JOBS) --dist loadfile
 
 # Reviewers: every figure and the report of one study (STUDY=mini by default; paper, pilot, ...) from its
-# results/<study>/tables alone (no data, checkpoints or training), with the plots install only (no torch).
+# results/<study>/tables alone (no data, checkpoints or training), with the plots install only (no torch); before
+# a study has tables of its own, from those shipped in results/shipped/<study> (the mini study's ship).
+# TABLES=<folder> draws another folder's runs.csv, curves.csv and baseline.csv.
 # METRIC: the runs.csv column drawn and tested, e.g. `make figures METRIC=test_at_best_val` (paper_metric,
 # test_at_best_val, best_val or final_val).
 STUDY ?= mini
 METRIC ?= paper_metric
 PLOTS_STAMP := $(VENV)/.installed-plots
+TABLES ?= $(if $(wildcard results/$(STUDY)/tables/runs.csv),results/$(STUDY)/tables,results/shipped/$(STUDY))
 
 $(PLOTS_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +58,9 @@ $(PLOTS_STAMP): pyproject.toml
 	touch $(PLOTS_STAMP)
 
 figures: $(PLOTS_STAMP)
-	$(BIN)/python -m vlpeft.plots.figures --runs results/$(STUDY)/tables/runs.csv \
-		--curves results/$(STUDY)/tables/curves.csv --baseline results/$(STUDY)/tables/baseline.csv \
+	@echo "figures and report of study $(STUDY) from $(TABLES)"
+	$(BIN)/python -m vlpeft.plots.figures --runs $(TABLES)/runs.csv \
+		--curves $(TABLES)/curves.csv --baseline $(TABLES)/baseline.csv \
 		--out results/$(STUDY)/figures --metric $(METRIC)
-	$(BIN)/python -m vlpeft.report --runs results/$(STUDY)/tables/runs.csv \
-		--baseline results/$(STUDY)/tables/baseline.csv --out results/$(STUDY)/report.md --metric $(METRIC)
+	$(BIN)/python -m vlpeft.report --runs $(TABLES)/runs.csv \
+		--baseline $(TABLES)/baseline.csv --out results/$(STUDY)/report.md --metric $(METRIC)

@@ -1,4 +1,4 @@
-"""The mini study's tables ship with the repository (``results/mini/tables``), so that a reviewer's ``make figures``
+"""The mini study's tables ship with the repository (``results/shipped/mini``), so that a reviewer's ``make figures``
 works on a fresh clone without running anything. They must be the tables of the mini study as configured now: an
 edit of ``config/mini.yaml`` (a run's settings) without ``make mini`` and a commit of the new tables fails here."""
 
@@ -18,7 +18,7 @@ from vlpeft.plots.tables import load_baseline, load_curves, load_runs
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "config/mini.yaml"
-TABLES = REPO / "results/mini/tables"
+TABLES = REPO / "results/shipped/mini"
 NAMES = ("runs.csv", "curves.csv", "baseline.csv")
 
 
@@ -32,10 +32,23 @@ def test_the_tables_are_tracked_and_nothing_else_of_the_study():
     tracked = subprocess.run(
         ["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert sorted(tracked) == sorted(["results/README.md", *(f"results/mini/tables/{n}" for n in NAMES)])
-    for path in ("results/mini/runs/x/record.json", "results/mini/figures/fig3.pdf", "results/paper/tables/runs.csv"):
+    assert sorted(tracked) == sorted(["results/README.md", *(f"results/shipped/mini/{n}" for n in NAMES)])
+    for path in (
+        "results/mini/runs/x/record.json",
+        "results/mini/figures/fig3.pdf",
+        "results/mini/tables/runs.csv",
+        "results/paper/tables/runs.csv",
+    ):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, check=False).returncode
         assert ignored == 0, f"{path} would be committed"
+
+
+def test_the_shipped_tables_are_no_output_of_the_workflow(config):
+    """Snakemake does not rerun a job whose outputs exist: shipped in the study's own folder, the tables would make a
+    fresh clone's ``make mini`` draw the figures from them and train nothing."""
+    study_root = (REPO / grid.study_root(config)).resolve()
+    assert not TABLES.resolve().is_relative_to(study_root)
+    assert not TABLES.resolve().is_relative_to((REPO / "results/downloads").resolve())
 
 
 def test_the_tables_are_those_of_the_configured_mini_study(config):
