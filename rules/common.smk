@@ -40,6 +40,9 @@ COSTS = f"{ROOT}/cost/runs.json"
 # Seconds torchrun leaves the ranks to checkpoint after a signal (vlpeft.launch); a profile sets it below its
 # sbatch --signal lead time (set-resources: stop_grace_s).
 STOP_GRACE_S = 270
+# How a training job without GPUs starts its run: train.warm_start (1) forks it from a server that imported torch
+# once (vlpeft.warm; Linux, else it runs cold by itself), instead of a new interpreter importing it again.
+WARM_START = int(bool(config["train"].get("warm_start", False)))
 # Only the figures the configured grid can fill (vlpeft.plots.registry): Fig. 3/4 per task, Figs. 6-10 per PEFT
 # method run on COCO.
 FIGURE_STEMS = figreg.study_stems(config)

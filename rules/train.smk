@@ -28,6 +28,7 @@ rule train_run:
     threads: 1
     resources:
         gpu=0,
+        warm_start=WARM_START,
         runtime=train_runtime,
         attempt=attempt_number,
         stop_grace_s=STOP_GRACE_S,
@@ -36,14 +37,16 @@ rule train_run:
     shell:
         # vlpeft.retry first: a retry (the SLURM profile's `retries`) starts only after a preempted attempt; any other
         # failure fails once, its log kept in {log} (the check runs before the redirection truncates it).
-        # gpu=0 (local CPU runs): one plain process, no launcher (torchrun would import torch a second time). On SLURM
+        # gpu=0 (local CPU runs): one plain process, no launcher (torchrun would import torch a second time); with
+        # train.warm_start, a fork of a server that imported torch once (vlpeft.warm: 3 s less per run; a resource, not
+        # a param, so that turning it on or off reruns nothing: the results are the same). On SLURM
         # the profile sets gpu=4: vlpeft.launch runs torchrun with four processes, one per GPU, gives the ranks
         # stop_grace_s seconds to checkpoint after a signal and exits 75 for a preempted run (torchrun would say 1).
         # `exec`: the process replaces the shell, so a SIGTERM (time limit, preemption) reaches the run and it
         # checkpoints; a plain shell would die at once and take the step with it.
         "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
         " && if [ {resources.gpu} -gt 0 ]; then launch='vlpeft.launch --nproc-per-node {resources.gpu} --stop-grace {resources.stop_grace_s}';"
-        " else launch=vlpeft.train; fi;"
+        " elif [ {resources.warm_start} -eq 1 ]; then launch='vlpeft.warm vlpeft.train'; else launch=vlpeft.train; fi;"
         " OMP_NUM_THREADS={threads} exec python -m $launch --config {input.run_config} > {log} 2>&1"
 
 
@@ -94,6 +97,7 @@ if config["model"]["init"] == "pretrain":
         threads: 2
         resources:
             gpu=0,
+            warm_start=WARM_START,
             attempt=attempt_number,
             stop_grace_s=STOP_GRACE_S,
         params:
@@ -101,5 +105,5 @@ if config["model"]["init"] == "pretrain":
         shell:
             "python -m vlpeft.retry --run-dir $(dirname {input.run_config}) --attempt {resources.attempt} --log {log}"
             " && if [ {resources.gpu} -gt 0 ]; then launch='vlpeft.launch --nproc-per-node {resources.gpu} --stop-grace {resources.stop_grace_s}';"
-            " else launch=vlpeft.train; fi;"
+            " elif [ {resources.warm_start} -eq 1 ]; then launch='vlpeft.warm vlpeft.train'; else launch=vlpeft.train; fi;"
             " OMP_NUM_THREADS={threads} exec python -m $launch --config {input.run_config} > {log} 2>&1"

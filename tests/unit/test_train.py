@@ -1059,3 +1059,40 @@ def test_an_error_on_another_rank_than_0_is_recorded(tiny_study, tmp_path):
     assert [p.name for p in (tmp_path / "run").glob(".failed.*")] != [".failed.0123456789abcdef"]
     assert "status.json keeps the first failing rank's error" in logs
     assert not (tmp_path / "run/record.json").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts are Linux only")
+def test_a_warm_started_run_equals_a_fresh_process(tiny_study, tmp_path):
+    """vlpeft.warm forks the run from a server that imported torch once: the same curve, scores, trained weights and
+    random draws (dropout on) as ``python -m vlpeft.train`` in a new interpreter."""
+    from safetensors.torch import load_file
+
+    env = {
+        **os.environ,
+        "VLPEFT_WARM_DIR": str(tmp_path / "servers"),
+        "VLPEFT_WARM_IDLE_S": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("VLPEFT_WARM", None)
+    records = {}
+    for name, launch in [("cold", ["vlpeft.train"]), ("warm", ["vlpeft.warm", "vlpeft.train"])]:
+        cfg = make_run_config(tiny_study, tmp_path / name, task="coco", threads=1)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.run(
+            [sys.executable, "-m", *launch, "--config", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records[name] = json.loads((tmp_path / name / "record.json").read_text())
+        records[name]["weights"] = load_file(tmp_path / name / "trained.safetensors")
+    logs = [p.read_text() for p in (tmp_path / "servers").glob("*.log")]
+    assert any("serving vlpeft.train" in t for t in logs), "the warm run did not go through a server"
+    cold, warm = records["cold"], records["warm"]
+    assert warm["curve"] == cold["curve"] and warm["best"] == cold["best"]
+    assert cold["weights"].keys() == warm["weights"].keys()
+    assert all(torch.equal(cold["weights"][k], warm["weights"][k]) for k in cold["weights"])

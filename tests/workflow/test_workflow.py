@@ -482,7 +482,8 @@ def test_cluster_profile_downloads_on_the_login_node_threads_and_local_settings(
     block = (REPO / "rules/download.smk").read_text().split("rule download_file:")[1].split("\nrule ")[0]
     assert "    localrule: True\n" in block
     commands = re.findall(
-        r"launch='vlpeft\.launch --nproc-per-node (\d+) --stop-grace \d+'; else launch=vlpeft\.train; fi;"
+        r"launch='vlpeft\.launch --nproc-per-node (\d+) --stop-grace \d+'; elif \[ 0 -eq 1 \]; then"
+        r" launch='vlpeft\.warm vlpeft\.train'; else launch=vlpeft\.train; fi;"
         r" OMP_NUM_THREADS=(\d+) exec python",
         out,
     )
