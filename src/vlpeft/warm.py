@@ -175,10 +175,26 @@ def _run_cold(module: str, args: list[str], why: str | None) -> None:
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
+def _at_socket(path: Path, act) -> None:
+    """``act(address)`` with an address of ``path`` that fits a Unix socket address (about 100 bytes): the path
+    itself, or its name with the working directory moved to its folder meanwhile (deep temporary folders, such as
+    pytest's, are longer)."""
+    if len(os.fsencode(path)) < 100:
+        act(str(path))
+        return
+    here = os.open(".", os.O_RDONLY)
+    try:
+        os.chdir(path.parent)
+        act(path.name)
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
 def _connect(path: Path) -> socket.socket | None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(str(path))
+        _at_socket(path, s.connect)
     except (FileNotFoundError, ConnectionRefusedError):
         s.close()
         return None
@@ -386,7 +402,7 @@ def serve(sock_path: Path, module: str, idle_s: float) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _f: stopping.append(signum))
     old_umask = os.umask(0o077)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock_path))
+    _at_socket(sock_path, listener.bind)
     os.umask(old_umask)
     listener.listen(64)
     inode = os.stat(sock_path).st_ino

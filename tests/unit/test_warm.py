@@ -72,7 +72,9 @@ def _wait_for(path: Path, text: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_a_run_gets_the_clients_streams_folder_environment_arguments_and_exit_status(stub):
+def test_a_run_gets_the_clients_streams_folder_environment_arguments_and_exit_status(stub, monkeypatch):
+    # A server folder deeper than a Unix socket address can name (about 100 bytes), as pytest's are under xdist.
+    monkeypatch.setenv("VLPEFT_WARM_DIR", str(stub / ("deep" * 30) / "servers"))
     env = {**os.environ, "STUB_VALUE": "first"}
     first = _client(stub, "3", env=env)
     assert first.wait(timeout=60) == 3
@@ -85,8 +87,9 @@ def test_a_run_gets_the_clients_streams_folder_environment_arguments_and_exit_st
     assert second.wait(timeout=60) == 4
     out = _out(stub, "4")
     assert out[3] == "second" and int(out[5]) == server  # the same server, the new environment
-    assert list((stub / "servers").glob("*.sock"))
-    stat = os.stat(stub / "servers")
+    servers = stub / ("deep" * 30) / "servers"
+    assert list(servers.glob("*.sock"))
+    stat = os.stat(servers)
     assert stat.st_mode & 0o777 == 0o700
 
 
