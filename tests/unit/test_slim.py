@@ -147,3 +147,42 @@ def test_loading_mapped_weights_does_not_import_dynamo(tmp_path: Path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_written_safetensors_read_back_with_safetensors_and_the_same_bytes_in_another_process(tmp_path: Path):
+    """One file for the same tensors and metadata, whichever process writes it (safetensors' own writer orders the
+    metadata by a randomly seeded hash map), readable by safetensors and by the memory map alike."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    code = """
+import torch
+from vlpeft.model.slim import write_safetensors
+g = torch.Generator().manual_seed(0)
+tensors = {
+    "b.weight": torch.randn(3, 5, generator=g),
+    "a.half": torch.randn(7, generator=g).to(torch.bfloat16),
+    "c.index": torch.arange(4, dtype=torch.int64),
+    "d.mask": torch.tensor([True, False, True]),
+    "e.scalar": torch.tensor(2.5),
+    "f.empty": torch.zeros(0, 3),
+}
+meta = {k: k.upper() * 3 for k in ("zeta", "alpha", "mu", "beta", "omega", "kappa")}
+write_safetensors(tensors, OUT, meta)
+"""
+    here, there = tmp_path / "here.safetensors", tmp_path / "there.safetensors"
+    namespace: dict = {"OUT": str(here)}
+    exec(code, namespace)
+    subprocess.run([sys.executable, "-c", f"OUT = {str(there)!r}\n{code}"], check=True)
+    assert here.read_bytes() == there.read_bytes()
+    tensors, meta = namespace["tensors"], namespace["meta"]
+    with safe_open(str(here), framework="pt") as f:
+        assert f.metadata() == meta
+        read = {k: f.get_tensor(k) for k in f.keys()}
+    mapped = map_safetensors(here)
+    assert read.keys() == mapped.keys() == tensors.keys()
+    for k, t in tensors.items():
+        assert read[k].dtype == mapped[k].dtype == t.dtype and torch.equal(read[k], t) and torch.equal(mapped[k], t)
+    assert read_metadata(here) == meta

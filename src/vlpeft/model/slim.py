@@ -69,14 +69,43 @@ def weights_metadata(state: dict[str, torch.Tensor], cfg: MPlugConfig, **extra: 
     }
 
 
+_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """``tensors`` as a safetensors file, the same bytes for the same tensors and metadata; atomic (a temporary file
+    renamed into place).
+
+    safetensors' own writer orders the metadata through a Rust hash map, randomly seeded in every process, so the
+    same weights gave files with other bytes (and digests) from run to run. Here the header lists the metadata and
+    the tensors in a fixed order: tensors by item size (largest first, so that each starts aligned for its dtype,
+    as safetensors lays them out) then name, the header padded with spaces to 8 bytes."""
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header: dict[str, object] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
+    blobs, offset = [], 0
+    for name in order:
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _NAMES:
+            raise ValueError(f"tensor {name}: dtype {t.dtype} cannot be written as safetensors here")
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
+    tmp.replace(path)
+
+
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, **extra: str) -> None:
     """The model's state dict (tied projection once) as safetensors with :func:`weights_metadata`; atomic."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != TIED}
-    tmp = Path(str(path) + ".tmp")
-    save_file(state, str(tmp), metadata=weights_metadata(state, model.config, **extra))
-    tmp.replace(path)
+    write_safetensors(state, path, weights_metadata(state, model.config, **extra))
 
 
 def _header(path: str | os.PathLike) -> tuple[int, dict]:
@@ -197,15 +226,9 @@ def convert(
     with open(source, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             h.update(block)
-    from safetensors.torch import save_file
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(
-        slim, str(tmp), metadata=weights_metadata(slim, cfg, source=Path(source).name, source_sha256=h.hexdigest())
-    )
-    tmp.replace(out)
+    write_safetensors(slim, out, weights_metadata(slim, cfg, source=Path(source).name, source_sha256=h.hexdigest()))
     lines = [
         f"source: {source} (sha256 {h.hexdigest()})",
         f"slim: {out} ({len(slim)} tensors)",
