@@ -137,12 +137,10 @@ class PeftMethod:
         return {"method": self.name, "config": json.dumps(d, sort_keys=True)}
 
     def save(self, model: nn.Module, path: str | Path) -> None:
-        from safetensors.torch import save_file
+        from ..model.slim import write_safetensors
 
         tensors = {n: p.detach().contiguous().cpu() for n, p in trainable_parameters(model).items()}
-        tmp = Path(str(path) + ".tmp")
-        save_file(tensors, str(tmp), metadata=self.identity())
-        tmp.replace(path)
+        write_safetensors(tensors, path, self.identity())
 
     def load(self, model: nn.Module, path: str | Path) -> None:
         from safetensors import safe_open
@@ -165,6 +163,30 @@ class PeftMethod:
                     if t.shape != p.shape:
                         raise ValueError(f"{path}: {name} has shape {list(t.shape)}, model wants {list(p.shape)}")
                     p.copy_(t)
+
+
+class WrappedLinear(nn.Module):
+    """A Linear that a PEFT module wraps: ``base_layer`` is the original, ``rows`` the output rows the method
+    changes (all by default), ``merged`` whether its change is folded into the base weight. Reads like the Linear it
+    replaces (``weight``, ``in_features``, ``out_features``), so code that inspects the model needs no case for it."""
+
+    def __init__(self, base_layer: nn.Linear, rows: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.rows = rows or (0, base_layer.out_features)
+        self.merged = False
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -24,37 +24,22 @@ import torch
 from torch import nn
 
 from ..model.config import MPlugConfig
-from .base import MethodConfig, PeftMethod, n_target_layers, register_method, target_layers
+from .base import MethodConfig, PeftMethod, WrappedLinear, n_target_layers, register_method, target_layers
 from .full import VIT_MLP_RATIO
 
 
-class IA3Linear(nn.Module):
+class IA3Linear(WrappedLinear):
     """Wraps a Linear: rescales its output rows ``[row_start, row_end)`` (keys, values), or with ``on_input=True``
     its input features (the FFN's intermediate activations) by a learned vector that starts at one."""
 
     def __init__(self, base_layer: nn.Linear, on_input: bool = False, rows: tuple[int, int] | None = None) -> None:
-        super().__init__()
         if on_input and rows is not None:
             raise ValueError("IA3Linear: rows select output rows; an input-side vector covers every input feature")
-        self.base_layer = base_layer
+        super().__init__(base_layer, rows)
         self.on_input = on_input
-        self.rows = rows or (0, base_layer.out_features)
         width = base_layer.in_features if on_input else self.rows[1] - self.rows[0]
         w = base_layer.weight
         self.ia3_scale = nn.Parameter(torch.ones(width, device=w.device, dtype=w.dtype))
-        self.merged = False
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..model.config import MPlugConfig
-from .base import MethodConfig, PeftMethod, n_target_layers, register_method, target_layers
+from .base import MethodConfig, PeftMethod, WrappedLinear, n_target_layers, register_method, target_layers
 
 
 def lora_scaling(rank: int, alpha: float | None) -> float:
@@ -25,15 +25,13 @@ def lora_scaling(rank: int, alpha: float | None) -> float:
     return 1.0 if alpha is None else alpha / rank
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(WrappedLinear):
     """Wraps a Linear: base output plus the low-rank update on output rows ``[row_start, row_end)``."""
 
     def __init__(
         self, base_layer: nn.Linear, rank: int, alpha: float | None = None, rows: tuple[int, int] | None = None
     ) -> None:
-        super().__init__()
-        self.base_layer = base_layer
-        self.rows = rows or (0, base_layer.out_features)
+        super().__init__(base_layer, rows)
         out = self.rows[1] - self.rows[0]
         self.lora_A = nn.Linear(base_layer.in_features, rank, bias=False)
         self.lora_B = nn.Linear(rank, out, bias=False)
@@ -42,19 +40,6 @@ class LoRALinear(nn.Module):
         self.lora_A.to(base_layer.weight.device)
         self.lora_B.to(base_layer.weight.device)
         self.scaling = lora_scaling(rank, alpha)
-        self.merged = False
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
 
     def delta_weight(self) -> torch.Tensor:
         return self.lora_B.weight @ self.lora_A.weight * self.scaling
