@@ -520,6 +520,25 @@ def store_bandwidth(
     return lines
 
 
+def flops_text(flops: float) -> str:
+    """A FLOP count with the largest SI prefix that keeps it at or above 1 (the paper grid in EFLOP, the mini study in
+    TFLOP), one decimal."""
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9)):
+        if flops >= scale:
+            return f"{flops / scale:,.1f} {prefix}FLOP"
+    return f"{flops:,.0f} FLOP"
+
+
+def hours_text(hours: float) -> str:
+    """GPU-hours: whole hours from 10 on, else three significant digits, never in exponent notation (a CPU-sized study
+    is not "0")."""
+    if hours >= 10:
+        return f"{hours:,.0f}"
+    if hours <= 0:
+        return "0"
+    return f"{hours:.{max(0, 2 - math.floor(math.log10(hours)))}f}"
+
+
 def report(
     config: dict, profile: str | os.PathLike | None, root: str | os.PathLike = ".", per_run: bool = True
 ) -> tuple[str, dict]:
@@ -563,11 +582,11 @@ def report(
         ),
         f"training samples: {sum(c.train_samples for c in costs):,}; evaluation samples: "
         f"{sum(c.eval_samples for c in costs):,}",
-        f"whole grid: {without / 1e18:,.1f} EFLOP without the store, {with_store / 1e18:,.1f} EFLOP with it "
+        f"whole grid: {flops_text(without)} without the store, {flops_text(with_store)} with it "
         f"({without / with_store:.2f}x fewer; {sum(c.store for c in costs)} of {len(costs)} runs read the store)",
-        f"predicted GPU-hours: {h_without:,.0f} without the store (evaluation "
-        f"{sum(p.eval_hours_no_store for p in preds):,.0f}), {h_with:,.0f} with it (evaluation "
-        f"{sum(p.eval_hours_store if c.store else p.eval_hours_no_store for c, p in zip(costs, preds)):,.0f})",
+        f"predicted GPU-hours: {hours_text(h_without)} without the store (evaluation "
+        f"{hours_text(sum(p.eval_hours_no_store for p in preds))}), {hours_text(h_with)} with it (evaluation "
+        f"{hours_text(sum(p.eval_hours_store if c.store else p.eval_hours_no_store for c, p in zip(costs, preds)))})",
         f"throughput: {source}",
         f"SLURM limits: {settings.gpus_per_job} GPUs per job, predicted wall x {settings.margin} + "
         f"{settings.overhead_minutes:.0f} min, {min(p.slurm_minutes for p in preds)}-"
@@ -603,9 +622,8 @@ def study_images(config: dict, root: str | os.PathLike = ".") -> tuple[int, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
     from .console import announce
+    from .grid import load_config
 
     p = argparse.ArgumentParser(prog="vlpeft cost", description=__doc__.splitlines()[0])
     p.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s, the paper's)")
@@ -618,10 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summary", action="store_true", help="totals only, no line per run")
     p.add_argument("--json", type=Path, help="also write the totals here (JSON)")
     a = p.parse_args(argv)
-    if not Path(a.config).is_file():
-        raise FileNotFoundError(f"config file not found: {a.config}")
+    config = load_config(a.config)  # checked as the workflow checks it: a bad config is one line, not a KeyError
     announce("vlpeft cost", f"counting the FLOPs of every run of {a.config} (loads torch; minutes for the paper grid)")
-    config = yaml.safe_load(Path(a.config).read_text())
     profile = a.profile if Path(a.profile).is_dir() else None
     text, summary = report(config, profile, a.root, per_run=not a.summary)
     print(text)

@@ -84,6 +84,7 @@ def test_undescribed_options_are_caught() -> None:
 def tables_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("tables")
     make_runs().drop(columns=["paper_metric"]).to_csv(d / "no_paper_metric.csv", index=False)
+    (d / "no_tasks.yaml").write_text((REPO / "config" / "mini.yaml").read_text().replace("tasks:", "tasks_:", 1))
     return d
 
 
@@ -92,6 +93,11 @@ USER_ERRORS = [
     ("vlpeft", ["-m", "vlpeft.cli", "grid", "--config", "missing.yaml"], "config file not found: missing.yaml"),
     ("vlpeft params", ["-m", "vlpeft.cli", "params", "--preset", "huge"], "invalid choice: 'huge'"),
     ("vlpeft", ["-m", "vlpeft.cli", "cost", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+    (
+        "vlpeft",
+        ["-m", "vlpeft.cli", "cost", "--config", "no_tasks.yaml"],
+        "no_tasks.yaml: (top level): Additional properties are not allowed ('tasks_'",
+    ),
     (
         "vlpeft",
         ["-m", "vlpeft.cli", "plan", "--config", str(REPO / "config" / "mini.yaml"), "--profile", "missing"],
@@ -130,6 +136,7 @@ USER_ERROR_IDS = [
     "grid-config",
     "params-preset",
     "cost-config",
+    "cost-schema",
     "plan-profile",
     "model-preset",
     "aggregate-config",

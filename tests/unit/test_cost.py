@@ -173,3 +173,18 @@ def test_evaluations_and_cost_inputs(paper):
     assert cost.cost_inputs(paper)["study"] == "paper"  # the study's root: its records and vocabulary are read there
     assert {m["coco"]["lr"] for m in stripped["methods"].values()} == {1.0}
     assert paper["methods"]["lora"]["coco"]["lr"] != 1.0  # the study config itself is untouched
+
+
+@pytest.mark.parametrize(
+    ("hours", "text"),
+    [(0.0, "0"), (7.48e-5, "0.0000748"), (0.000101, "0.000101"), (0.5, "0.500"), (5.5, "5.50"), (1122.4, "1,122")],
+)
+def test_gpu_hours_of_a_cpu_sized_study_are_not_zero(hours: float, text: str) -> None:
+    assert cost.hours_text(hours) == text
+
+
+@pytest.mark.parametrize(
+    ("flops", "text"), [(11.4e12, "11.4 TFLOP"), (3e15, "3.0 PFLOP"), (161.7e18, "161.7 EFLOP"), (5.0, "5 FLOP")]
+)
+def test_flops_take_the_largest_prefix_that_keeps_them_at_least_1(flops: float, text: str) -> None:
+    assert cost.flops_text(flops) == text
