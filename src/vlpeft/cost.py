@@ -84,20 +84,20 @@ class CostSettings:
 def load_settings(profile: str | os.PathLike | None) -> CostSettings:
     """Settings from ``<profile>/cost.yaml`` and the GPUs per job from ``<profile>/config.yaml``; defaults without a
     profile. A relative ``benchmark`` path is resolved against the profile folder."""
-    import yaml
+    from .files import read_yaml_mapping
 
     if profile is None:
         return CostSettings()
     profile = Path(profile)
     values: dict = {}
     if (profile / "cost.yaml").is_file():
-        values = yaml.safe_load((profile / "cost.yaml").read_text()) or {}
+        values = read_yaml_mapping(profile / "cost.yaml", "cost settings")
     known = {f.name for f in fields(CostSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{profile / 'cost.yaml'}: unknown key(s) {unknown}; known: {sorted(known)}")
     if (profile / "config.yaml").is_file():
-        prof = yaml.safe_load((profile / "config.yaml").read_text()) or {}
+        prof = read_yaml_mapping(profile / "config.yaml", "Snakemake profile")
         gpu = (prof.get("set-resources") or {}).get("train_run", {}).get("gpu")
         if gpu:
             values.setdefault("gpus_per_job", int(gpu))

@@ -145,6 +145,27 @@ def read_json(path: str | Path, remedy: str):
         raise CorruptFileError(f"{path} is not valid JSON ({_first_line(e)}): {remedy}") from None
 
 
+def read_yaml_mapping(path: str | Path, what: str, *, missing: str | None = None, remedy: str = "") -> dict:
+    """The YAML mapping in ``path`` (an empty file is an empty one), for every reader of a config file.
+
+    A missing file is a FileNotFoundError saying ``missing`` (default: "<what> not found"); YAML that does not parse
+    (``remedy`` appended) or is not a mapping is a ValueError naming the file and ``what`` it should hold."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{missing or what + ' not found'}: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid YAML ({e}){'; ' + remedy if remedy else ''}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds no {what} (a YAML mapping), got {type(data).__name__}")
+    return data
+
+
 def read_json_mapping(path: str | Path) -> dict | None:
     """The JSON object in ``path``, or None when there is none to read (missing, unreadable, not JSON, not an object):
     for readers that only look (the retry check, the status view) and must not fail on a file being written."""

@@ -178,15 +178,10 @@ def load_config(path: str | Path) -> dict:
     command-line tools that read one (``vlpeft grid``, ``python -m vlpeft.aggregate``)."""
     import yaml
 
+    from .files import read_yaml_mapping
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid YAML ({e})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} holds no study config (a YAML mapping)")
+    config = read_yaml_mapping(path, "study config", missing="config file not found")
     if SCHEMA.is_file():
         import jsonschema
 

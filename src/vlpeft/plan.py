@@ -98,14 +98,12 @@ def peak_concurrent(spans: list[tuple[float, float]], sizes: list[int]) -> int:
 
 def profile_resources(profile: Path) -> dict:
     """``default-resources`` and ``set-resources`` of a Snakemake profile's config.yaml."""
-    import yaml
+    from .files import read_yaml_mapping
 
     path = profile / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"profile not found: {path} (give --profile the folder of a Snakemake profile)")
-    prof = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(prof, dict):
-        raise ValueError(f"{path} holds no Snakemake profile (a YAML mapping)")
+    prof = read_yaml_mapping(path, "Snakemake profile")
     return {"default": dict(prof.get("default-resources") or {}), "rules": dict(prof.get("set-resources") or {})}
 
 

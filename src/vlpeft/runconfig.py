@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from .files import read_yaml_mapping
 from .metrics.caption import CIDER_MIN_IMAGES, SUPPORTED_METRICS
 from .tasks import COCO, TASKS
 
@@ -340,14 +341,7 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"run config not found: {path}")
-        try:
-            d = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid YAML ({e}); delete it and rerun write_run_config") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path} holds no run config (a YAML mapping), got {type(d).__name__}")
+        d = read_yaml_mapping(path, "run config", remedy="delete it and rerun write_run_config")
         try:
             return cls.from_dict(d)
         except ValueError as e:

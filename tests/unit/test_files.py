@@ -171,3 +171,25 @@ def test_a_second_training_of_a_run_refuses_to_start_and_touches_nothing(tiny_st
         assert main(["--config", str(path)]) == 1
     assert f"{run} is in use by another training of this run: process {os.getpid()}" in caplog.text
     assert sorted(p.name for p in run.iterdir()) == [files.LOCK_NAME]  # no status, no log, no checkpoint
+
+
+def test_yaml_mapping_reader_names_the_file_and_what_it_should_hold(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    with pytest.raises(FileNotFoundError, match=f"^study config not found: {re.escape(str(path))}$"):
+        files.read_yaml_mapping(path, "study config")
+    with pytest.raises(FileNotFoundError, match="^config file not found: "):
+        files.read_yaml_mapping(path, "study config", missing="config file not found")
+    path.write_text("")
+    assert files.read_yaml_mapping(path, "study config") == {}
+    path.write_text("a: 1\nb: [2, 3]\n")
+    assert files.read_yaml_mapping(path, "study config") == {"a": 1, "b": [2, 3]}
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match=r"c\.yaml holds no study config \(a YAML mapping\), got list$"):
+        files.read_yaml_mapping(path, "study config")
+    path.write_text("a: [1\n")
+    with pytest.raises(ValueError, match=r"(?s)c\.yaml is not valid YAML \(.*\); rerun it$") as e:
+        files.read_yaml_mapping(path, "study config", remedy="rerun it")
+    assert "while parsing" in str(e.value)
+    path.write_bytes(b"\xff\xfe\x00a")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        files.read_yaml_mapping(path, "study config")
