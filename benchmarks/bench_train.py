@@ -66,6 +66,7 @@ def make_study(root: Path, n_train: int = 64, image_size: int = 64) -> None:
 
 def cpu_part(steps: int) -> None:
     from tests.conftest import make_run_config
+    from vlpeft.launch import torchrun_command
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
@@ -86,18 +87,7 @@ def cpu_part(steps: int) -> None:
             path.write_text(yaml.safe_dump(cfg))
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             proc = subprocess.run(
-                [
-                    str(Path(sys.executable).parent / "torchrun"),
-                    "--standalone",
-                    "--log-dir",
-                    os.devnull,
-                    "--nproc_per_node",
-                    str(nproc),
-                    "-m",
-                    "vlpeft.train",
-                    "--config",
-                    str(path),
-                ],
+                torchrun_command(nproc, 30, str(path)),  # the training job's own launch
                 capture_output=True,
                 text=True,
                 env=env,

@@ -22,6 +22,7 @@ from vlpeft.data.datasets import move
 from vlpeft.data.prepare import read_jsonl
 from vlpeft.data.subsets import read_subset
 from vlpeft.files import CorruptFileError, UnsafeFileError
+from vlpeft.launch import torchrun_command
 from vlpeft.runconfig import RunConfig
 from vlpeft.train import EXIT_PREEMPTED, Trainer, param_groups, world_info_from_env
 
@@ -607,18 +608,7 @@ def test_several_processes_equal_one(tiny_study, tmp_path, method, nprocs):
         path.write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "torchrun"),
-                "--standalone",
-                "--log-dir",
-                os.devnull,
-                "--nproc_per_node",
-                str(nproc),
-                "-m",
-                "vlpeft.train",
-                "--config",
-                str(path),
-            ],
+            torchrun_command(nproc, 30, str(path)),  # the training job's own launch
             capture_output=True,
             text=True,
             timeout=600,
